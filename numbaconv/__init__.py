@@ -1,0 +1,21 @@
+"""numbaconv: 1D, 2D and 3D convolution layers for NumPy arrays, compiled by Numba.
+
+Public names only; see SPEC.md for the contract. Importing compiles nothing: kernels are
+compiled (or loaded from Numba's on-disk cache) on first use.
+"""
+
+from .functional import (
+    conv,
+    conv1d,
+    conv2d,
+    conv3d,
+    count_macs,
+    count_params,
+    output_shape,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
+]

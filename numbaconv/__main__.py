@@ -1,0 +1,95 @@
+"""Command line: ``python -m numbaconv demo | bench | warmup``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _print_matrix(title, m):
+    print(title)
+    for row in np.atleast_2d(m):
+        print("  " + " ".join(f"{v:5g}" for v in row))
+
+
+def demo() -> None:
+    """The 5x5 horizontal-edge example, ResNet-50's first layer counts, one timed conv2d."""
+    from . import conv2d, count_macs, count_params
+    from .bench import median_time
+
+    x = np.zeros((5, 5))
+    x[2:] = 1
+    k = np.array([[-1.0, -1, -1], [0, 0, 0], [1, 1, 1]])
+    y = conv2d(x[None, None], k[None, None])[0, 0]
+    _print_matrix("input (5x5):", x)
+    _print_matrix("kernel (3x3, horizontal edges):", k)
+    _print_matrix("output (3x3):", y)
+
+    in_shape, w_shape = (1, 3, 224, 224), (64, 3, 7, 7)
+    macs = count_macs(in_shape, w_shape, stride=2, padding=3)
+    print("\nResNet-50 conv1 (3->64, 7x7, stride 2, padding 3, 224x224):")
+    print(f"  parameters {count_params(w_shape):,}   MACs {macs:,}")
+
+    rng = np.random.default_rng(0)
+    xi = rng.standard_normal(in_shape, dtype=np.float32)
+    wi = rng.standard_normal(w_shape, dtype=np.float32)
+    t0 = time.perf_counter()
+    conv2d(xi, wi, stride=2, padding=3)
+    first = time.perf_counter() - t0
+    t = median_time(lambda: conv2d(xi, wi, stride=2, padding=3))
+    print(f"  float32 conv2d: {t * 1e3:.2f} ms median ({2 * macs / t / 1e9:.1f} GFLOP/s); "
+          f"first call {first:.2f} s (includes compiling or loading the kernel)")
+
+
+def warmup() -> None:
+    """Compile every kernel for float32 and float64 into Numba's on-disk cache."""
+    from . import conv
+
+    for dtype in (np.float32, np.float64):
+        for name, (x_shape, w_shape, groups) in {
+            "dense": ((1, 2, 5, 5), (4, 2, 3, 3), 1),
+            "channel-wise": ((1, 2, 5, 5), (2, 1, 3, 3), 2),
+        }.items():
+            t0 = time.perf_counter()
+            conv(np.ones(x_shape, dtype), np.ones(w_shape, dtype), groups=groups,
+                 method="direct")
+            print(f"  {name:<13} {np.dtype(dtype).name:<8} {time.perf_counter() - t0:6.2f} s")
+
+
+def bench(compare: bool) -> None:
+    """Time the benchmark suite; with ``compare``, also PyTorch, as ratios."""
+    from .bench import format_table, run_suite, steady_allocator
+
+    steady = steady_allocator()
+    rows = run_suite(compare=compare)
+    print(format_table(rows))
+    if steady:
+        print("(glibc told to keep freed memory, so neither library's times include the "
+              "page faults of fresh allocations)")
+    if compare and not any(r.get("torch") for r in rows):
+        print("PyTorch is not installed: pip install torch to compare")
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m numbaconv`` and the ``numbaconv`` console script."""
+    parser = argparse.ArgumentParser(prog="numbaconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="the 5x5 edge example, layer counts and one timed conv2d")
+    b = sub.add_parser("bench", help="time the benchmark suite")
+    b.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
+    sub.add_parser("warmup", help="compile and cache every kernel")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo()
+    elif args.command == "bench":
+        bench(args.compare)
+    else:
+        warmup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The direct path: chooses between the dense and channel-wise kernels and splits work."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import config
+from ._kernels.direct import channelwise_conv, dense_conv
+from ._threads import KERNEL_LOCK
+
+# Depthwise layers with small kernels run faster as row axpys than as dot products (a
+# 3x3 dot product is too short to fill a vector); large single-channel kernels, such as a
+# 31x31 depthwise or a 63x63 image filter, are long dot products and take the dense kernel.
+CHANNELWISE_MAX_TAPS = 32
+# Bytes of packed input per job: small enough to stay in L2 next to the weights.
+PACK_BYTES = 1 << 17
+
+
+def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int):
+    """Output columns and channels per job for the dense kernel.
+
+    Rows are the natural job; long rows are cut so the packed buffer stays near
+    PACK_BYTES, and if there are still too few jobs to keep every thread busy, rows are
+    cut further, then output channels (in multiples of the 4-channel register block).
+    """
+    target = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
+    ow_chunk = max(8, min(out_width, PACK_BYTES // max(row_bytes, 1)))
+    jobs = rows * math.ceil(out_width / ow_chunk)
+    if jobs < target:
+        ow_chunk = max(16, math.ceil(out_width * jobs / target))
+        ow_chunk = min(ow_chunk, out_width)
+        jobs = rows * math.ceil(out_width / ow_chunk)
+    co_chunk = out_per_group
+    if jobs < target and out_per_group >= 16:
+        pieces = min(math.ceil(target / jobs), out_per_group // 8)
+        co_chunk = 4 * math.ceil(out_per_group / pieces / 4)
+    return ow_chunk, co_chunk
+
+
+def conv_direct(x6, w6, bias2, out, stride, dilation, pad):
+    """Run the direct path on normalised arrays, writing ``out``.
+
+    ``x6`` ``(N, G, Cg, D, H, W)``, ``w6`` ``(G, COg, Cg, KD, KH, KW)``, ``bias2``
+    ``(G, COg)``, ``out`` ``(N, G, COg, OD, OH, OW)``; all C-contiguous, one dtype. The
+    tuples are per axis (d, h, w); ``pad`` holds the zero padding before each axis.
+    """
+    G, COg, Cg, KD, KH, KW = w6.shape
+    if Cg == 1 and KD * KH * KW <= CHANNELWISE_MAX_TAPS:
+        with KERNEL_LOCK:
+            channelwise_conv(x6, w6.reshape(G, COg, KD, KH, KW), bias2, out,
+                             stride, dilation, pad)
+        return out
+    # Match the packed rows' order [kw, kd, kh, c] so each dot product is contiguous.
+    wt = np.ascontiguousarray(w6.transpose(0, 1, 5, 3, 4, 2)).reshape(
+        G, COg, KW, KD * KH * Cg
+    )
+    N, OD, OH, OW = out.shape[0], out.shape[3], out.shape[4], out.shape[5]
+    # Packed bytes per output column: sw input columns, or all KW taps when dilated.
+    per_column = KW if dilation[2] > 1 else stride[2]
+    row_bytes = per_column * KD * KH * Cg * out.itemsize
+    ow_chunk, co_chunk = _work_split(N * G * OD * OH, OW, COg, row_bytes)
+    with KERNEL_LOCK:
+        dense_conv(x6, wt, bias2, out, (KD, KH, KW), stride, dilation, pad,
+                   ow_chunk, co_chunk)
+    return out

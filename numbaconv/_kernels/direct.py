@@ -1,0 +1,312 @@
+"""Direct convolution kernels (Numba, parallel over output rows).
+
+Every kernel works on three spatial axes: a 1D or 2D convolution reaches it with leading
+spatial axes of size 1, which only adds trips of length one to loops outside the hot
+reduction. One kernel per data type therefore serves every dimensionality, and each
+compiles once (a ``parallel=True`` kernel costs 1-3 s to compile).
+
+Layouts (C-contiguous, one dtype, float32 or float64):
+
+- ``x``: ``(N, G, Cg, D, H, W)``, unpadded; zero padding is applied while packing rows.
+- ``out``: ``(N, G, COg, OD, OH, OW)``, overwritten.
+- ``bias``: ``(G, COg)`` (zeros when the user gave none).
+- ``stride``, ``dilation``, ``pad``: ``(d, h, w)`` tuples; ``pad`` is the padding before
+  each axis (the padding after is implied by the output size).
+
+Dense kernel (``dense_conv``): for each output row, the receptive fields of the row are
+packed once into a small buffer ``P[iw, kd, kh, c]`` in which one output's inputs for a
+given ``kw`` are contiguous (and, without dilation along W, contiguous for all ``kw``).
+The weight is packed to match, ``(G, COg, KW, KD*KH*Cg)``, so every output is a dot
+product of contiguous vectors. A register block of 4 output channels x 2 output columns
+runs 8 such dot products at once: 6 vector loads feed 8 FMAs, and LLVM vectorises the
+loop (``fastmath`` ``reassoc`` turns each sum into vector partial sums).
+
+Channel-wise kernel (``channelwise_conv``, one input channel per group: depthwise): each
+tap adds a scaled slice of an input row to the output row, a contiguous axpy that LLVM
+vectorises; border outputs simply skip the taps that fall in the zero padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import CACHE, FASTMATH
+
+_JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
+
+
+@njit(**_JIT)
+def _dot_4x2(P, xa, xb, W2, co, K, b0, b1, b2, b3):
+    """Dot products of weight rows co..co+3 with the fields P[xa:xa+K] and P[xb:xb+K]."""
+    # Slicing first gives LLVM indices it knows are in range: plain loads, not gathers.
+    pa = P[xa: xa + K]
+    pb = P[xb: xb + K]
+    q0 = W2[co]
+    q1 = W2[co + 1]
+    q2 = W2[co + 2]
+    q3 = W2[co + 3]
+    a0, a1, a2, a3 = b0, b1, b2, b3
+    c0, c1, c2, c3 = b0, b1, b2, b3
+    for k in range(K):
+        u = pa[k]
+        v = pb[k]
+        a0 += q0[k] * u
+        c0 += q0[k] * v
+        a1 += q1[k] * u
+        c1 += q1[k] * v
+        a2 += q2[k] * u
+        c2 += q2[k] * v
+        a3 += q3[k] * u
+        c3 += q3[k] * v
+    return a0, a1, a2, a3, c0, c1, c2, c3
+
+
+@njit(**_JIT)
+def _dot_4x1(P, xa, W2, co, K, b0, b1, b2, b3):
+    """Dot products of weight rows co..co+3 with the field P[xa:xa+K]."""
+    pa = P[xa: xa + K]
+    q0 = W2[co]
+    q1 = W2[co + 1]
+    q2 = W2[co + 2]
+    q3 = W2[co + 3]
+    a0, a1, a2, a3 = b0, b1, b2, b3
+    for k in range(K):
+        u = pa[k]
+        a0 += q0[k] * u
+        a1 += q1[k] * u
+        a2 += q2[k] * u
+        a3 += q3[k] * u
+    return a0, a1, a2, a3
+
+
+@njit(**_JIT)
+def _dot_1x4(P, xa, xdist, W2, co, K, b):
+    """Dot products of weight row co with the fields P[xa + i*xdist:][:K], i < 4."""
+    p0 = P[xa: xa + K]
+    p1 = P[xa + xdist: xa + xdist + K]
+    p2 = P[xa + 2 * xdist: xa + 2 * xdist + K]
+    p3 = P[xa + 3 * xdist: xa + 3 * xdist + K]
+    q = W2[co]
+    a0, a1, a2, a3 = b, b, b, b
+    for k in range(K):
+        w = q[k]
+        a0 += w * p0[k]
+        a1 += w * p1[k]
+        a2 += w * p2[k]
+        a3 += w * p3[k]
+    return a0, a1, a2, a3
+
+
+@njit(**_JIT)
+def _dot_1x1(P, xa, W2, co, K, b):
+    """Dot product of weight row co with the field P[xa:xa+K]."""
+    pa = P[xa: xa + K]
+    q = W2[co]
+    a = b
+    for k in range(K):
+        a += q[k] * pa[k]
+    return a
+
+
+@njit(**_JIT)
+def _pack_rows(x, n, g, od, oh, columns, kernel, stride, dilation, pad, P):
+    """Fill ``P[q, kd, kh, c]`` with input column ``columns[q]`` (``-1``: zero padding) of
+    the rows that output row (od, oh) reads through taps (kd, kh)."""
+    Cg, D, H = x.shape[2], x.shape[3], x.shape[4]
+    KD, KH = kernel[0], kernel[1]
+    KDHC = KD * KH * Cg
+    P[:] = 0
+    for kd in range(KD):
+        i_d = od * stride[0] + kd * dilation[0] - pad[0]
+        if i_d < 0 or i_d >= D:
+            continue
+        for kh in range(KH):
+            i_h = oh * stride[1] + kh * dilation[1] - pad[1]
+            if i_h < 0 or i_h >= H:
+                continue
+            off = (kd * KH + kh) * Cg
+            for c in range(Cg):
+                row = x[n, g, c, i_d, i_h]
+                for q in range(columns.shape[0]):
+                    if columns[q] >= 0:
+                        P[q * KDHC + off + c] = row[columns[q]]
+
+
+@njit(parallel=True, **_JIT)
+def dense_conv(x, wt, bias, out, kernel, stride, dilation, pad, ow_chunk, co_chunk):
+    """Direct convolution with packed rows; see the module docstring for layouts.
+
+    ``wt`` is the weight packed as ``(G, COg, KW, KD*KH*Cg)``; ``kernel`` is (KD, KH, KW).
+    Work is split into jobs of one output row, ``ow_chunk`` output columns and
+    ``co_chunk`` output channels; each job writes only its own outputs.
+
+    Without dilation along W, neighbouring ``kw`` taps read neighbouring packed columns,
+    so the packed buffer holds each input column once and output ``i``'s field is the
+    contiguous run ``P[i*sw*KDHC:][:K]``. With dilation, the buffer holds each output's
+    ``KW`` columns side by side instead (``P[i*K:][:K]``), so the field stays contiguous.
+    """
+    N, G, W = x.shape[0], x.shape[1], x.shape[5]
+    COg, KW, KDHC = wt.shape[1], wt.shape[2], wt.shape[3]
+    OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
+    sw, dw, pw = stride[2], dilation[2], pad[2]
+    K = KW * KDHC
+    compact = dw == 1
+    n_owc = (OW + ow_chunk - 1) // ow_chunk
+    n_coc = (COg + co_chunk - 1) // co_chunk
+    for job in prange(N * G * OD * OH * n_owc * n_coc):
+        coc = job % n_coc
+        rest = job // n_coc
+        owc = rest % n_owc
+        rest //= n_owc
+        oh = rest % OH
+        rest //= OH
+        od = rest % OD
+        rest //= OD
+        g = rest % G
+        n = rest // G
+        ow0 = owc * ow_chunk
+        nw = min(OW - ow0, ow_chunk)
+        if compact:
+            ncols = (nw - 1) * sw + KW
+            fstep = sw * KDHC  # distance in P between neighbouring outputs' fields
+        else:
+            ncols = nw * KW
+            fstep = K
+        columns = np.empty(ncols, dtype=np.int64)
+        for q in range(ncols):
+            if compact:
+                src = ow0 * sw + q - pw
+            else:
+                src = (ow0 + q // KW) * sw + (q % KW) * dw - pw
+            columns[q] = src if 0 <= src < W else -1
+        P = np.empty(ncols * KDHC, dtype=x.dtype)
+        _pack_rows(x, n, g, od, oh, columns, kernel, stride, dilation, pad, P)
+        W2 = wt[g].reshape((COg, K))
+        bg = bias[g]
+        co = coc * co_chunk
+        co_end = min(COg, co + co_chunk)
+        while co + 4 <= co_end:
+            b0, b1, b2, b3 = bg[co], bg[co + 1], bg[co + 2], bg[co + 3]
+            i = 0
+            while i + 2 <= nw:
+                a0, a1, a2, a3, c0, c1, c2, c3 = _dot_4x2(
+                    P, i * fstep, (i + 1) * fstep, W2, co, K, b0, b1, b2, b3
+                )
+                o = ow0 + i
+                out[n, g, co, od, oh, o] = a0
+                out[n, g, co + 1, od, oh, o] = a1
+                out[n, g, co + 2, od, oh, o] = a2
+                out[n, g, co + 3, od, oh, o] = a3
+                out[n, g, co, od, oh, o + 1] = c0
+                out[n, g, co + 1, od, oh, o + 1] = c1
+                out[n, g, co + 2, od, oh, o + 1] = c2
+                out[n, g, co + 3, od, oh, o + 1] = c3
+                i += 2
+            if i < nw:
+                a0, a1, a2, a3 = _dot_4x1(P, i * fstep, W2, co, K, b0, b1, b2, b3)
+                o = ow0 + i
+                out[n, g, co, od, oh, o] = a0
+                out[n, g, co + 1, od, oh, o] = a1
+                out[n, g, co + 2, od, oh, o] = a2
+                out[n, g, co + 3, od, oh, o] = a3
+            co += 4
+        while co < co_end:
+            # Fewer than 4 channels left: block over 4 columns instead.
+            b = bg[co]
+            i = 0
+            while i + 4 <= nw:
+                a0, a1, a2, a3 = _dot_1x4(P, i * fstep, fstep, W2, co, K, b)
+                o = ow0 + i
+                out[n, g, co, od, oh, o] = a0
+                out[n, g, co, od, oh, o + 1] = a1
+                out[n, g, co, od, oh, o + 2] = a2
+                out[n, g, co, od, oh, o + 3] = a3
+                i += 4
+            while i < nw:
+                out[n, g, co, od, oh, ow0 + i] = _dot_1x1(P, i * fstep, W2, co, K, b)
+                i += 1
+            co += 1
+
+
+@njit(**_JIT)
+def _axpy_taps(acc, xp, offsets, weights, length):
+    """acc[:length] += sum_t weights[t] * xp[offsets[t]:][:length], four taps a pass, so
+    each pass over acc feeds four FMAs per load and store of acc."""
+    ntaps = offsets.shape[0]
+    a = acc[:length]
+    t = 0
+    while t + 4 <= ntaps:
+        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
+        x0 = xp[offsets[t]: offsets[t] + length]
+        x1 = xp[offsets[t + 1]: offsets[t + 1] + length]
+        x2 = xp[offsets[t + 2]: offsets[t + 2] + length]
+        x3 = xp[offsets[t + 3]: offsets[t + 3] + length]
+        for i in range(length):
+            a[i] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i]
+        t += 4
+    while t < ntaps:
+        w0 = weights[t]
+        x0 = xp[offsets[t]: offsets[t] + length]
+        for i in range(length):
+            a[i] += w0 * x0[i]
+        t += 1
+
+
+@njit(parallel=True, **_JIT)
+def channelwise_conv(x, w, bias, out, stride, dilation, pad):
+    """Convolution with one input channel per group (depthwise and its multiples).
+
+    ``x``: ``(N, G, 1, D, H, W)``; ``w``: ``(G, COg, KD, KH, KW)``; one job per output
+    plane. Each input plane is copied once into a zero-padded buffer with row pitch
+    ``Wp``; with unit stride, output (oh, ow) then reads ``xp[oh*Wp + ow + offset(tap)]``,
+    so every tap is a single axpy over the whole plane (the ``Wp - OW`` extra columns per
+    row are computed and dropped), free of borders and short-row remainders.
+    """
+    N, G, D, H, W = x.shape[0], x.shape[1], x.shape[3], x.shape[4], x.shape[5]
+    COg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
+    sh, sw = stride[1], stride[2]
+    dh, dw = dilation[1], dilation[2]
+    ph, pw = pad[1], pad[2]
+    Hp = (OH - 1) * sh + (KH - 1) * dh + 1
+    Wp = (OW - 1) * sw + (KW - 1) * dw + 1
+    unit = sh == 1 and sw == 1
+    acc_pitch = Wp if unit else OW
+    offsets = np.empty(KH * KW, dtype=np.int64)
+    for kh in range(KH):
+        for kw in range(KW):
+            offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
+    for job in prange(N * G * COg * OD):
+        od = job % OD
+        rest = job // OD
+        co = rest % COg
+        rest //= COg
+        g = rest % G
+        n = rest // G
+        xp = np.zeros(Hp * Wp + (KW - 1) * dw, dtype=x.dtype)
+        acc = np.empty(OH * acc_pitch, dtype=x.dtype)
+        acc[:] = bias[g, co]
+        for kd in range(KD):
+            i_d = od * stride[0] + kd * dilation[0] - pad[0]
+            if i_d < 0 or i_d >= D:
+                continue
+            for r in range(Hp):
+                i_h = r - ph
+                if 0 <= i_h < H:
+                    c_lo = max(0, pw)
+                    c_hi = min(Wp, pw + W)
+                    if c_hi > c_lo:
+                        xp[r * Wp + c_lo: r * Wp + c_hi] = x[n, g, 0, i_d, i_h, c_lo - pw: c_hi - pw]
+            weights = w[g, co, kd].reshape(KH * KW)
+            if unit:
+                _axpy_taps(acc, xp, offsets, weights, OH * Wp)
+            else:
+                for oh in range(OH):
+                    for t in range(KH * KW):
+                        wv = weights[t]
+                        base = oh * sh * Wp + offsets[t]
+                        for i in range(OW):
+                            acc[oh * OW + i] += wv * xp[base + i * sw]
+        for oh in range(OH):
+            out[n, g, co, od, oh, :] = acc[oh * acc_pitch: oh * acc_pitch + OW]

@@ -1,0 +1,283 @@
+"""Argument normalisation and validation for convolutions of any dimensionality.
+
+Everything a user passes is checked here, once, before any work is done; kernels trust
+what they receive. Pure Python and NumPy: nothing here compiles.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_STRINGS = ("valid", "same")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_tuple(name: str, value, d: int, minimum: int) -> tuple[int, ...]:
+    """``value`` as a tuple of ``d`` ints, each >= ``minimum``."""
+    if _is_int(value):
+        items = (int(value),) * d
+    elif isinstance(value, (tuple, list)):
+        if len(value) != d or not all(_is_int(v) for v in value):
+            raise ValueError(f"{name}={value!r} must be an int or a tuple of {d} ints")
+        items = tuple(int(v) for v in value)
+    else:
+        raise TypeError(f"{name}={value!r} must be an int or a tuple of {d} ints")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{name}={value!r} must be >= {minimum}")
+    return items
+
+
+def _padding_pairs(padding, d: int) -> tuple[tuple[int, int], ...] | str:
+    """Explicit padding as ``d`` ``(before, after)`` pairs; "same"/"valid" returned as is."""
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(
+                f"padding={padding!r} is not a padding string; expected one of "
+                f"{', '.join(map(repr, PADDING_STRINGS))}, an int or a tuple"
+            )
+        return padding
+    message = (
+        f"padding={padding!r} must be an int >= 0, a tuple of {d} ints, a tuple of {d} "
+        f"(before, after) pairs, 'valid' or 'same'"
+    )
+    if _is_int(padding):
+        pairs = ((int(padding), int(padding)),) * d
+    elif isinstance(padding, (tuple, list)) and len(padding) == d:
+        if all(_is_int(p) for p in padding):
+            pairs = tuple((int(p), int(p)) for p in padding)
+        elif all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p)
+            for p in padding
+        ):
+            pairs = tuple((int(p[0]), int(p[1])) for p in padding)
+        else:
+            raise ValueError(message)
+    else:
+        raise (ValueError if isinstance(padding, (tuple, list)) else TypeError)(message)
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"padding={padding!r} must not be negative")
+    return pairs
+
+
+def _same_padding(spatial, kernel, stride, dilation) -> tuple[tuple[int, int], ...]:
+    """TensorFlow's "same": output ceil(size / stride), the odd pad element after."""
+    pairs = []
+    for size, k, s, dil in zip(spatial, kernel, stride, dilation):
+        out = -(-size // s)
+        total = max((out - 1) * s + dil * (k - 1) + 1 - size, 0)
+        pairs.append((total // 2, total - total // 2))
+    return tuple(pairs)
+
+
+def _output_spatial(spatial, kernel, stride, dilation, pads, shape_names) -> tuple[int, ...]:
+    out = []
+    for axis, (size, k, s, dil, (lo, hi)) in enumerate(
+        zip(spatial, kernel, stride, dilation, pads)
+    ):
+        padded = size + lo + hi
+        span = dil * (k - 1) + 1
+        if span > padded:
+            raise ValueError(
+                f"kernel size {k} with dilation {dil} (span {span}) is larger than the padded "
+                f"input ({size} + {lo} + {hi} = {padded}) on spatial axis {axis} of "
+                f"{shape_names}"
+            )
+        out.append((padded - span) // s + 1)
+    return tuple(out)
+
+
+def _shape_tuple(name: str, shape) -> tuple[int, ...]:
+    try:
+        dims = tuple(operator.index(v) for v in shape)
+    except TypeError:
+        raise TypeError(f"{name}={shape!r} must be a tuple of ints") from None
+    if any(v < 0 for v in dims):
+        raise ValueError(f"{name}={shape!r} must not have negative sizes")
+    return dims
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Shapes and normalised parameters of one convolution (no data, no dtype).
+
+    Attributes hold per-axis tuples of length ``d``; ``padding`` is ``d`` (before, after)
+    pairs; ``batch`` is ``None`` for unbatched input.
+    """
+
+    d: int
+    batch: int | None
+    in_channels: int
+    out_channels: int
+    groups: int
+    spatial: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    out_spatial: tuple[int, ...]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        lead = () if self.batch is None else (self.batch,)
+        return lead + (self.out_channels,) + self.out_spatial
+
+    @property
+    def macs(self) -> int:
+        n = 1 if self.batch is None else self.batch
+        return (
+            n
+            * self.out_channels
+            * (self.in_channels // self.groups)
+            * math.prod(self.kernel)
+            * math.prod(self.out_spatial)
+        )
+
+
+def conv_geometry(
+    input_shape,
+    weight_shape,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    d: int | None = None,
+) -> ConvGeometry:
+    """Validate shapes and parameters; return the normalised :class:`ConvGeometry`.
+
+    ``d`` fixes the dimensionality (conv1d/2d/3d); by default it is ``len(weight_shape) - 2``.
+    """
+    input_shape = _shape_tuple("input shape", input_shape)
+    weight_shape = _shape_tuple("weight shape", weight_shape)
+    if d is None:
+        d = len(weight_shape) - 2
+        if d not in (1, 2, 3):
+            raise ValueError(
+                f"weight has shape {weight_shape} (ndim {len(weight_shape)}); expected "
+                f"ndim 3, 4 or 5: (out_channels, in_channels/groups, *kernel) for 1, 2 or "
+                f"3 spatial dimensions"
+            )
+    elif len(weight_shape) != d + 2:
+        raise ValueError(
+            f"weight has shape {weight_shape} (ndim {len(weight_shape)}); a {d}D "
+            f"convolution needs ndim {d + 2}: (out_channels, in_channels/groups, *kernel)"
+        )
+    if len(input_shape) not in (d + 1, d + 2):
+        raise ValueError(
+            f"input has shape {input_shape} (ndim {len(input_shape)}); a {d}D convolution "
+            f"needs ndim {d + 2} (N, C_in, *spatial) or {d + 1} (C_in, *spatial)"
+        )
+    batched = len(input_shape) == d + 2
+    batch = input_shape[0] if batched else None
+    in_channels = input_shape[1 if batched else 0]
+    spatial = input_shape[-d:]
+    out_channels, per_group = weight_shape[:2]
+    kernel = weight_shape[2:]
+    if out_channels < 1 or per_group < 1 or min(kernel) < 1:
+        raise ValueError(f"weight has shape {weight_shape}; every size must be >= 1")
+    if not _is_int(groups):
+        raise TypeError(f"groups={groups!r} must be an int")
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"groups={groups} must be >= 1")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide in_channels={in_channels} and "
+            f"out_channels={out_channels}"
+        )
+    if per_group * groups != in_channels:
+        raise ValueError(
+            f"input has {in_channels} channels but weight of shape {weight_shape} with "
+            f"groups={groups} expects {per_group * groups} (in_channels/groups={per_group})"
+        )
+    stride = _int_tuple("stride", stride, d, 1)
+    dilation = _int_tuple("dilation", dilation, d, 1)
+    pads = _padding_pairs(padding, d)
+    if pads == "valid":
+        pads = ((0, 0),) * d
+    elif pads == "same":
+        pads = _same_padding(spatial, kernel, stride, dilation)
+    out_spatial = _output_spatial(
+        spatial, kernel, stride, dilation, pads, f"input shape {input_shape}"
+    )
+    return ConvGeometry(
+        d, batch, in_channels, out_channels, groups, spatial, kernel, stride, dilation,
+        pads, out_spatial,
+    )
+
+
+def check_padding_mode(padding_mode, geometry: ConvGeometry) -> str:
+    """Check ``padding_mode`` by name and against the pad sizes it must support."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(
+            f"padding_mode={padding_mode!r} is not one of "
+            f"{', '.join(map(repr, PADDING_MODES))}"
+        )
+    for axis, (size, (lo, hi)) in enumerate(zip(geometry.spatial, geometry.padding)):
+        if padding_mode == "reflect" and max(lo, hi) >= size:
+            raise ValueError(
+                f"padding_mode='reflect' needs each pad < the input size, but spatial axis "
+                f"{axis} has size {size} and padding ({lo}, {hi})"
+            )
+        if padding_mode == "circular" and max(lo, hi) > size:
+            raise ValueError(
+                f"padding_mode='circular' needs each pad <= the input size, but spatial "
+                f"axis {axis} has size {size} and padding ({lo}, {hi})"
+            )
+        if padding_mode == "replicate" and size == 0 and lo + hi > 0:
+            raise ValueError(
+                f"padding_mode='replicate' cannot pad the empty spatial axis {axis}"
+            )
+    return padding_mode
+
+
+def _checked_array(name: str, value) -> np.ndarray:
+    if value is None:
+        raise TypeError(f"{name} must be an array, not None")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"{name} could not be converted to an array: {error}") from None
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; expected a real number type "
+            f"(float32, float64, float16, integer or bool)"
+        )
+    if kind == "f" and array.dtype.itemsize > 8:
+        raise TypeError(f"{name} has dtype {array.dtype}; the widest supported is float64")
+    return array
+
+
+def compute_dtype(*arrays: np.ndarray) -> np.dtype:
+    """The result dtype: float32 or float64 (SPEC.md "Numbers")."""
+    dtype = np.result_type(*arrays)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def as_arrays(x, weight, bias):
+    """Convert the user's ``x``, ``weight`` and ``bias`` to arrays, checking their types."""
+    x = _checked_array("input", x)
+    weight = _checked_array("weight", weight)
+    if bias is not None:
+        bias = _checked_array("bias", bias)
+    return x, weight, bias
+
+
+def check_bias(bias, out_channels: int) -> None:
+    """``bias`` must be ``None`` or of shape ``(out_channels,)``."""
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(
+            f"bias has shape {bias.shape}; expected ({out_channels},) for "
+            f"out_channels={out_channels}"
+        )

@@ -1,0 +1,22 @@
+"""Tunables of numbaconv, kept in one place.
+
+FASTMATH
+    The LLVM fast-math flags the kernels compile with. ``reassoc`` lets LLVM split a sum
+    into vector partial sums (without it the reduction loops do not vectorise) and
+    ``contract`` allows fused multiply-add. ``nnan``/``ninf`` are deliberately absent: a
+    NaN or Inf in the input must reach exactly the outputs whose receptive field holds it.
+    Reassociation changes the rounding of a sum, not its accuracy class; results stay
+    within SPEC.md's tolerances.
+CACHE
+    Compile kernels to Numba's on-disk cache. Numba writes the cache next to the package
+    and, where that directory is read-only, to a per-user directory instead
+    (``NUMBA_CACHE_DIR`` overrides both).
+MIN_JOBS_PER_THREAD
+    The direct kernels split their work into at least this many jobs per thread (by
+    output rows, then by chunks of a row and of the output channels), so that two threads
+    stay balanced even when an output has only a few rows.
+"""
+
+FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
+CACHE = True
+MIN_JOBS_PER_THREAD = 4

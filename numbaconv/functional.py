@@ -1,0 +1,258 @@
+"""Public convolution functions: validate -> pad -> dispatch -> kernel.
+
+This is the only module that allocates outputs; kernels receive normalised arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._dispatch import METHODS, resolve_method
+from ._padding import pad_input
+from ._spec import (
+    as_arrays,
+    check_bias,
+    check_padding_mode,
+    compute_dtype,
+    conv_geometry,
+)
+
+__all__ = [
+    "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
+]
+
+
+def _to_3d(values, d, fill):
+    """Per-axis values of a ``d``-dim convolution as (d, h, w) triples."""
+    return (fill,) * (3 - d) + tuple(values)
+
+
+def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
+    x, weight, bias = as_arrays(x, weight, bias)
+    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
+    check_bias(bias, geom.out_channels)
+    padding_mode = check_padding_mode(padding_mode, geom)
+    path = METHODS[resolve_method(method)]
+    dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
+
+    d = geom.d
+    batched = geom.batch is not None
+    if not batched:
+        x = x[None]
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros(geom.output_shape, dtype=dtype)
+    pads = geom.padding
+    if padding_mode != "zeros" and any(p for pair in pads for p in pair):
+        x = pad_input(x.astype(dtype, copy=False), pads, padding_mode)
+        pads = ((0, 0),) * d
+    groups, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
+    x6 = np.ascontiguousarray(x, dtype=dtype).reshape(
+        (n, groups, c_in // groups) + _to_3d(x.shape[2:], d, 1)
+    )
+    w6 = np.ascontiguousarray(weight, dtype=dtype).reshape(
+        (groups, c_out // groups, c_in // groups) + _to_3d(geom.kernel, d, 1)
+    )
+    if bias is None:
+        bias2 = np.zeros((groups, c_out // groups), dtype=dtype)
+    else:
+        bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(groups, c_out // groups)
+    out = np.empty(
+        (n, groups, c_out // groups) + _to_3d(geom.out_spatial, d, 1), dtype=dtype
+    )
+    path(
+        x6, w6, bias2, out,
+        _to_3d(geom.stride, d, 1),
+        _to_3d(geom.dilation, d, 1),
+        _to_3d((lo for lo, _ in pads), d, 0),
+    )
+    return out.reshape(geom.output_shape)
+
+
+_CONV_DOC = """{summary}
+
+    Computes ``y[n, o, i] = bias[o] + sum_{{c, u}} weight[o, c, u] * x_padded[n, g*Cg + c,
+    stride*i + dilation*u]`` (cross-correlation, as ``torch.nn.functional.conv{dims}``),
+    where ``g`` is the group of output channel ``o`` and ``Cg = C_in / groups``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input {x_shape}, or unbatched without the leading ``N``. Any real dtype and
+        memory layout; it is never modified.
+    weight : array_like
+        Kernel ``(C_out, C_in // groups, {kernel})``.
+    bias : array_like, optional
+        ``(C_out,)``, added to every output of its channel.
+    stride, dilation : int or tuple of ints
+        Per spatial axis, each >= 1.
+    padding : int, tuple, tuple of (before, after) pairs, "valid" or "same"
+        "same" gives output size ``ceil(size / stride)`` with the odd pad element after.
+    groups : int
+        Splits input and output channels into ``groups`` independent convolutions;
+        ``groups == C_in`` is depthwise.
+    padding_mode : {{"zeros", "reflect", "replicate", "circular"}}
+        How the padded border is filled, as ``torch.nn.Conv{dims}``.
+    method : {{"auto", "direct"}}
+        The computation path; "auto" lets the dispatcher choose.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous ``(N, C_out, *out)`` (unbatched in, unbatched out), float32 when every
+        input is float32 or float16 (or an integer type mixed with those), else float64.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On any invalid argument, before any work, naming the parameter and its value.
+    {extra}"""
+
+
+def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+         padding_mode="zeros", method="auto"):
+    return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 method, d=None)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", method="auto"):
+    return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 method, d=1)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", method="auto"):
+    return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 method, d=2)
+
+
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", method="auto"):
+    return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 method, d=3)
+
+
+conv.__doc__ = _CONV_DOC.format(
+    summary="N-dimensional convolution layer (1D, 2D or 3D, taken from ``weight.ndim - 2``).",
+    dims="*d", x_shape="``(N, C_in, *spatial)``", kernel="*kernel",
+    extra="""
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> x = np.zeros((5, 5)); x[2:] = 1
+    >>> k = np.array([[-1., -1, -1], [0, 0, 0], [1, 1, 1]])
+    >>> numbaconv.conv(x[None, None], k[None, None])[0, 0]
+    array([[3., 3., 3.],
+           [3., 3., 3.],
+           [0., 0., 0.]])
+    """,
+)
+conv1d.__doc__ = _CONV_DOC.format(
+    summary="1D convolution layer over ``(N, C_in, L)`` inputs.",
+    dims="1d", x_shape="``(N, C_in, L)``", kernel="k", extra="",
+)
+conv2d.__doc__ = _CONV_DOC.format(
+    summary="2D convolution layer over ``(N, C_in, H, W)`` inputs.",
+    dims="2d", x_shape="``(N, C_in, H, W)``", kernel="kh, kw", extra="",
+)
+conv3d.__doc__ = _CONV_DOC.format(
+    summary="3D convolution layer over ``(N, C_in, D, H, W)`` inputs.",
+    dims="3d", x_shape="``(N, C_in, D, H, W)``", kernel="kd, kh, kw", extra="",
+)
+
+
+def output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1):
+    """Shape of the convolution's output, without computing it.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(N, C_in, *spatial)`` or unbatched ``(C_in, *spatial)``.
+    weight_shape : tuple of int
+        ``(C_out, C_in // groups, *kernel)``; the number of spatial axes is
+        ``len(weight_shape) - 2``.
+    stride, padding, dilation
+        As for :func:`conv`.
+
+    Returns
+    -------
+    tuple of int
+        ``(N, C_out, *out)`` (or ``(C_out, *out)`` for an unbatched input shape).
+
+    Examples
+    --------
+    >>> output_shape((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    (1, 64, 112, 112)
+    """
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation,
+                         _implied_groups(input_shape, weight_shape)).output_shape
+
+
+def _implied_groups(input_shape, weight_shape) -> int:
+    """groups = C_in / (C_in / groups), where the shapes allow it; else 1, which lets
+    conv_geometry report what is wrong with the shapes."""
+    try:
+        d = len(weight_shape) - 2
+        in_channels, per_group = int(input_shape[-d - 1]), int(weight_shape[1])
+    except (TypeError, ValueError, IndexError):
+        return 1
+    if d >= 1 and per_group >= 1 and in_channels % per_group == 0 and in_channels > 0:
+        return in_channels // per_group
+    return 1
+
+
+def count_params(weight_shape, bias=True):
+    """Number of trainable parameters of a convolution layer.
+
+    Parameters
+    ----------
+    weight_shape : tuple of int
+        ``(C_out, C_in // groups, *kernel)``.
+    bias : bool
+        Whether the layer has a bias (``C_out`` more parameters).
+
+    Returns
+    -------
+    int
+        ``C_out * (C_in // groups) * prod(kernel) + (C_out if bias else 0)``.
+
+    Examples
+    --------
+    >>> count_params((64, 3, 7, 7))
+    9472
+    """
+    try:
+        dims = tuple(int(v) for v in weight_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"weight_shape={weight_shape!r} must be a tuple of ints") from None
+    if len(dims) not in (3, 4, 5) or min(dims) < 1:
+        raise ValueError(
+            f"weight_shape={weight_shape!r} must be (C_out, C_in // groups, *kernel) with "
+            f"1 to 3 kernel axes and every size >= 1"
+        )
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias={bias!r} must be True or False")
+    return int(np.prod(dims, dtype=object)) + (dims[0] if bias else 0)
+
+
+def count_macs(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Multiply-accumulates of one forward convolution (one MAC is two FLOPs).
+
+    Parameters
+    ----------
+    input_shape, weight_shape, stride, padding, dilation, groups
+        As for :func:`conv` (shapes instead of arrays).
+
+    Returns
+    -------
+    int
+        ``N * C_out * (C_in // groups) * prod(kernel) * prod(out)`` (``N = 1`` for an
+        unbatched shape).
+
+    Examples
+    --------
+    >>> count_macs((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    118013952
+    """
+    return conv_geometry(input_shape, weight_shape, stride, padding, dilation, groups).macs
