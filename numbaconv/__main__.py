@@ -59,6 +59,21 @@ def warmup() -> None:
             print(f"  {name:<13} {np.dtype(dtype).name:<8} {time.perf_counter() - t0:6.2f} s")
 
 
+def latency() -> None:
+    """First-call latency of fresh processes, cold cache then warm cache (float32)."""
+    import tempfile
+
+    from .bench import first_call_latency
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        rows = first_call_latency(cache_dir)
+    print(f"{'kernel':<14}{'d':>3}  {'cache':<6}{'import s':>10}{'first call s':>14}")
+    for kernel, d, cache, imp, first in rows:
+        print(f"{kernel:<14}{d:>3}  {cache:<6}{imp:>10.2f}{first:>14.2f}")
+    print("(one kernel per dtype serves 1D, 2D and 3D: the first cold call compiles it, "
+          "later dimensionalities reuse it)")
+
+
 def bench(compare: bool) -> None:
     """Time the benchmark suite; with ``compare``, also PyTorch, as ratios."""
     from .bench import format_table, run_suite, steady_allocator
@@ -80,10 +95,14 @@ def main(argv=None) -> int:
     sub.add_parser("demo", help="the 5x5 edge example, layer counts and one timed conv2d")
     b = sub.add_parser("bench", help="time the benchmark suite")
     b.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
+    b.add_argument("--latency", action="store_true",
+                   help="instead, time import and first call in fresh processes")
     sub.add_parser("warmup", help="compile and cache every kernel")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
+    elif args.command == "bench" and args.latency:
+        latency()
     elif args.command == "bench":
         bench(args.compare)
     else:

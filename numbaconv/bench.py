@@ -179,3 +179,39 @@ def format_table(rows, methods=("direct",)) -> str:
         geo = float(np.exp(np.mean(np.log(ratios))))
         lines.append(f"ratio = numbaconv {methods[0]} time / PyTorch time; geomean {geo:.2f}")
     return "\n".join(lines)
+
+
+_FIRST_CALL = """
+import sys, time
+t0 = time.perf_counter()
+import numpy as np
+import numbaconv
+t1 = time.perf_counter()
+d, groups = int(sys.argv[1]), int(sys.argv[2])
+x = np.ones((1, 8) + (12,) * d, np.float32)
+w = np.ones((8, 8 // groups) + (3,) * d, np.float32)
+numbaconv.conv(x, w, padding=1, groups=groups)
+print(t1 - t0, time.perf_counter() - t1)
+"""
+
+
+def first_call_latency(cache_dir: str):
+    """Import and first-call times of a fresh process, with a cold and then a warm cache.
+
+    Each measurement runs in a new interpreter with ``NUMBA_CACHE_DIR=cache_dir`` (which
+    should start empty); returns rows ``(kernel, d, cache, import_s, first_call_s)``.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    rows = []
+    for cache in ("cold", "warm"):
+        for kernel, groups in (("dense", 1), ("channel-wise", 8)):
+            for d in (2, 1, 3):
+                out = subprocess.run([sys.executable, "-c", _FIRST_CALL, str(d), str(groups)],
+                                     env=env, capture_output=True, text=True, check=True)
+                imp, first = map(float, out.stdout.split())
+                rows.append((kernel, d, cache, imp, first))
+    return rows

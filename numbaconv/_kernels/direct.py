@@ -116,6 +116,7 @@ def _pack_rows(x, n, g, od, oh, columns, kernel, stride, dilation, pad, P):
     Cg, D, H = x.shape[2], x.shape[3], x.shape[4]
     KD, KH = kernel[0], kernel[1]
     KDHC = KD * KH * Cg
+    ncols = columns.shape[0]
     P[:] = 0
     for kd in range(KD):
         i_d = od * stride[0] + kd * dilation[0] - pad[0]
@@ -126,11 +127,13 @@ def _pack_rows(x, n, g, od, oh, columns, kernel, stride, dilation, pad, P):
             if i_h < 0 or i_h >= H:
                 continue
             off = (kd * KH + kh) * Cg
-            for c in range(Cg):
-                row = x[n, g, c, i_d, i_h]
-                for q in range(columns.shape[0]):
-                    if columns[q] >= 0:
-                        P[q * KDHC + off + c] = row[columns[q]]
+            # Channels innermost: sequential writes into P.
+            for q in range(ncols):
+                src = columns[q]
+                if src >= 0:
+                    base = q * KDHC + off
+                    for c in range(Cg):
+                        P[base + c] = x[n, g, c, i_d, i_h, src]
 
 
 @njit(parallel=True, **_JIT)
