@@ -94,9 +94,10 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="the 5x5 edge example, layer counts and one timed conv2d")
     b = sub.add_parser("bench", help="time the benchmark suite")
-    b.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
-    b.add_argument("--latency", action="store_true",
-                   help="instead, time import and first call in fresh processes")
+    what = b.add_mutually_exclusive_group()
+    what.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
+    what.add_argument("--latency", action="store_true",
+                      help="instead, time import and first call in fresh processes")
     sub.add_parser("warmup", help="compile and cache every kernel")
     args = parser.parse_args(argv)
     if args.command == "demo":

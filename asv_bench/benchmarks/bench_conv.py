@@ -3,7 +3,6 @@
 Run from asv_bench/: ``asv run --python=same --quick``.
 """
 
-import numpy as np
 
 import numbaconv
 from numbaconv.bench import SUITE
