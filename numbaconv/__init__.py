@@ -4,6 +4,8 @@ Public names only; see SPEC.md for the contract. Importing compiles nothing: ker
 compiled (or loaded from Numba's on-disk cache) on first use.
 """
 
+from ._dispatch import choose_method, explain
+from ._tuning import tune
 from .functional import (
     conv,
     conv1d,
@@ -18,4 +20,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
+    "choose_method", "explain", "tune",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m numbaconv demo | bench | warmup``."""
+"""Command line: ``python -m numbaconv demo | bench | explain | warmup | tune``."""
 
 from __future__ import annotations
 
@@ -49,14 +49,15 @@ def warmup() -> None:
     from . import conv
 
     for dtype in (np.float32, np.float64):
-        for name, (x_shape, w_shape, groups) in {
-            "dense": ((1, 2, 5, 5), (4, 2, 3, 3), 1),
-            "channel-wise": ((1, 2, 5, 5), (2, 1, 3, 3), 2),
+        for name, (x_shape, w_shape, groups, method) in {
+            "dense": ((1, 2, 5, 5), (4, 2, 3, 3), 1, "direct"),
+            "channel-wise": ((1, 2, 5, 5), (2, 1, 3, 3), 2, "direct"),
+            "im2col columns": ((1, 2, 5, 5), (4, 2, 3, 3), 1, "im2col"),
         }.items():
             t0 = time.perf_counter()
             conv(np.ones(x_shape, dtype), np.ones(w_shape, dtype), groups=groups,
-                 method="direct")
-            print(f"  {name:<13} {np.dtype(dtype).name:<8} {time.perf_counter() - t0:6.2f} s")
+                 method=method)
+            print(f"  {name:<15} {np.dtype(dtype).name:<8} {time.perf_counter() - t0:6.2f} s")
 
 
 def latency() -> None:
@@ -74,18 +75,67 @@ def latency() -> None:
           "later dimensionalities reuse it)")
 
 
-def bench(compare: bool) -> None:
-    """Time the benchmark suite; with ``compare``, also PyTorch, as ratios."""
-    from .bench import format_table, run_suite, steady_allocator
+def bench(compare: bool, cases=None) -> None:
+    """Time the benchmark suite on every path; with ``compare``, also PyTorch and SciPy."""
+    import os
 
+    from .bench import SUITE, format_table, run_suite, steady_allocator
+
+    selected = SUITE
+    if cases:
+        names = {c.name for c in SUITE}
+        unknown = sorted(set(cases) - names)
+        if unknown:
+            raise SystemExit(f"--cases: unknown case(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(c.name for c in SUITE)}")
+        selected = tuple(c for c in SUITE if c.name in cases)
     steady = steady_allocator()
-    rows = run_suite(compare=compare)
+    rows = run_suite(selected, compare=compare)
     print(format_table(rows))
     if steady:
         print("(glibc told to keep freed memory, so neither library's times include the "
               "page faults of fresh allocations)")
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print(f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} forces OpenBLAS's "
+              "kernels for that CPU, which may be slower than the native ones (im2col)")
     if compare and not any(r.get("torch") for r in rows):
         print("PyTorch is not installed: pip install torch to compare")
+
+
+def _ints(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of ints") from None
+
+
+def _int_or_ints(text: str):
+    if text in ("same", "valid"):
+        return text
+    values = _ints(text)
+    return values[0] if len(values) == 1 else values
+
+
+def explain_cli(args) -> None:
+    """Print the dispatcher's reasoning for the shapes given on the command line."""
+    from . import explain
+
+    try:
+        print(explain(args.input, args.weight, stride=args.stride, padding=args.padding,
+                      dilation=args.dilation, groups=args.groups, dtype=args.dtype))
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def tune_cli() -> None:
+    """Measure the cost model's constants on this machine and store them."""
+    from . import tune
+
+    result = tune(verbose=True)
+    for group, factor in result["factors"].items():
+        print(f"  {group:<12} x{factor:.2f} of the default rates")
+    print(f"saved to {result['path']}")
 
 
 def main(argv=None) -> int:
@@ -98,14 +148,29 @@ def main(argv=None) -> int:
     what.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
     what.add_argument("--latency", action="store_true",
                       help="instead, time import and first call in fresh processes")
+    b.add_argument("--cases", type=lambda t: t.split(","),
+                   help="comma-separated case names (default: the whole suite)")
+    e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
+    e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
+    e.add_argument("--weight", type=_ints, required=True, help="C_out,C_in/groups,*kernel")
+    e.add_argument("--stride", type=_int_or_ints, default=1)
+    e.add_argument("--padding", type=_int_or_ints, default=0, help="ints, same or valid")
+    e.add_argument("--dilation", type=_int_or_ints, default=1)
+    e.add_argument("--groups", type=int, default=1)
+    e.add_argument("--dtype", default="float32")
     sub.add_parser("warmup", help="compile and cache every kernel")
+    sub.add_parser("tune", help="measure the cost model's constants on this machine")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
     elif args.command == "bench" and args.latency:
         latency()
     elif args.command == "bench":
-        bench(args.compare)
+        bench(args.compare, args.cases)
+    elif args.command == "explain":
+        explain_cli(args)
+    elif args.command == "tune":
+        tune_cli()
     else:
         warmup()
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import config
 from ._kernels.direct import channelwise_conv, dense_conv
-from ._threads import KERNEL_LOCK
+from ._threads import kernel_launch
 
 # Depthwise layers with small kernels run faster as row axpys than as dot products (a
 # 3x3 dot product is too short to fill a vector); large single-channel kernels, such as a
@@ -49,7 +49,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad):
     """
     G, COg, Cg, KD, KH, KW = w6.shape
     if Cg == 1 and KD * KH * KW <= CHANNELWISE_MAX_TAPS:
-        with KERNEL_LOCK:
+        with kernel_launch:
             channelwise_conv(x6, w6.reshape(G, COg, KD, KH, KW), bias2, out,
                              stride, dilation, pad)
         return out
@@ -62,7 +62,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad):
     per_column = KW if dilation[2] > 1 else stride[2]
     row_bytes = per_column * KD * KH * Cg * out.itemsize
     ow_chunk, co_chunk = _work_split(N * G * OD * OH, OW, COg, row_bytes)
-    with KERNEL_LOCK:
+    with kernel_launch:
         dense_conv(x6, wt, bias2, out, (KD, KH, KW), stride, dilation, pad,
                    ow_chunk, co_chunk)
     return out

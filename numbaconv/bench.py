@@ -39,12 +39,26 @@ class Case:
 
 
 SUITE = (
+    # 2D
+    Case("resnet_conv1", (1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3),
     Case("r50_3x3_56", (1, 64, 56, 56), (64, 64, 3, 3), padding=1),
-    Case("r50_3x3_14", (1, 256, 14, 14), (256, 256, 3, 3), padding=1),
     Case("r50_1x1_56", (1, 64, 56, 56), (256, 64, 1, 1)),
+    Case("r50_3x3_s2", (1, 128, 56, 56), (128, 128, 3, 3), stride=2, padding=1),
+    Case("r50_3x3_14", (1, 256, 14, 14), (256, 256, 3, 3), padding=1),
+    Case("r50_3x3_7", (1, 512, 7, 7), (512, 512, 3, 3), padding=1),
+    Case("b8_3x3_56", (8, 64, 56, 56), (64, 64, 3, 3), padding=1),
     Case("mbv2_dw3", (1, 144, 56, 56), (144, 1, 3, 3), padding=1, groups=144),
-    Case("c3d", (1, 64, 16, 56, 56), (128, 64, 3, 3, 3), padding=1),
+    Case("replk_dw31", (1, 128, 28, 28), (128, 1, 31, 31), padding=15, groups=128),
+    Case("img_k63", (1, 1, 1024, 1024), (1, 1, 63, 63), padding=31),
+    Case("deeplab_d2", (1, 256, 28, 28), (256, 256, 3, 3), padding=2, dilation=2),
+    # 1D
     Case("wavenet_d256", (1, 64, 16000), (64, 64, 2), dilation=256),
+    Case("textcnn", (32, 300, 100), (100, 300, 5), padding=2),
+    Case("fir_1025", (1, 1, 1_000_000), (1, 1, 1025), padding=512),
+    # 3D
+    Case("c3d", (1, 64, 16, 56, 56), (128, 64, 3, 3, 3), padding=1),
+    Case("med_k5", (1, 1, 64, 64, 64), (8, 1, 5, 5, 5), padding=2),
+    Case("vol_k15", (1, 1, 128, 128, 128), (1, 1, 15, 15, 15), padding=7),
 )
 
 
@@ -74,10 +88,15 @@ def steady_allocator() -> bool:
 def median_time(fn, repeats: int = 15, min_time: float = 0.2) -> float:
     """Median wall time of ``fn()`` in seconds, after two warm-up calls.
 
-    Runs at least ``repeats`` times and at least ``min_time`` seconds in all.
+    Runs at least ``repeats`` times and at least ``min_time`` seconds in all; a call
+    slower than a quarter of a second is repeated only 3 times, after one warm-up.
     """
+    t0 = time.perf_counter()
     fn()
-    fn()
+    if time.perf_counter() - t0 > 0.25:
+        repeats, min_time = 3, 0.0
+    else:
+        fn()
     times = []
     start = time.perf_counter()
     while len(times) < repeats or time.perf_counter() - start < min_time:
@@ -87,6 +106,13 @@ def median_time(fn, repeats: int = 15, min_time: float = 0.2) -> float:
         if len(times) >= 1000:
             break
     return float(np.median(times))
+
+
+PATHS = ("direct", "im2col", "fft")
+# A path estimated this many times slower than auto's choice (and over SKIP_SECONDS) is
+# not timed: im2col on a 1024x1024 image with a 63x63 kernel would build 16 GB of columns.
+SKIP_FACTOR = 25.0
+SKIP_SECONDS = 0.5
 
 
 def _torch_conv(case: Case, x, w, b):
@@ -107,9 +133,48 @@ def _torch_conv(case: Case, x, w, b):
     return run
 
 
-def run_suite(cases=SUITE, compare: bool = False, methods=("direct",), progress=True):
-    """Time every case; returns a list of result dicts (one per case)."""
-    from . import conv, count_macs
+def _scipy_best(case: Case, x, w, b):
+    """Best time of scipy.signal's correlate / fftconvolve / oaconvolve on the same
+    (pre-padded) data, for single-channel cases; ``(seconds, name)`` or None."""
+    if case.weight_shape[:2] != (1, 1) or case.input_shape[:2] != (1, 1) or \
+            case.stride != 1 or case.dilation != 1:
+        return None
+    import numba
+    import scipy.fft
+    import scipy.signal
+
+    xp = np.pad(x[0, 0], case.padding)
+    k = w[0, 0]
+    flipped = np.ascontiguousarray(k[(slice(None, None, -1),) * k.ndim])
+    candidates = {
+        "correlate": lambda: scipy.signal.correlate(xp, k, mode="valid") + b[0],
+        "fftconvolve": lambda: scipy.signal.fftconvolve(xp, flipped, mode="valid") + b[0],
+        "oaconvolve": lambda: scipy.signal.oaconvolve(xp, flipped, mode="valid") + b[0],
+    }
+    best = None
+    with scipy.fft.set_workers(numba.get_num_threads()):
+        for name, fn in candidates.items():
+            t = median_time(fn, repeats=5, min_time=0.1)
+            if best is None or t < best[0]:
+                best = (t, name)
+    return best
+
+
+def run_suite(cases=SUITE, compare: bool = False, methods=PATHS + ("auto",),
+              progress=True):
+    """Time every case on every path; returns a list of result dicts (one per case).
+
+    Each dict holds ``case``, ``gflop``, one time in seconds per method (None when the
+    path was skipped as hopeless, see ``SKIP_FACTOR``), ``choice`` (auto's path),
+    ``estimates`` (the cost model's seconds per path) and, with ``compare``, ``torch``
+    and ``scipy`` (``(seconds, function)``) where installed and applicable.
+    """
+    if compare:
+        try:  # before numbaconv's first kernel sets GOMP_SPINCOUNT for Numba's OpenMP
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+    from . import conv, count_macs, explain
 
     rows = []
     bar = _progress(len(cases)) if progress else None
@@ -117,13 +182,21 @@ def run_suite(cases=SUITE, compare: bool = False, methods=("direct",), progress=
         x, w, b = case.arrays()
         flops = 2 * count_macs(case.input_shape, case.weight_shape, case.stride,
                                case.padding, case.dilation, case.groups)
-        row = {"case": case.name, "gflop": flops / 1e9}
+        plan = explain(case.input_shape, case.weight_shape, **case.kwargs)
+        estimates = {name: est[0] for name, est in plan.estimates.items()}
+        row = {"case": case.name, "gflop": flops / 1e9, "choice": plan.choice,
+               "estimates": estimates}
+        limit = max(SKIP_SECONDS, SKIP_FACTOR * estimates[plan.choice])
         for method in methods:
-            t = median_time(lambda: conv(x, w, b, **case.kwargs, method=method))
-            row[method] = t
+            if method != "auto" and estimates[method] > limit:
+                row[method] = None
+                continue
+            row[method] = median_time(
+                lambda: conv(x, w, b, **case.kwargs, method=method))
         if compare:
             torch_run = _torch_conv(case, x, w, b)
             row["torch"] = median_time(torch_run) if torch_run else None
+            row["scipy"] = _scipy_best(case, x, w, b)
         rows.append(row)
         if bar:
             bar.update(1)
@@ -152,33 +225,76 @@ def _progress(total):
     return tqdm(total=total, unit="case", leave=False)
 
 
-def format_table(rows, methods=("direct",)) -> str:
-    """The results as a fixed-width table: ms, GFLOP/s and, where measured, vs PyTorch."""
+def _geomean(values):
+    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
+
+
+def format_table(rows, methods=PATHS + ("auto",)) -> str:
+    """The results as a fixed-width table, with summary lines.
+
+    Columns: ms per method ("skip" where not timed), auto's choice and GFLOP/s,
+    auto / fastest own path and, where measured, PyTorch's and SciPy's best time with
+    auto's ratio to them.
+    """
     has_torch = any(r.get("torch") for r in rows)
-    head = f"{'case':<14}{'GFLOP':>8}"
-    for m in methods:
-        head += f"{m + ' ms':>13}{'GFLOP/s':>9}"
+    has_scipy = any(r.get("scipy") for r in rows)
+    head = f"{'case':<14}{'GFLOP':>8}" + "".join(f"{m + ' ms':>11}" for m in methods)
+    head += f"  {'choice':<7}{'GFLOP/s':>8}{'/best':>7}"
     if has_torch:
-        head += f"{'torch ms':>10}{'GFLOP/s':>9}{'ratio':>7}"
+        head += f"{'torch ms':>10}{'/torch':>8}"
+    if has_scipy:
+        head += f"{'scipy ms':>10}{'/scipy':>8}"
     lines = [head, "-" * len(head)]
-    ratios = []
     for r in rows:
         line = f"{r['case']:<14}{r['gflop']:>8.3f}"
         for m in methods:
-            line += f"{r[m] * 1e3:>13.3f}{r['gflop'] / r[m]:>9.1f}"
+            line += f"{r[m] * 1e3:>11.3f}" if r.get(m) else f"{'skip':>11}"
+        own = [r[m] for m in PATHS if r.get(m)]
+        auto = r.get("auto")
+        if auto:
+            line += f"  {r['choice']:<7}{r['gflop'] / auto:>8.1f}{auto / min(own):>7.2f}"
         if has_torch:
             t = r.get("torch")
-            if t:
-                ratio = r[methods[0]] / t
-                ratios.append(ratio)
-                line += f"{t * 1e3:>10.3f}{r['gflop'] / t:>9.1f}{ratio:>7.2f}"
-            else:
-                line += f"{'-':>10}{'-':>9}{'-':>7}"
+            line += f"{t * 1e3:>10.3f}{auto / t:>8.2f}" if t and auto else f"{'-':>10}{'-':>8}"
+        if has_scipy:
+            sp = r.get("scipy")
+            line += (f"{sp[0] * 1e3:>10.3f}{auto / sp[0]:>8.2f}" if sp and auto
+                     else f"{'-':>10}{'-':>8}")
         lines.append(line)
-    if ratios:
-        geo = float(np.exp(np.mean(np.log(ratios))))
-        lines.append(f"ratio = numbaconv {methods[0]} time / PyTorch time; geomean {geo:.2f}")
+    lines.append("/best = auto / fastest of direct, im2col, fft; /torch, /scipy = auto / "
+                 "their time (scipy: best of correlate, fftconvolve, oaconvolve)")
+    lines += summary_lines(rows)
     return "\n".join(lines)
+
+
+DENSE = ("resnet_conv1", "r50_3x3_56", "r50_1x1_56", "r50_3x3_s2", "r50_3x3_14",
+         "r50_3x3_7", "b8_3x3_56", "deeplab_d2", "wavenet_d256", "textcnn", "c3d", "med_k5")
+DEPTHWISE = ("mbv2_dw3", "replk_dw31")
+LARGE_KERNEL = ("img_k63", "fir_1025", "vol_k15")
+
+
+def summary_lines(rows):
+    """The issue's targets, as measured: ratios of auto against the references."""
+    by = {r["case"]: r for r in rows}
+    out = []
+    dense = [by[n]["auto"] / by[n]["torch"] for n in DENSE
+             if n in by and by[n].get("torch") and by[n].get("auto")]
+    if dense:
+        out.append(f"dense vs PyTorch: geomean {_geomean(dense):.2f}, max {max(dense):.2f}")
+    dw = [f"{n} {by[n]['auto'] / by[n]['torch']:.2f}" for n in DEPTHWISE
+          if n in by and by[n].get("torch") and by[n].get("auto")]
+    if dw:
+        out.append("depthwise vs PyTorch: " + ", ".join(dw))
+    lk = [f"{n} {by[n]['auto'] / by[n]['scipy'][0]:.2f}" for n in LARGE_KERNEL
+          if n in by and by[n].get("scipy") and by[n].get("auto")]
+    if lk:
+        out.append("large kernels vs SciPy's best: " + ", ".join(lk))
+    worst = [(r["auto"] / min(r[m] for m in PATHS if r.get(m)), r["case"]) for r in rows
+             if r.get("auto") and any(r.get(m) for m in PATHS)]
+    if worst:
+        ratio, name = max(worst)
+        out.append(f"dispatcher: auto / fastest own path at most {ratio:.2f} ({name})")
+    return out
 
 
 _FIRST_CALL = """

@@ -15,8 +15,16 @@ MIN_JOBS_PER_THREAD
     The direct kernels split their work into at least this many jobs per thread (by
     output rows, then by chunks of a row and of the output channels), so that two threads
     stay balanced even when an output has only a few rows.
+IM2COL_BUDGET_BYTES
+    The most memory the im2col path's column buffer may take (default 256 MiB). Larger
+    column matrices are built and multiplied in blocks of groups and output positions.
+FFT_BUDGET_BYTES
+    The most memory the FFT path's spectra of one block of output channels may take
+    (default 256 MiB); more output channels are processed in turns.
 """
 
 FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
 CACHE = True
 MIN_JOBS_PER_THREAD = 4
+IM2COL_BUDGET_BYTES = 256 << 20
+FFT_BUDGET_BYTES = 256 << 20

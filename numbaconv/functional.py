@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._dispatch import METHODS, resolve_method
+from ._dispatch import METHODS, check_method, rank_paths
 from ._padding import pad_input
 from ._spec import (
     as_arrays,
@@ -32,7 +32,7 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
     check_bias(bias, geom.out_channels)
     padding_mode = check_padding_mode(padding_mode, geom)
-    path = METHODS[resolve_method(method)]
+    method = check_method(method)
     dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
 
     d = geom.d
@@ -42,6 +42,8 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     n = x.shape[0]
     if n == 0:
         return np.zeros(geom.output_shape, dtype=dtype)
+    if method == "auto":
+        method = _auto_method(geom, dtype, x, weight)
     pads = geom.padding
     if padding_mode != "zeros" and any(p for pair in pads for p in pair):
         x = pad_input(x.astype(dtype, copy=False), pads, padding_mode)
@@ -60,13 +62,22 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     out = np.empty(
         (n, groups, c_out // groups) + _to_3d(geom.out_spatial, d, 1), dtype=dtype
     )
-    path(
+    METHODS[method](
         x6, w6, bias2, out,
         _to_3d(geom.stride, d, 1),
         _to_3d(geom.dilation, d, 1),
         _to_3d((lo for lo, _ in pads), d, 0),
     )
     return out.reshape(geom.output_shape)
+
+
+def _auto_method(geom, dtype, x, weight) -> str:
+    """The dispatcher's path; the FFT path only for finite data, since it would spread a
+    NaN or Inf to every output instead of only those whose receptive field holds it."""
+    choice = rank_paths(geom, dtype.itemsize)[1]
+    if choice == "fft" and not (np.isfinite(x).all() and np.isfinite(weight).all()):
+        return rank_paths(geom, dtype.itemsize, finite=False)[1]
+    return choice
 
 
 _CONV_DOC = """{summary}
@@ -93,8 +104,12 @@ _CONV_DOC = """{summary}
         ``groups == C_in`` is depthwise.
     padding_mode : {{"zeros", "reflect", "replicate", "circular"}}
         How the padded border is filled, as ``torch.nn.Conv{dims}``.
-    method : {{"auto", "direct"}}
-        The computation path; "auto" lets the dispatcher choose.
+    method : {{"auto", "direct", "im2col", "fft"}}
+        The computation path. "auto" takes the one with the lowest estimated time (see
+        :func:`numbaconv.explain`), never "fft" when the input or weight holds NaN or
+        Inf. "direct": Numba loop kernels; "im2col": columns and a BLAS GEMM, in blocks
+        of at most ``config.IM2COL_BUDGET_BYTES``; "fft": ``scipy.fft`` spectra, blocked
+        along long axes (an explicit "fft" spreads a NaN or Inf to every output).
 
     Returns
     -------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import numbaconv
-from numbaconv import _direct
+from numbaconv import _direct, _dispatch
 
 X = np.zeros((1, 4, 8, 8), np.float32)
 W = np.zeros((6, 4, 3, 3), np.float32)
@@ -17,6 +17,8 @@ def no_kernel_may_run(monkeypatch):
         raise AssertionError("a kernel ran for invalid input")
     monkeypatch.setattr(_direct, "dense_conv", forbidden)
     monkeypatch.setattr(_direct, "channelwise_conv", forbidden)
+    for name in _dispatch.METHODS:
+        monkeypatch.setitem(_dispatch.METHODS, name, forbidden)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -45,7 +47,8 @@ def no_kernel_may_run(monkeypatch):
      r"padding_mode='reflect' needs each pad < the input size.*size 8 and padding \(8, 8\)"),
     (dict(padding_mode="circular", padding=9), ValueError,
      r"padding_mode='circular' needs each pad <= the input size"),
-    (dict(method="fft"), ValueError, r"method='fft' is not one of 'auto', 'direct'"),
+    (dict(method="winograd"), ValueError,
+     r"method='winograd' is not one of 'auto', 'direct', 'im2col', 'fft'"),
     (dict(method=None), ValueError, r"method=None is not one of"),
     (dict(weight=np.zeros((6, 4, 9, 3))), ValueError,
      r"kernel size 9 with dilation 1 \(span 9\) is larger than the padded input "

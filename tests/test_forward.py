@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numbaconv
-from numbaconv.functional import _conv
+from numbaconv._dispatch import METHODS
 from _reference import conv_reference, reference_pads
 from conftest import assert_close, torch
 
@@ -260,9 +260,10 @@ def configurations(draw):
                 dtype=dtype, n=n, bias=draw(st.booleans()))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("method", list(METHODS))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configurations(), seed=st.integers(0, 2**31))
-def test_random_configurations(cfg, seed):
+def test_random_configurations(method, cfg, seed):
     rng = np.random.default_rng(seed)
     x, w, b = make(rng, cfg["d"], n=cfg["n"], c_in=cfg["c_in"], c_out=cfg["c_out"],
                    groups=cfg["groups"], dtype=cfg["dtype"], spatial=cfg["spatial"],
@@ -270,11 +271,5 @@ def test_random_configurations(cfg, seed):
     kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
               groups=cfg["groups"], padding_mode=cfg["mode"])
     b = b if cfg["bias"] else None
-    y = FUNCS[cfg["d"]](x, w, b, method="direct", **kw)
+    y = FUNCS[cfg["d"]](x, w, b, method=method, **kw)
     assert_close(y, conv_reference(x, w, b, **kw), cfg["dtype"])
-
-
-def test_auto_is_direct(rng):
-    x, w, b = make(rng, 2)
-    np.testing.assert_array_equal(numbaconv.conv2d(x, w, b, method="auto"),
-                                  _conv(x, w, b, 1, 0, 1, 1, "zeros", "direct", d=2))

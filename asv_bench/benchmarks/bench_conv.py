@@ -1,43 +1,78 @@
 """asv benchmarks: the suite of numbaconv.bench, one class per dimensionality.
 
+Every path and ``auto`` are timed on the same parameters, so a wrong ``auto`` choice
+shows as ``time_auto`` above the fastest ``time_<path>``. The three large-kernel cases
+(img_k63, fir_1025, vol_k15) have their own class without im2col, whose columns would
+take 4 to 28 GB there (built in 256 MiB blocks, seconds per call).
+
 Run from asv_bench/: ``asv run --python=same --quick``.
 """
 
-
 import numbaconv
-from numbaconv.bench import SUITE
+from numbaconv.bench import LARGE_KERNEL, SUITE
 
 _BY_D = {}
 for _case in SUITE:
-    _BY_D.setdefault(len(_case.weight_shape) - 2, {})[_case.name] = _case
+    if _case.name not in LARGE_KERNEL:
+        _BY_D.setdefault(len(_case.weight_shape) - 2, {})[_case.name] = _case
+_LARGE = {c.name: c for c in SUITE if c.name in LARGE_KERNEL}
 
 
 class _Conv:
-    d = None
+    cases = None
     param_names = ["case"]
+    timeout = 300
 
     def setup(self, name):
-        self.case = _BY_D[self.d][name]
+        self.case = self.cases[name]
         self.x, self.w, self.b = self.case.arrays()
-        self.time_direct(name)  # Numba compilation (or cache load) happens here
+        for method in ("direct", "im2col", "auto"):  # compile (or load) every kernel
+            self._run(method)
+
+    def _run(self, method):
+        return numbaconv.conv(self.x, self.w, self.b, **self.case.kwargs, method=method)
 
     def time_direct(self, name):
-        numbaconv.conv(self.x, self.w, self.b, **self.case.kwargs, method="direct")
+        self._run("direct")
+
+    def time_fft(self, name):
+        self._run("fft")
 
     def time_auto(self, name):
-        numbaconv.conv(self.x, self.w, self.b, **self.case.kwargs, method="auto")
+        self._run("auto")
+
+    def peakmem_fft(self, name):
+        self._run("fft")
 
 
-class Conv1d(_Conv):
-    d = 1
+class _WithIm2col(_Conv):
+    def time_im2col(self, name):
+        self._run("im2col")
+
+    def peakmem_im2col(self, name):
+        self._run("im2col")
+
+
+class Conv1d(_WithIm2col):
+    cases = _BY_D[1]
     params = [sorted(_BY_D[1])]
 
 
-class Conv2d(_Conv):
-    d = 2
+class Conv2d(_WithIm2col):
+    cases = _BY_D[2]
     params = [sorted(_BY_D[2])]
 
 
-class Conv3d(_Conv):
-    d = 3
+class Conv3d(_WithIm2col):
+    cases = _BY_D[3]
     params = [sorted(_BY_D[3])]
+
+
+class LargeKernels(_Conv):
+    cases = _LARGE
+    params = [sorted(_LARGE)]
+
+    def setup(self, name):
+        self.case = self.cases[name]
+        self.x, self.w, self.b = self.case.arrays()
+        self._run("auto")

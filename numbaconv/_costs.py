@@ -1,0 +1,170 @@
+"""The dispatcher's cost model: operation counts per path, times machine constants.
+
+Each path's estimate is a sum of terms ``count / rate`` (plus a fixed cost per call),
+where the counts are pure functions of the shapes and the rates are machine constants
+(:class:`MachineConstants`). Counts and constants are kept apart, as in SciPy's
+``choose_conv_method``, so that :func:`numbaconv.tune` can re-measure the constants on
+another machine without touching the counts.
+
+Default constants
+-----------------
+Measured on the development machine (2-core AMD EPYC, Zen 5, AVX-512, 24 GiB; Numba
+0.68, NumPy 2.4 with OpenBLAS 0.3.31 using its native SkylakeX kernels, SciPy 1.17) by
+timing every path on the 17 cases of ``numbaconv.bench.SUITE`` in float32 and fitting
+each path's rates to them. On that suite the model picks the fastest path, or one within
+20% of it, on every case; single estimates are typically within a factor of 1.5 of the
+measured time, off by up to 3x on shapes unlike the suite's (tiny or very thin problems,
+where fixed per-call costs dominate). On other machines run :func:`numbaconv.tune`.
+
+float64 runs every compute term at half the float32 rate (half as many lanes per
+vector), which matches the measured ratio within 20% on the suite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ._fft import fft_plans
+from ._im2col import im2col_extra_bytes
+
+PACK_BYTES_PER_THREAD = 1 << 17
+L2_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class MachineConstants:
+    """Rates (per second, float32) and fixed costs the estimates are built from."""
+
+    direct_macs: float = 2.0e11        # dense direct kernel, long dot products
+    direct_dot_half: float = 40.0      # dot-product length at which it runs at half rate
+    direct_pack: float = 9.0e8         # input elements packed per second
+    direct_weight: float = 6.5e10      # bytes/s of a weight too big for L2, reread per row
+    channelwise_macs: float = 3.5e10   # depthwise (one input channel per group) kernel
+    gemm_macs: float = 1.65e11          # BLAS GEMM, large matrices
+    gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
+    gemm_half_k: float = 24.0          # GEMM depth at half rate
+    gemm_half_p: float = 16.0          # GEMM columns (output positions) at half rate
+    columns: float = 4.5e9             # im2col elements written per second
+    fft_flops: float = 1.9e11           # 2.5 N log2 N "flops" per FFT, per second
+    fft_cmacs: float = 1.15e10           # complex multiply-adds of the spectral product
+    fft_elems: float = 8.0e8           # elements copied (padding, tiling) per second
+    fft_products: float = 3.3e7        # small per-frequency channel matrix products
+    call: float = 2.0e-5               # fixed cost per kernel or BLAS call
+
+    def scaled(self, **factors) -> MachineConstants:
+        """A copy with the named rates multiplied by the given factors."""
+        return replace(self, **{k: getattr(self, k) * v for k, v in factors.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MachineConstants:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One path's estimated cost."""
+
+    seconds: float
+    extra_bytes: int
+    detail: str
+
+
+def _dims(geom):
+    """(N, G, Cg, COg, kernel, stride, dilation, pad_before, in, out) as (d, h, w) triples."""
+    def lift(values, fill):
+        return (fill,) * (3 - geom.d) + tuple(values)
+
+    n = 1 if geom.batch is None else geom.batch
+    return (n, geom.groups, geom.in_channels // geom.groups,
+            geom.out_channels // geom.groups, lift(geom.kernel, 1), lift(geom.stride, 1),
+            lift(geom.dilation, 1), lift((lo for lo, _ in geom.padding), 0),
+            lift(geom.spatial, 1), lift(geom.out_spatial, 1))
+
+
+def _precision(itemsize: int) -> float:
+    return 1.0 if itemsize <= 4 else 0.5
+
+
+def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
+    """The direct kernels: dense packed-row dot products, or channel-wise axpys."""
+    from ._direct import CHANNELWISE_MAX_TAPS
+
+    n, g, cg, cog, kernel, stride, dilation, _, _, out = _dims(geom)
+    macs = geom.macs
+    taps = math.prod(kernel)
+    prec = _precision(itemsize)
+    if cg == 1 and taps <= CHANNELWISE_MAX_TAPS:
+        # Strided depthwise reads every stride-th input: gathers, not vector loads.
+        slow = math.prod(stride)
+        seconds = c.call + macs * slow / (c.channelwise_macs * prec)
+        return Estimate(seconds, 0, f"channel-wise axpys over {taps} taps")
+    dot = cg * taps
+    rate = c.direct_macs * prec * dot / (dot + c.direct_dot_half)
+    per_column = kernel[2] if dilation[2] > 1 else stride[2]
+    packed = n * g * out[0] * out[1] * out[2] * per_column * kernel[0] * kernel[1] * cg
+    # Each output row streams its group's packed weight; beyond L2 that is memory traffic.
+    weight_bytes = cog * cg * taps * itemsize
+    streamed = weight_bytes * n * g * out[0] * out[1] if weight_bytes > L2_BYTES else 0
+    seconds = (c.call + macs / rate + packed / (c.direct_pack * prec)
+               + streamed / c.direct_weight)
+    extra = geom.out_channels * cg * taps * itemsize  # the repacked weight
+    import numba
+
+    extra += numba.get_num_threads() * PACK_BYTES_PER_THREAD
+    return Estimate(seconds, extra, f"dot products of length {dot}")
+
+
+def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
+    """Column building plus one GEMM ``(COg, K) @ (K, P)`` per sample and group."""
+    n, g, cg, cog, kernel, stride, _, pad, spatial, out = _dims(geom)
+    k = cg * math.prod(kernel)
+    p = math.prod(out)
+    prec = _precision(itemsize)
+    pointwise = (kernel == (1, 1, 1) and stride == (1, 1, 1) and pad == (0, 0, 0)
+                 and spatial == out)
+    # Strided columns gather their inputs, at about a quarter of the speed of copies.
+    cols = 0 if pointwise else n * g * k * p * (4 if stride[2] > 1 else 1)
+    eff = ((cog / (cog + c.gemm_half_m)) * (k / (k + c.gemm_half_k))
+           * (p / (p + c.gemm_half_p)))
+    gemm = geom.macs / (c.gemm_macs * prec * eff)
+    calls = n * (1 if pointwise else 2)
+    seconds = calls * c.call + cols / (c.columns * prec) + gemm
+    extra = 0 if pointwise else im2col_extra_bytes(g, k, cog, p, itemsize)
+    what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
+    return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
+
+
+def estimate_fft(geom, itemsize: int, c: MachineConstants) -> Estimate:
+    """FFTs of input segments, kernels and outputs, and the spectral channel product."""
+    n, g, cg, cog, kernel, stride, dilation, _, _, out = _dims(geom)
+    plans = fft_plans(kernel, stride, dilation, out)
+    points = math.prod(p.length for p in plans)
+    blocks = math.prod(p.blocks for p in plans)
+    half = points // max(1, max(p.length for p in plans)) * (
+        max(p.length for p in plans) // 2 + 1)
+    log = math.log2(max(points, 2))
+    transforms = n * g * cg * blocks + g * cog * cg + n * g * cog * blocks
+    flops = 2.5 * transforms * points * log
+    cmacs = n * g * cg * cog * blocks * half
+    # Padding, tiling and layout changes; the kernel spectra are conjugated and reordered.
+    copies = n * g * (cg + 2 * cog) * blocks * points + 6 * g * cog * cg * half
+    # Several channels: one small complex matrix product per group, block and frequency.
+    products = g * blocks * half if cg > 1 or cog > 1 else 0
+    prec = _precision(itemsize)
+    seconds = (c.call * 4 + flops / (c.fft_flops * prec) + cmacs / (c.fft_cmacs * prec)
+               + copies / (c.fft_elems * prec) + products / c.fft_products)
+    complex_size = 2 * itemsize
+    spectra = (n * g * cg * blocks * half * 2 + g * cog * cg * half
+               + n * g * cog * blocks * half) * complex_size
+    extra = spectra + n * g * (cg + cog) * blocks * points * itemsize
+    lengths = "x".join(str(p.length) for p in plans if p.length > 1) or "1"
+    detail = f"{blocks} block(s) of {lengths}-point FFTs"
+    return Estimate(seconds, extra, detail)
+
+
+ESTIMATORS = {"direct": estimate_direct, "im2col": estimate_im2col, "fft": estimate_fft}

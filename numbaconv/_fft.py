@@ -1,0 +1,177 @@
+"""The FFT path: cross-correlation as a product of spectra (``scipy.fft``).
+
+Correlation needs no flipped kernel: with ``X = rfftn(x)`` and ``K = rfftn(k)`` over a
+length ``L``, ``irfftn(X * conj(K))[i] = sum_u k[u] x[i + u]`` wherever ``i + u`` stays
+below ``L``, so an FFT as long as the needed input (not input plus kernel) suffices.
+
+- Input channels are summed in the frequency domain: per group and frequency one complex
+  matrix product ``(N, Cg) @ (Cg, COg)``, all of them in one stacked ``np.matmul``.
+- Stride subsamples the stride-1 result; dilation spreads the kernel's taps with zeros.
+- Blocked FFTs (overlap-save) along any axis that is much longer than the kernel: the
+  input is cut into overlapping segments of a moderate FFT length ``L`` (as a strided
+  view, without copying), each segment yields ``L - kernel + 1`` outputs, and the blocks'
+  outputs tile the result. A 1,000,000-sample signal and a 1,025-tap filter take 8,192-point
+  FFTs instead of one of a million points.
+- float32 stays float32 (complex64 spectra) throughout.
+- Output channels are processed in turns when their spectra would exceed
+  ``config.FFT_BUDGET_BYTES``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import as_strided
+
+from . import config
+
+_SEGMENT_FACTORS = (2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """FFT length, outputs per block and number of blocks along one spatial axis."""
+
+    length: int
+    step: int
+    blocks: int
+
+
+def plan_axis(valid: int, span: int) -> AxisPlan:
+    """Choose the FFT length for one axis.
+
+    ``valid`` stride-1 outputs are wanted from a kernel spanning ``span`` inputs. One FFT
+    over the whole axis is compared with blocks of a few multiples of the span, by the
+    FFT work ``blocks * L * log2(L)`` plus a per-element term for the spectral product.
+    """
+    whole = scipy.fft.next_fast_len(valid + span - 1, real=True)
+    best = AxisPlan(whole, whole - span + 1, 1)
+    best_cost = _axis_cost(best)
+    for factor in _SEGMENT_FACTORS:
+        length = scipy.fft.next_fast_len(factor * span, real=True)
+        if length >= whole:
+            break
+        step = length - span + 1
+        plan = AxisPlan(length, step, math.ceil(valid / step))
+        cost = _axis_cost(plan)
+        if cost < best_cost:
+            best, best_cost = plan, cost
+    return best
+
+
+def _axis_cost(plan: AxisPlan) -> float:
+    return plan.blocks * plan.length * (math.log2(max(plan.length, 2)) + 2.0)
+
+
+def fft_plans(kernel, stride, dilation, out_spatial):
+    """Per-axis :class:`AxisPlan` for a (d, h, w) problem."""
+    plans = []
+    for k, s, d, o in zip(kernel, stride, dilation, out_spatial):
+        span = (k - 1) * d + 1
+        plans.append(plan_axis((o - 1) * s + 1, span))
+    return tuple(plans)
+
+
+def fft_sizes(n, groups, cin_g, cout_g, kernel, stride, dilation, out_spatial):
+    """Element counts of the path's work: ``(fft_points, spectrum_elems, weight_elems)``.
+
+    ``fft_points`` is the number of real points transformed (input segments, kernels and
+    outputs), ``spectrum_elems`` the complex elements of one input spectrum (per sample
+    and channel), ``weight_elems`` those of one kernel spectrum.
+    """
+    plans = fft_plans(kernel, stride, dilation, out_spatial)
+    points = math.prod(p.length for p in plans)
+    blocks = math.prod(p.blocks for p in plans)
+    half = _half_points(plans)
+    return points, blocks * half, half
+
+
+def _half_points(plans):
+    lengths = [p.length for p in plans]
+    axes = [i for i, L in enumerate(lengths) if L > 1] or [2]
+    half = 1
+    for i, L in enumerate(lengths):
+        half *= L // 2 + 1 if i == axes[-1] else L
+    return half
+
+
+def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
+    """Run the FFT path on normalised arrays, writing ``out``.
+
+    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`.
+    """
+    N, G, Cg = x6.shape[:3]
+    COg = w6.shape[1]
+    kernel = w6.shape[3:]
+    out_spatial = out.shape[3:]
+    plans = fft_plans(kernel, stride, dilation, out_spatial)
+    lengths = tuple(p.length for p in plans)
+    axes = tuple(a - 3 for a in range(3) if lengths[a] > 1) or (-1,)
+    shape_s = tuple(lengths[a + 3] for a in axes)
+    workers = numba.get_num_threads()
+    real = out.dtype
+    complex_dtype = np.result_type(real, np.complex64)
+
+    # Input segments: zero-padded input, then a strided view of the overlapping blocks.
+    total = tuple((p.blocks - 1) * p.step + p.length for p in plans)
+    xp = np.zeros((N, G, Cg) + total, dtype=real)
+    src = tuple(slice(0, max(0, min(size, t - lo)))
+                for size, t, lo in zip(x6.shape[3:], total, pad))
+    dst = tuple(slice(lo, lo + s.stop) for lo, s in zip(pad, src))
+    xp[(Ellipsis,) + dst] = x6[(Ellipsis,) + src]
+    st = xp.strides
+    blocks = tuple(p.blocks for p in plans)
+    seg = as_strided(
+        xp,
+        shape=(N, G, Cg) + blocks + lengths,
+        strides=st[:3] + tuple(p.step * s for p, s in zip(plans, st[3:])) + st[3:],
+        writeable=False,
+    )
+    spec_x = scipy.fft.rfftn(seg, s=shape_s, axes=axes, workers=workers)
+    del xp, seg
+    freq_shape = spec_x.shape[6:]
+    nfreq = math.prod(freq_shape)
+    nblocks = math.prod(blocks)
+    # (G, blocks, F, N, Cg): per group, block and frequency an (N, Cg) matrix.
+    xm = spec_x.reshape(N, G, Cg, nblocks, nfreq).transpose(1, 3, 4, 0, 2)
+    if Cg > 1 or COg > 1:
+        xm = np.ascontiguousarray(xm)
+    del spec_x
+
+    # Dilated kernels, spread with zeros; same FFT shape as the segments.
+    spans = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    per_channel = (N * nblocks + Cg) * nfreq * np.dtype(complex_dtype).itemsize
+    chunk = max(1, min(COg, config.FFT_BUDGET_BYTES // max(per_channel, 1)))
+    for o0 in range(0, COg, chunk):
+        o1 = min(COg, o0 + chunk)
+        wd = np.zeros((G, o1 - o0, Cg) + spans, dtype=real)
+        wd[(Ellipsis,) + tuple(slice(None, None, d) for d in dilation)] = w6[:, o0:o1]
+        spec_w = scipy.fft.rfftn(wd, s=shape_s, axes=axes, workers=workers)
+        # (G, 1, F, Cg, Co): the conjugate turns the product into a correlation.
+        wm = np.ascontiguousarray(
+            np.conj(spec_w.reshape(G, o1 - o0, Cg, 1, nfreq).transpose(0, 3, 4, 2, 1)))
+        # (G, blocks, F, N, Co); with one input channel a broadcast product, since a
+        # stack of 1x1 matrix products costs a call per frequency.
+        prod = xm * wm if Cg == 1 else np.matmul(xm, wm)
+        prod = prod.transpose(3, 0, 4, 1, 2).reshape(
+            (N, G, o1 - o0) + blocks + freq_shape)
+        y = scipy.fft.irfftn(prod, s=shape_s, axes=axes, workers=workers)
+        del prod
+        out[:, :, o0:o1] = _assemble(y, plans, stride, out_spatial)
+    out += bias2.reshape(1, G, COg, 1, 1, 1)
+    return out
+
+
+def _assemble(y, plans, stride, out_spatial):
+    """Tile the blocks' valid outputs ``y`` ``(N, G, Co, bD, bH, bW, LD, LH, LW)`` and
+    subsample by the stride: ``(N, G, Co, OD, OH, OW)``."""
+    lead = y.shape[:3]
+    y = y[(Ellipsis,) + tuple(slice(0, p.step) for p in plans)]
+    y = y.transpose(0, 1, 2, 3, 6, 4, 7, 5, 8).reshape(
+        lead + tuple(p.blocks * p.step for p in plans))
+    return y[(Ellipsis,) + tuple(slice(0, (o - 1) * s + 1, s)
+                                 for o, s in zip(out_spatial, stride))]

@@ -1,0 +1,235 @@
+"""The three paths (direct, im2col, fft), the dispatcher and its cost model."""
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.fft
+
+import numbaconv
+from numbaconv import _costs, _dispatch, _fft, _tuning, config
+from numbaconv._spec import conv_geometry
+from numbaconv.bench import SUITE, Case, format_table, run_suite
+from _reference import conv_reference
+from conftest import assert_close
+
+METHOD_NAMES = list(_dispatch.METHODS)
+
+
+def _shrunk(case, cap):
+    """A suite case with its spatial size cut to at most ``cap`` per axis (channels,
+    kernel, stride, dilation and groups kept), still valid for its kernel."""
+    d = len(case.weight_shape) - 2
+    kernel = case.weight_shape[2:]
+    span = [(k - 1) * case.dilation + 1 for k in kernel]
+    spatial = tuple(max(min(s, cap), sp) for s, sp in zip(case.input_shape[2:], span))
+    n = min(case.input_shape[0], 2)
+    return Case(case.name, (n, case.input_shape[1]) + spatial, case.weight_shape,
+                case.stride, case.padding, case.dilation, case.groups), d
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("case", SUITE, ids=[c.name for c in SUITE])
+def test_every_path_on_suite_shapes(case, method):
+    """Every suite case's channels, kernel, stride, dilation and groups, on a smaller
+    input so the float64 reference stays quick."""
+    small, d = _shrunk(case, cap={1: 600, 2: 40, 3: 20}[len(case.weight_shape) - 2])
+    x, w, b = small.arrays(seed=1)
+    y = numbaconv.conv(x, w, b, **small.kwargs, method=method)
+    assert y.dtype == np.float32
+    assert_close(y, conv_reference(x, w, b, **small.kwargs), np.float32)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_no_path_falls_back_to_another(monkeypatch, rng, method):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("another path ran")
+    for other in METHOD_NAMES:
+        if other != method:
+            monkeypatch.setitem(_dispatch.METHODS, other, forbidden)
+    x = rng.standard_normal((2, 4, 9, 9))
+    w = rng.standard_normal((6, 2, 3, 3))
+    y = numbaconv.conv2d(x, w, stride=2, padding=1, groups=2, method=method)
+    assert_close(y, conv_reference(x, w, stride=2, padding=1, groups=2), np.float64)
+
+
+def test_auto_runs_the_chosen_path(monkeypatch, rng):
+    ran = []
+    for name, runner in list(_dispatch.METHODS.items()):
+        monkeypatch.setitem(_dispatch.METHODS, name,
+                            lambda *a, _n=name, _r=runner: (ran.append(_n), _r(*a))[1])
+    for shapes in [((1, 8, 20, 20), (16, 8, 1, 1)), ((1, 1, 300, 300), (1, 1, 41, 41)),
+                   ((1, 16, 20, 20), (16, 1, 3, 3))]:
+        x = rng.standard_normal(shapes[0]).astype(np.float32)
+        w = rng.standard_normal(shapes[1]).astype(np.float32)
+        groups = 16 if shapes[1][1] == 1 and shapes[0][1] == 16 else 1
+        ran.clear()
+        numbaconv.conv2d(x, w, groups=groups)
+        assert ran == [numbaconv.choose_method(shapes[0], shapes[1], groups=groups)]
+
+
+def test_choices_on_the_suite_pin_the_cost_model():
+    """The default constants' choices on shapes where one path clearly wins."""
+    choice = {c.name: numbaconv.choose_method(c.input_shape, c.weight_shape, **c.kwargs)
+              for c in SUITE}
+    assert choice["r50_1x1_56"] == "im2col"
+    assert choice["wavenet_d256"] == "im2col"
+    assert choice["mbv2_dw3"] == "direct"
+    assert choice["c3d"] == "direct"
+    assert choice["img_k63"] == "fft"
+    assert choice["fir_1025"] == "fft"
+    assert choice["vol_k15"] == "fft"
+    # float64 halves every rate: choices of the same shape stay put.
+    assert numbaconv.choose_method((1, 64, 56, 56), (256, 64, 1, 1), dtype="float64") \
+        == "im2col"
+
+
+def test_auto_never_sends_nonfinite_data_through_fft(rng):
+    shape, wshape = (1, 1, 300, 300), (1, 1, 41, 41)
+    assert numbaconv.choose_method(shape, wshape, padding=20) == "fft"
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(wshape).astype(np.float32)
+    x[0, 0, 150, 150] = np.nan
+    y = numbaconv.conv2d(x, w, padding=20)
+    bad = ~np.isfinite(y[0, 0])
+    expected = np.zeros_like(bad)
+    expected[130:171, 130:171] = True  # outputs whose 41x41 field holds (150, 150)
+    np.testing.assert_array_equal(bad, expected)
+    w[0, 0, 0, 0] = np.inf
+    x[0, 0, 150, 150] = 0
+    assert not np.isfinite(numbaconv.conv2d(x, w, padding=20)).all()
+    # the explicit path does spread them, as documented
+    x[0, 0, 150, 150] = np.nan
+    assert np.isnan(numbaconv.conv2d(x, np.ones_like(w), padding=20, method="fft")).all()
+
+
+def test_explain_lists_every_path_and_the_choice():
+    e = numbaconv.explain((1, 1, 1024, 1024), (1, 1, 63, 63), padding=31)
+    text = str(e)
+    for name in METHOD_NAMES:
+        assert f" {name} " in text
+    assert e.choice == "fft" and f"choice: {e.choice}" in text
+    assert "8.324 GFLOP" in text
+    assert set(e.estimates) == set(METHOD_NAMES)
+    seconds = {k: v[0] for k, v in e.estimates.items()}
+    assert min(seconds, key=seconds.get) == e.choice
+    assert 0.9 * config.IM2COL_BUDGET_BYTES < e.estimates["im2col"][1] \
+        <= config.IM2COL_BUDGET_BYTES  # 16 GB of columns, capped
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(dtype="complex64"), TypeError, r"dtype='complex64' must be a real"),
+    (dict(dtype="nonsense"), TypeError, r"dtype='nonsense' is not a NumPy dtype"),
+    (dict(groups=3), ValueError, r"groups=3 must divide"),
+])
+def test_choose_method_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        numbaconv.choose_method((1, 4, 8, 8), (6, 4, 3, 3), **kwargs)
+
+
+def test_im2col_memory_stays_within_budget(monkeypatch, rng):
+    budget = 64 << 10
+    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", budget)
+    x = rng.standard_normal((2, 8, 48, 48)).astype(np.float32)  # columns: 2.6 MB each
+    w = rng.standard_normal((12, 4, 5, 5)).astype(np.float32)
+    numbaconv.conv2d(x, w, padding=2, groups=2, method="im2col")  # compile first
+    tracemalloc.start()
+    try:
+        y = numbaconv.conv2d(x, w, padding=2, groups=2, method="im2col")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Unblocked, the columns alone would take 2 x 100 x 2304 x 4 B = 1.8 MiB (28 budgets);
+    # the slack covers the Python objects of the calls (about 30 KiB).
+    extra = peak - y.nbytes
+    assert extra <= budget + (32 << 10), f"{extra} bytes beyond the output"
+    assert_close(y, conv_reference(x, w, padding=2, groups=2), np.float32)
+    assert _costs.im2col_extra_bytes(2, 4 * 25, 6, 48 * 48, 4, budget) <= budget
+
+
+def test_fft_keeps_float32(monkeypatch, rng):
+    seen = []
+    real_rfftn, real_irfftn = scipy.fft.rfftn, scipy.fft.irfftn
+    monkeypatch.setattr(scipy.fft, "rfftn", lambda a, *k, **kw: (
+        seen.append(a.dtype), real_rfftn(a, *k, **kw))[1])
+    monkeypatch.setattr(scipy.fft, "irfftn", lambda a, *k, **kw: (
+        seen.append(a.dtype), real_irfftn(a, *k, **kw))[1])
+    x = rng.standard_normal((1, 3, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    y = numbaconv.conv2d(x, w, method="fft")
+    assert y.dtype == np.float32
+    assert seen and set(seen) <= {np.dtype(np.float32), np.dtype(np.complex64)}
+
+
+def test_fft_blocks_long_signals_and_agrees(rng):
+    plan = _fft.plan_axis(1_000_000, 1025)
+    assert plan.blocks > 1 and plan.length <= 32 * 1025
+    assert plan.step == plan.length - 1025 + 1
+    assert (plan.blocks - 1) * plan.step < 1_000_000 <= plan.blocks * plan.step
+    x = rng.standard_normal((1, 2, 60_000))
+    w = rng.standard_normal((3, 2, 301))
+    assert _fft.plan_axis(60_000 - 300 + 300, 301).blocks > 1
+    y = numbaconv.conv1d(x, w, padding=150, method="fft")
+    ref = numbaconv.conv1d(x, w, padding=150, method="direct")
+    assert_close(y, ref, np.float64)
+
+
+def test_fft_processes_output_channels_in_turns(monkeypatch, rng):
+    monkeypatch.setattr(config, "FFT_BUDGET_BYTES", 1)
+    x = rng.standard_normal((2, 4, 12, 12))
+    w = rng.standard_normal((6, 2, 3, 3))
+    y = numbaconv.conv2d(x, w, padding=1, groups=2, method="fft")
+    assert_close(y, conv_reference(x, w, padding=1, groups=2), np.float64)
+
+
+def test_tune_writes_constants_later_processes_read(monkeypatch, tmp_path):
+    path = tmp_path / "machine.json"
+    monkeypatch.setenv("NUMBACONV_TUNING_FILE", str(path))
+    monkeypatch.setattr(_tuning, "CALIBRATION", (
+        ((1, 8, 16, 16), (8, 8, 3, 3), dict(padding=1), ("direct", "im2col", "fft")),
+        ((1, 8, 16, 16), (8, 1, 3, 3), dict(padding=1, groups=8), ("channelwise",)),
+    ))
+    _tuning.reset()
+    try:
+        result = numbaconv.tune(repeats=1)
+        assert path.exists() and result["path"] == str(path)
+        stored = json.loads(path.read_text())
+        assert set(result["factors"]) == {"direct", "im2col", "fft", "channelwise"}
+        default = _costs.MachineConstants()
+        expected = default.gemm_macs * result["factors"]["im2col"]
+        assert stored["constants"]["gemm_macs"] == pytest.approx(expected)
+        _tuning.reset()  # as a new process would
+        assert _tuning.machine_constants().gemm_macs == pytest.approx(expected)
+        path.write_text("{not json")
+        _tuning.reset()
+        assert _tuning.machine_constants() == default
+    finally:
+        _tuning.reset()
+    with pytest.raises(ValueError, match="repeats=0"):
+        numbaconv.tune(repeats=0)
+
+
+def test_bench_times_every_path_and_reports_the_choice():
+    cases = (Case("tiny", (1, 4, 16, 16), (8, 4, 3, 3), padding=1),)
+    rows = run_suite(cases, progress=False)
+    row = rows[0]
+    assert row["choice"] in METHOD_NAMES
+    assert all(row[m] > 0 for m in METHOD_NAMES + ["auto"])
+    table = format_table(rows)
+    assert "tiny" in table and "dispatcher: auto / fastest own path" in table
+
+
+def test_cli_explain(capsys):
+    from numbaconv.__main__ import main
+
+    main(["explain", "--input", "1,64,56,56", "--weight", "256,64,1,1"])
+    out = capsys.readouterr().out
+    assert "choice: im2col" in out
+    with pytest.raises(SystemExit, match="groups=3 must divide"):
+        main(["explain", "--input", "1,64,56,56", "--weight", "256,64,1,1", "--groups", "3"])
+
+
+def test_geometry_is_hashable_for_the_choice_cache():
+    g = conv_geometry((1, 4, 8, 8), (6, 4, 3, 3))
+    assert hash(g) == hash(conv_geometry((1, 4, 8, 8), (6, 4, 3, 3)))
