@@ -6,6 +6,8 @@ compiled (or loaded from Numba's on-disk cache) on first use.
 
 from ._dispatch import choose_method, explain
 from ._tuning import tune
+from .gradients import conv_backward, conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .functional import (
     conv,
     conv1d,
@@ -21,4 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
     "choose_method", "explain", "tune",
+    "conv_backward", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
 ]

@@ -102,6 +102,14 @@ def bench(compare: bool, cases=None) -> None:
         print("PyTorch is not installed: pip install torch to compare")
 
 
+def backward_bench() -> None:
+    """Time conv_backward against PyTorch's backward on the training cases."""
+    from .bench import format_backward, run_backward, steady_allocator
+
+    steady_allocator()
+    print(format_backward(run_backward()))
+
+
 def _ints(text: str) -> tuple:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -148,6 +156,8 @@ def main(argv=None) -> int:
     what.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
     what.add_argument("--latency", action="store_true",
                       help="instead, time import and first call in fresh processes")
+    what.add_argument("--backward", action="store_true",
+                      help="instead, time conv_backward against PyTorch's")
     b.add_argument("--cases", type=lambda t: t.split(","),
                    help="comma-separated case names (default: the whole suite)")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
@@ -165,6 +175,8 @@ def main(argv=None) -> int:
         demo()
     elif args.command == "bench" and args.latency:
         latency()
+    elif args.command == "bench" and args.backward:
+        backward_bench()
     elif args.command == "bench":
         bench(args.compare, args.cases)
     elif args.command == "explain":

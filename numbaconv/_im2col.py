@@ -53,42 +53,54 @@ def _is_pointwise(kernel, stride, pad, in_spatial, out_spatial) -> bool:
             and tuple(in_spatial) == tuple(out_spatial))
 
 
+def column_blocks(x6, kernel, stride, dilation, pad, out_spatial, cog, dtype):
+    """Yield ``(n, g0, g1, p0, p1, cols)``: the columns ``(g1 - g0, K, p1 - p0)`` of
+    sample ``n`` of ``x6`` ``(N, G, Cg, D, H, W)`` for groups ``g0:g1`` and output
+    positions ``p0:p1``, in blocks within ``config.IM2COL_BUDGET_BYTES``. One buffer
+    serves every block: each is valid until the next is requested."""
+    N, G, Cg = x6.shape[:3]
+    K = Cg * math.prod(kernel)
+    P = math.prod(out_spatial)
+    if _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:], out_spatial):
+        for n in range(N):
+            yield n, 0, G, 0, P, x6[n].reshape(G, Cg, P)
+        return
+    gc, pc = im2col_blocks(G, K, cog, P, np.dtype(dtype).itemsize)
+    # A flat buffer, so that a smaller last block is still a contiguous view.
+    buf = np.empty(gc * K * pc, dtype=dtype)
+    for n in range(N):
+        for g0 in range(0, G, gc):
+            g1 = min(G, g0 + gc)
+            for p0 in range(0, P, pc):
+                p1 = min(P, p0 + pc)
+                cols = buf[: (g1 - g0) * K * (p1 - p0)].reshape(g1 - g0, K, p1 - p0)
+                split_rows(build_columns, cols.shape[0] * K, x6[n], cols, g0, p0,
+                           kernel, stride, dilation, pad, out_spatial)
+                yield n, g0, g1, p0, p1, cols
+
+
 def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     """Run the im2col + GEMM path on normalised arrays, writing ``out``.
 
     Arrays and tuples as for :func:`numbaconv._direct.conv_direct`.
     """
-    N, G, Cg = x6.shape[:3]
+    N, G = x6.shape[:2]
     COg = w6.shape[1]
     kernel = w6.shape[3:]
-    K = Cg * math.prod(kernel)
     out_spatial = out.shape[3:]
     P = math.prod(out_spatial)
-    w3 = w6.reshape(G, COg, K)
+    w3 = w6.reshape(G, COg, -1)
     out4 = out.reshape(N, G, COg, P)
-    if _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial):
-        for n in range(N):
-            np.matmul(w3, x6[n].reshape(G, Cg, P), out=out4[n])
-    else:
-        gc, pc = im2col_blocks(G, K, COg, P, out.itemsize)
-        whole = (gc, pc) == (G, P)
-        # Flat buffers, so that a smaller last block is still a contiguous view.
-        cols_buf = np.empty(gc * K * pc, dtype=out.dtype)
-        staging_buf = None if whole else np.empty(gc * COg * pc, dtype=out.dtype)
-        for n in range(N):
-            for g0 in range(0, G, gc):
-                g1 = min(G, g0 + gc)
-                for p0 in range(0, P, pc):
-                    p1 = min(P, p0 + pc)
-                    cols = cols_buf[: (g1 - g0) * K * (p1 - p0)].reshape(g1 - g0, K, p1 - p0)
-                    split_rows(build_columns, cols.shape[0] * K, x6[n], cols, g0, p0,
-                               kernel, stride, dilation, pad, out_spatial)
-                    if whole:
-                        np.matmul(w3, cols, out=out4[n])
-                    else:
-                        part = staging_buf[: (g1 - g0) * COg * (p1 - p0)].reshape(
-                            g1 - g0, COg, p1 - p0)
-                        np.matmul(w3[g0:g1], cols, out=part)
-                        out4[n, g0:g1, :, p0:p1] = part
+    staging = None
+    for n, g0, g1, p0, p1, cols in column_blocks(x6, kernel, stride, dilation, pad,
+                                                 out_spatial, COg, out.dtype):
+        if (g0, g1, p0, p1) == (0, G, 0, P):
+            np.matmul(w3, cols, out=out4[n])
+            continue
+        if staging is None:
+            staging = np.empty(cols.shape[0] * COg * cols.shape[2], dtype=out.dtype)
+        part = staging[: (g1 - g0) * COg * (p1 - p0)].reshape(g1 - g0, COg, p1 - p0)
+        np.matmul(w3[g0:g1], cols, out=part)
+        out4[n, g0:g1, :, p0:p1] = part
     out4 += bias2[None, :, :, None]
     return out

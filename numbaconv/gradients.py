@@ -1,0 +1,349 @@
+"""Gradients of the convolution and the transposed convolution (its adjoint).
+
+Both are convolutions again, so both run on the fast paths:
+
+- The input gradient is a convolution of the output gradient, spread out by the stride
+  (zeros between its samples), with the kernel flipped in space and its input and output
+  channels swapped per group, padded by the dilated kernel's span minus one. That gives
+  the gradient of the padded input; the padding is then folded back: cut off for zero
+  padding, added onto the input's edges for reflect, replicate and circular padding.
+- The weight gradient is ``grad_out[g] (C_out/G, P) @ columns[g].T (P, K)`` summed over
+  samples: the forward im2col columns, one GEMM per block, accumulated in place (no two
+  threads ever add into the same weight gradient).
+- The transposed convolution is the input gradient of the convolution whose weight it
+  is given, for the input size it is asked to produce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._dispatch import check_method
+from ._im2col import column_blocks
+from ._padding import pad_input
+from ._spec import (
+    _checked_array,
+    _int_tuple,
+    as_arrays,
+    check_bias,
+    check_padding_mode,
+    compute_dtype,
+    conv_geometry,
+)
+
+__all__ = ["conv_backward", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
+
+
+def _source_index(j: int, size: int, mode: str) -> int:
+    """The input index that padded position ``j`` (relative to the input's start)
+    copies, for the non-zero padding modes."""
+    if mode == "reflect":
+        return -j if j < 0 else 2 * (size - 1) - j
+    if mode == "replicate":
+        return 0 if j < 0 else size - 1
+    return j % size  # circular
+
+
+def fold_padding(grad_padded, pads, spatial, mode):
+    """Adjoint of padding: the gradient of the unpadded input from that of the padded one.
+
+    ``grad_padded`` is ``(N, C, *padded)``; ``pads`` the ``(before, after)`` pairs. Zero
+    padding drops the border; the other modes add each border element's gradient onto
+    the input element it copied, axis by axis (the per-axis paddings commute).
+    """
+    g = grad_padded
+    for axis, (size, (lo, hi)) in enumerate(zip(spatial, pads)):
+        axis += 2
+        moved = np.moveaxis(g, axis, -1)
+        inner = moved[..., lo: lo + size].copy()
+        if mode != "zeros":
+            for t in [*range(lo), *range(lo + size, lo + size + hi)]:
+                inner[..., _source_index(t - lo, size, mode)] += moved[..., t]
+        g = np.moveaxis(inner, -1, axis)
+    return np.ascontiguousarray(g)
+
+
+def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method="auto",
+                      crop=None):
+    """Gradient of the zero-padded input ``(N, C_in, *padded)`` of a convolution.
+
+    ``grad_out`` ``(N, C_out, *out)`` and ``weight`` ``(C_out, C_in/groups, *kernel)`` are
+    arrays of the computation dtype; ``padded`` is the padded input's spatial shape.
+    Positions no output reads (past the last window) get zero. With ``crop``, ``(start,
+    size)`` per axis, only that window of it is returned, computed directly when the
+    window lies within the reach of the kernel (no work on the padding).
+    """
+    from .functional import conv
+
+    d = weight.ndim - 2
+    n, c_out = grad_out.shape[:2]
+    out = grad_out.shape[2:]
+    c_in_g = weight.shape[1]
+    kernel = weight.shape[2:]
+    spans = [(k - 1) * dl + 1 for k, dl in zip(kernel, dilation)]
+    if any(s > 1 for s in stride):
+        spread = np.zeros((n, c_out) + tuple((o - 1) * s + 1 for o, s in zip(out, stride)),
+                          dtype=grad_out.dtype)
+        spread[(Ellipsis,) + tuple(slice(None, None, s) for s in stride)] = grad_out
+    else:
+        spread = grad_out
+    cog = c_out // groups
+    flipped = weight.reshape((groups, cog, c_in_g) + kernel).swapaxes(1, 2)
+    flipped = flipped[(Ellipsis,) + (slice(None, None, -1),) * d]
+    flipped = np.ascontiguousarray(flipped).reshape((groups * c_in_g, cog) + kernel)
+    if crop is not None:
+        # Output t of the flipped convolution is padded position t + start.
+        before = [s - 1 - start for s, (start, _) in zip(spans, crop)]
+        after = [size - e - b + s - 1 for size, e, b, s in
+                 zip((size for _, size in crop), spread.shape[2:], before, spans)]
+        if min(before) >= 0 and min(after) >= 0:
+            return conv(spread, flipped, None, 1, tuple(zip(before, after)), dilation,
+                        groups, method=method)
+    full = conv(spread, flipped, None, 1, tuple((s - 1, s - 1) for s in spans), dilation,
+                groups, method=method)
+    if full.shape[2:] != tuple(padded):
+        grown = np.zeros(full.shape[:2] + tuple(padded), dtype=full.dtype)
+        grown[(Ellipsis,) + tuple(slice(0, e) for e in full.shape[2:])] = full
+        full = grown
+    if crop is not None:
+        full = np.ascontiguousarray(
+            full[(Ellipsis,) + tuple(slice(a, a + n) for a, n in crop)])
+    return full
+
+
+def _weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
+    """im2col columns of ``x`` times the output gradient ``g``, summed over samples.
+
+    ``g`` ``(N, C_out, *out)``, ``x`` ``(N, C_in, *spatial)`` (both of the computation
+    dtype) and ``pad_before`` per axis: zero padding before each axis.
+    """
+    from .functional import _to_3d
+
+    d = len(weight_shape) - 2
+    n, c_in = x.shape[:2]
+    c_out, c_in_g = weight_shape[:2]
+    kernel = tuple(weight_shape[2:])
+    cog = c_out // groups
+    out = g.shape[2:]
+    x6 = np.ascontiguousarray(x).reshape((n, groups, c_in_g) + _to_3d(x.shape[2:], d, 1))
+    g4 = g.reshape(n, groups, cog, -1)
+    gw = np.zeros((groups, cog, c_in_g * int(np.prod(kernel))), dtype=g.dtype)
+    for i, g0, g1, p0, p1, cols in column_blocks(
+            x6, _to_3d(kernel, d, 1), _to_3d(stride, d, 1), _to_3d(dilation, d, 1),
+            _to_3d(pad_before, d, 0), _to_3d(out, d, 1), cog, g.dtype):
+        gw[g0:g1] += np.matmul(g4[i, g0:g1, :, p0:p1], cols.transpose(0, 2, 1))
+    return gw.reshape(weight_shape)
+
+
+def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                  padding_mode="zeros", bias=True):
+    """Gradients of a convolution with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : array_like
+        Gradient of the loss with respect to the output of
+        ``conv(x, weight, bias, stride, padding, dilation, groups, padding_mode=...)``;
+        it must have that output's shape.
+    x, weight, stride, padding, dilation, groups, padding_mode
+        As given to the forward :func:`numbaconv.conv` (the bias does not enter).
+    bias : bool
+        Whether to return the bias gradient (``grad_out`` summed over all but the
+        channel axis) or ``None``.
+
+    Returns
+    -------
+    grad_x, grad_weight, grad_bias : numpy.ndarray or None
+        Shaped like ``x``, ``weight`` and ``(C_out,)``; float32 when every input is
+        float32 or float16, else float64. Reflect, replicate and circular padding add
+        the gradient of each padded element onto the input element it copied.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On any invalid argument (including a ``grad_out`` of the wrong shape), before
+        any work, naming the parameter and its value.
+
+    Examples
+    --------
+    >>> import numpy as np, numbaconv
+    >>> x = np.ones((1, 1, 4)); w = np.ones((1, 1, 2))
+    >>> gx, gw, gb = numbaconv.conv_backward(np.ones((1, 1, 3)), x, w)
+    >>> gx[0, 0], gw[0, 0], gb
+    (array([1., 2., 2., 1.]), array([3., 3.]), array([3.]))
+    """
+    x, weight, _ = as_arrays(x, weight, None)
+    grad_out = _checked_array("grad_out", grad_out)
+    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    padding_mode = check_padding_mode(padding_mode, geom)
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias={bias!r} must be True or False")
+    if grad_out.shape != geom.output_shape:
+        raise ValueError(
+            f"grad_out has shape {grad_out.shape}; expected {geom.output_shape}, the "
+            f"output shape of this convolution")
+    dtype = compute_dtype(x, weight, grad_out)
+    d = geom.d
+    batched = geom.batch is not None
+    xb = x if batched else x[None]
+    g = np.ascontiguousarray(grad_out if batched else grad_out[None], dtype=dtype)
+    w = np.ascontiguousarray(weight, dtype=dtype)
+    spatial_axes = tuple(range(2, 2 + d))
+    grad_bias = g.sum(axis=(0,) + spatial_axes) if bias else None
+    if xb.shape[0] == 0:
+        return (np.zeros(x.shape, dtype), np.zeros(weight.shape, dtype), grad_bias)
+    pads = geom.padding
+    xd = xb.astype(dtype, copy=False)
+    if padding_mode != "zeros" and any(p for pair in pads for p in pair):
+        xd = pad_input(xd, pads, padding_mode)
+        pad_before = (0,) * d
+    else:
+        pad_before = tuple(lo for lo, _ in pads)
+    grad_weight = _weight_grad(g, xd, weight.shape, geom.stride, geom.dilation,
+                               pad_before, geom.groups)
+    padded = tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads))
+    if padding_mode == "zeros":
+        grad_x = padded_input_grad(g, w, padded, geom.stride, geom.dilation, geom.groups,
+                                   crop=[(lo, s) for (lo, _), s in zip(pads, geom.spatial)])
+    else:
+        grad_padded = padded_input_grad(g, w, padded, geom.stride, geom.dilation,
+                                        geom.groups)
+        grad_x = fold_padding(grad_padded, pads, geom.spatial, padding_mode)
+    return (grad_x if batched else grad_x[0]), grad_weight, grad_bias
+
+
+def transpose_output_shape(input_shape, weight_shape, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1, *, d=None):
+    """Validate a transposed convolution's shapes and parameters.
+
+    Returns ``(batched, c_out, out_spatial, stride, padding, dilation)`` with per-axis
+    tuples, where ``out = (in - 1) * stride - 2 * padding + dilation * (kernel - 1)
+    + output_padding + 1``.
+    """
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    if d is None:
+        d = len(weight_shape) - 2
+    if len(weight_shape) != d + 2 or d not in (1, 2, 3):
+        raise ValueError(
+            f"weight has shape {weight_shape} (ndim {len(weight_shape)}); a {d}D transposed "
+            f"convolution needs ndim {d + 2}: (in_channels, out_channels/groups, *kernel)")
+    if len(input_shape) not in (d + 1, d + 2):
+        raise ValueError(
+            f"input has shape {input_shape} (ndim {len(input_shape)}); a {d}D transposed "
+            f"convolution needs ndim {d + 2} (N, C_in, *spatial) or {d + 1}")
+    batched = len(input_shape) == d + 2
+    c_in = input_shape[1 if batched else 0]
+    spatial = input_shape[-d:]
+    if min(weight_shape) < 1:
+        raise ValueError(f"weight has shape {weight_shape}; every size must be >= 1")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, (bool, np.bool_)):
+        raise TypeError(f"groups={groups!r} must be an int")
+    if groups < 1 or weight_shape[0] % groups:
+        raise ValueError(f"groups={groups} must be >= 1 and divide "
+                         f"in_channels={weight_shape[0]}")
+    if c_in != weight_shape[0]:
+        raise ValueError(f"input has {c_in} channels but weight of shape {weight_shape} "
+                         f"expects {weight_shape[0]} (weight is (in_channels, "
+                         f"out_channels/groups, *kernel))")
+    stride = _int_tuple("stride", stride, d, 1)
+    dilation = _int_tuple("dilation", dilation, d, 1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding={padding!r}: a transposed convolution takes an int or "
+                         f"a tuple of {d} ints")
+    padding = _int_tuple("padding", padding, d, 0)
+    output_padding = _int_tuple("output_padding", output_padding, d, 0)
+    for op, s, dl in zip(output_padding, stride, dilation):
+        if op >= s and op >= dl:
+            raise ValueError(f"output_padding={output_padding} must be smaller than "
+                             f"stride={stride} or dilation={dilation} on every axis")
+    kernel = weight_shape[2:]
+    out = tuple((i - 1) * s - 2 * p + dl * (k - 1) + op + 1 for i, s, p, dl, k, op
+                in zip(spatial, stride, padding, dilation, kernel, output_padding))
+    if min(spatial) < 1 or min(out) < 1:
+        raise ValueError(f"input of shape {input_shape} with weight {weight_shape}, "
+                         f"stride={stride}, padding={padding} gives output size {out}; "
+                         f"every size must be >= 1")
+    return batched, weight_shape[1] * groups, out, stride, padding, dilation
+
+
+def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                    method, d):
+    x, weight, bias = as_arrays(x, weight, bias)
+    batched, c_out, out, stride, padding, dilation = transpose_output_shape(
+        x.shape, weight.shape, stride, padding, output_padding, groups, dilation, d=d)
+    check_bias(bias, c_out)
+    method = check_method(method)
+    dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
+    xb = x if batched else x[None]
+    if xb.shape[0] == 0:
+        return np.zeros((0, c_out) + out, dtype=dtype)
+    g = np.ascontiguousarray(xb, dtype=dtype)
+    w = np.ascontiguousarray(weight, dtype=dtype)
+    padded = tuple(o + 2 * p for o, p in zip(out, padding))
+    y = padded_input_grad(g, w, padded, stride, dilation, groups, method,
+                          crop=list(zip(padding, out)))
+    if bias is not None:
+        y += bias.astype(dtype).reshape((1, c_out) + (1,) * d)
+    return y if batched else y[0]
+
+
+_TRANSPOSE_DOC = """{d}D transposed convolution, as ``torch.nn.functional.conv_transpose{d}d``.
+
+    The adjoint of ``conv{d}d``: each input element scatters ``weight[c]``, scaled, into
+    the output at ``stride`` spacing. Output size per axis: ``(in - 1) * stride - 2 *
+    padding + dilation * (kernel - 1) + output_padding + 1``.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, C_in, {spatial})`` or unbatched ``(C_in, {spatial})``.
+    weight : array_like
+        ``(C_in, C_out // groups, {kernel})``.
+    bias : array_like, optional
+        ``(C_out,)``.
+    stride, dilation : int or tuple of {d} ints, each >= 1
+    padding : int or tuple of {d} ints, each >= 0
+        Removed from both ends of every axis of the full result (zeros padding).
+    output_padding : int or tuple of {d} ints
+        Extra size on the far end of each axis; must be smaller than the stride or the
+        dilation of that axis.
+    groups : int
+        Divides ``C_in``.
+    method : {{"auto", "direct", "im2col", "fft"}}
+        The path of the underlying convolution.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, C_out, {spatial_out})``, float32 or float64 as for :func:`numbaconv.conv`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On any invalid argument, before any work, naming the parameter and its value.
+    """
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, method="auto"):
+    return _conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, method, d=1)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, method="auto"):
+    return _conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, method, d=2)
+
+
+def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, *, method="auto"):
+    return _conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, method, d=3)
+
+
+for _fn, _d, _sp, _k, _so in (
+        (conv_transpose1d, 1, "L", "k", "L_out"),
+        (conv_transpose2d, 2, "H, W", "kh, kw", "H_out, W_out"),
+        (conv_transpose3d, 3, "D, H, W", "kd, kh, kw", "D_out, H_out, W_out")):
+    _fn.__doc__ = _TRANSPOSE_DOC.format(d=_d, spatial=_sp, kernel=_k, spatial_out=_so)

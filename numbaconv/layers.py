@@ -1,0 +1,297 @@
+"""Layer objects: Conv1d/2d/3d and ConvTranspose1d/2d/3d with forward and backward.
+
+Each layer holds its ``weight`` and ``bias`` as NumPy arrays, initialised as PyTorch does
+(uniform in ``+-1/sqrt(fan_in)``), keeps the input of its last forward call, and turns
+an output gradient into the input gradient while setting ``grad_weight``/``grad_bias``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._spec import PADDING_MODES, conv_geometry
+from .functional import conv, count_macs, count_params
+from .gradients import (
+    _weight_grad,
+    conv_backward,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    transpose_output_shape,
+)
+
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+           "ConvTranspose3d"]
+
+
+def _generator(rng):
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise TypeError(f"rng={rng!r} must be None, an int seed or a numpy.random.Generator")
+
+
+def _dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype={dtype!r} must be float32 or float64")
+    return dt
+
+
+def _channels(name, value, groups):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be an int >= 1")
+    if value % groups:
+        raise ValueError(f"groups={groups} must divide {name}={value}")
+    return int(value)
+
+
+class _Layer:
+    d = None
+    transposed = False
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, dtype, rng):
+        if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(f"groups={groups!r} must be an int >= 1")
+        self.in_channels = _channels("in_channels", in_channels, groups)
+        self.out_channels = _channels("out_channels", out_channels, groups)
+        if isinstance(kernel_size, (int, np.integer)):
+            kernel_size = (int(kernel_size),) * self.d
+        kernel_size = tuple(kernel_size)
+        if len(kernel_size) != self.d or not all(
+                isinstance(k, (int, np.integer)) and k >= 1 for k in kernel_size):
+            raise ValueError(f"kernel_size={kernel_size!r} must be an int >= 1 or a tuple "
+                             f"of {self.d} of them")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias={bias!r} must be True or False")
+        self.kernel_size = kernel_size
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.dtype = _dtype(dtype)
+        gen = _generator(rng)
+        if self.transposed:
+            shape = (self.in_channels, self.out_channels // groups) + kernel_size
+            fan_in = (self.out_channels // groups) * math.prod(kernel_size)
+        else:
+            shape = (self.out_channels, self.in_channels // groups) + kernel_size
+            fan_in = (self.in_channels // groups) * math.prod(kernel_size)
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = gen.uniform(-bound, bound, shape).astype(self.dtype)
+        self.bias = (gen.uniform(-bound, bound, self.out_channels).astype(self.dtype)
+                     if bias else None)
+        self.grad_weight = None
+        self.grad_bias = None
+        self._input = None
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters: the weight's elements plus the bias's."""
+        if self.transposed:  # the weight's first axis is in_channels, not the bias's
+            return int(self.weight.size) + (0 if self.bias is None else self.out_channels)
+        return count_params(self.weight.shape, bias=self.bias is not None)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _check_grad(self, grad_out):
+        if self._input is None:
+            raise RuntimeError("backward() called before forward(): there is no input "
+                               "to differentiate at")
+        expected = self._output_shape_of(self._input.shape)
+        grad_out = np.asarray(grad_out)
+        if grad_out.shape != expected:
+            raise ValueError(f"grad_out has shape {grad_out.shape}; expected {expected}, "
+                             f"the shape of the last forward output")
+        return grad_out
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, "
+                f"bias={self.bias is not None})")
+
+
+class _ConvNd(_Layer):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias=True, padding_mode="zeros", *,
+                 dtype=np.float32, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, dtype, rng)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode={padding_mode!r} is not one of "
+                             f"{', '.join(map(repr, PADDING_MODES))}")
+        self.padding_mode = padding_mode
+        # Checks stride, padding and dilation now, on an input large enough for any.
+        conv_geometry((self.in_channels,) + (1 << 30,) * self.d, self.weight.shape,
+                      **self._kwargs())
+
+    def _kwargs(self):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
+                    groups=self.groups)
+
+    def forward(self, x):
+        """The convolution of ``x`` ``(N, C_in, *spatial)``; keeps ``x`` for backward."""
+        y = conv(x, self.weight, self.bias, **self._kwargs(), padding_mode=self.padding_mode)
+        self._input = np.asarray(x)
+        return y
+
+    def backward(self, grad_out):
+        """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``."""
+        grad_out = self._check_grad(grad_out)
+        gx, gw, gb = conv_backward(grad_out, self._input, self.weight, **self._kwargs(),
+                                   padding_mode=self.padding_mode, bias=self.bias is not None)
+        self.grad_weight = gw.astype(self.dtype, copy=False)
+        self.grad_bias = None if gb is None else gb.astype(self.dtype, copy=False)
+        return gx
+
+    def _output_shape_of(self, input_shape):
+        return conv_geometry(tuple(input_shape), self.weight.shape, **self._kwargs()
+                             ).output_shape
+
+    def output_shape(self, input_shape):
+        """Output shape for an input of ``input_shape``, without computing it."""
+        return self._output_shape_of(input_shape)
+
+    def macs(self, input_shape) -> int:
+        """Multiply-accumulates of one forward call on ``input_shape``."""
+        return count_macs(tuple(input_shape), self.weight.shape, **self._kwargs())
+
+
+class _ConvTransposeNd(_Layer):
+    transposed = True
+    _functions = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, *,
+                 dtype=np.float32, rng=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, dtype, rng)
+        self.output_padding = output_padding
+        # Validates stride, padding, output_padding and dilation now.
+        transpose_output_shape((self.in_channels,) + (1 << 30,) * self.d,
+                               self.weight.shape, stride, padding, output_padding, groups,
+                               dilation, d=self.d)
+
+    def _kwargs(self):
+        return dict(stride=self.stride, padding=self.padding,
+                    output_padding=self.output_padding, groups=self.groups,
+                    dilation=self.dilation)
+
+    def forward(self, x):
+        """The transposed convolution of ``x``; keeps ``x`` for backward."""
+        y = self._functions[self.d](x, self.weight, self.bias, **self._kwargs())
+        self._input = np.asarray(x)
+        return y
+
+    def backward(self, grad_out):
+        """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``.
+
+        The transposed convolution's input gradient is the ordinary convolution of
+        ``grad_out`` with the same weight; its weight gradient is the forward weight
+        gradient with the roles of input and output gradient exchanged.
+        """
+        grad_out = self._check_grad(grad_out)
+        x = self._input
+        dtype = np.result_type(x.dtype, self.weight.dtype, grad_out.dtype)
+        dtype = np.float32 if dtype.kind == "f" and dtype.itemsize <= 4 else np.float64
+        padding = self.padding
+        stride, dilation = self.stride, self.dilation
+        batched = x.ndim == self.d + 2
+        g = grad_out if batched else grad_out[None]
+        xb = x if batched else x[None]
+        # y = conv_transpose(x)  <=>  x is the output gradient of conv(y_like, weight)
+        # with y cropped: grad_x = conv(grad_out, weight) over the same geometry.
+        gx = conv(g, self.weight, None, stride, padding, dilation, self.groups)
+        crop = tuple(slice(0, s) for s in xb.shape[2:])
+        gx = np.ascontiguousarray(gx[(Ellipsis,) + crop])
+        pad_per_axis = padding if isinstance(padding, tuple) else (padding,) * self.d
+        stride_t = stride if isinstance(stride, tuple) else (stride,) * self.d
+        dil_t = dilation if isinstance(dilation, tuple) else (dilation,) * self.d
+        gw = _weight_grad(xb.astype(dtype), np.ascontiguousarray(g, dtype=dtype),
+                          self.weight.shape, stride_t, dil_t, pad_per_axis, self.groups)
+        self.grad_weight = gw.astype(self.dtype, copy=False)
+        self.grad_bias = (None if self.bias is None else
+                          g.sum(axis=(0,) + tuple(range(2, 2 + self.d))).astype(self.dtype))
+        return gx if batched else gx[0]
+
+    def _output_shape_of(self, input_shape):
+        batched, c_out, out, *_ = transpose_output_shape(
+            tuple(input_shape), self.weight.shape, **self._kwargs(), d=self.d)
+        lead = (input_shape[0],) if batched else ()
+        return lead + (c_out,) + out
+
+    def output_shape(self, input_shape):
+        """Output shape for an input of ``input_shape``, without computing it."""
+        return self._output_shape_of(input_shape)
+
+    def macs(self, input_shape) -> int:
+        """Multiply-accumulates of one forward call: each input element times each
+        kernel tap and output channel of its group."""
+        shape = tuple(input_shape)
+        n = shape[0] if len(shape) == self.d + 2 else 1
+        spatial = shape[-self.d:]
+        return (n * self.in_channels * (self.out_channels // self.groups)
+                * math.prod(self.kernel_size) * math.prod(spatial))
+
+
+def _make(name, base, d, doc):
+    cls = type(name, (base,), {"d": d, "__doc__": doc})
+    cls.__module__ = __name__
+    return cls
+
+
+_CONV_DOC = """{d}D convolution layer, as ``torch.nn.Conv{d}d`` (NumPy arrays, float32 by
+    default).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or tuple of {d} ints
+    stride, padding, dilation, groups, padding_mode
+        As for :func:`numbaconv.conv` (padding may be "same" or "valid").
+    bias : bool
+    dtype : float32 or float64
+    rng : int, numpy.random.Generator or None
+        Seeds the initialisation: weight and bias uniform in ``+-1/sqrt(fan_in)``,
+        ``fan_in = in_channels / groups * prod(kernel_size)``.
+
+    Attributes
+    ----------
+    weight : ndarray ``(out_channels, in_channels // groups, *kernel_size)``
+    bias : ndarray ``(out_channels,)`` or None
+    grad_weight, grad_bias : ndarray or None
+        Set by :meth:`backward`.
+    """
+
+_TRANSPOSE_DOC = """{d}D transposed convolution layer, as ``torch.nn.ConvTranspose{d}d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or tuple of {d} ints
+    stride, padding, output_padding, groups, dilation
+        As for :func:`numbaconv.conv_transpose{d}d`.
+    bias : bool
+    dtype : float32 or float64
+    rng : int, numpy.random.Generator or None
+        Seeds the initialisation: uniform in ``+-1/sqrt(fan_in)``,
+        ``fan_in = out_channels / groups * prod(kernel_size)`` (PyTorch's, computed
+        from the weight's second axis).
+
+    Attributes
+    ----------
+    weight : ndarray ``(in_channels, out_channels // groups, *kernel_size)``
+    bias : ndarray ``(out_channels,)`` or None
+    grad_weight, grad_bias : ndarray or None
+        Set by :meth:`backward`.
+    """
+
+Conv1d = _make("Conv1d", _ConvNd, 1, _CONV_DOC.format(d=1))
+Conv2d = _make("Conv2d", _ConvNd, 2, _CONV_DOC.format(d=2))
+Conv3d = _make("Conv3d", _ConvNd, 3, _CONV_DOC.format(d=3))
+ConvTranspose1d = _make("ConvTranspose1d", _ConvTransposeNd, 1, _TRANSPOSE_DOC.format(d=1))
+ConvTranspose2d = _make("ConvTranspose2d", _ConvTransposeNd, 2, _TRANSPOSE_DOC.format(d=2))
+ConvTranspose3d = _make("ConvTranspose3d", _ConvTransposeNd, 3, _TRANSPOSE_DOC.format(d=3))
