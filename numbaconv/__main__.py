@@ -46,7 +46,7 @@ def demo() -> None:
 
 def warmup() -> None:
     """Compile every kernel for float32 and float64 into Numba's on-disk cache."""
-    from . import conv
+    from . import conv, conv_backward
 
     for dtype in (np.float32, np.float64):
         for name, (x_shape, w_shape, groups, method) in {
@@ -58,6 +58,11 @@ def warmup() -> None:
             conv(np.ones(x_shape, dtype), np.ones(w_shape, dtype), groups=groups,
                  method=method)
             print(f"  {name:<15} {np.dtype(dtype).name:<8} {time.perf_counter() - t0:6.2f} s")
+        t0 = time.perf_counter()
+        conv_backward(np.ones((1, 2, 5, 5), dtype), np.ones((1, 2, 5, 5), dtype),
+                      np.ones((2, 1, 3, 3), dtype), padding=1, groups=2)
+        print(f"  {'depthwise grad':<15} {np.dtype(dtype).name:<8} "
+              f"{time.perf_counter() - t0:6.2f} s")
 
 
 def latency() -> None:

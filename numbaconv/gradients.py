@@ -9,7 +9,9 @@ Both are convolutions again, so both run on the fast paths:
   padding, added onto the input's edges for reflect, replicate and circular padding.
 - The weight gradient is ``grad_out[g] (C_out/G, P) @ columns[g].T (P, K)`` summed over
   samples: the forward im2col columns, one GEMM per block, accumulated in place (no two
-  threads ever add into the same weight gradient).
+  threads ever add into the same weight gradient). With one input channel per group
+  (depthwise) a Numba kernel in which each thread owns whole output channels does it
+  instead.
 - The transposed convolution is the input gradient of the convolution whose weight it
   is given, for the input size it is asked to produce.
 """
@@ -20,7 +22,9 @@ import numpy as np
 
 from ._dispatch import check_method
 from ._im2col import column_blocks
+from ._kernels.grad import channelwise_weight_grad
 from ._padding import pad_input
+from ._threads import kernel_launch
 from ._spec import (
     _checked_array,
     _int_tuple,
@@ -126,6 +130,14 @@ def _weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
     cog = c_out // groups
     out = g.shape[2:]
     x6 = np.ascontiguousarray(x).reshape((n, groups, c_in_g) + _to_3d(x.shape[2:], d, 1))
+    if c_in_g == 1:
+        gw = np.empty((groups, cog) + _to_3d(kernel, d, 1), dtype=g.dtype)
+        with kernel_launch:
+            channelwise_weight_grad(
+                x6.reshape((n, groups) + x6.shape[3:]),
+                g.reshape((n, groups, cog) + _to_3d(out, d, 1)), gw,
+                _to_3d(stride, d, 1), _to_3d(dilation, d, 1), _to_3d(pad_before, d, 0))
+        return gw.reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
     gw = np.zeros((groups, cog, c_in_g * int(np.prod(kernel))), dtype=g.dtype)
     for i, g0, g1, p0, p1, cols in column_blocks(
