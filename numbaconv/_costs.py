@@ -10,11 +10,16 @@ Default constants
 -----------------
 Measured on the development machine (2-core AMD EPYC, Zen 5, AVX-512, 24 GiB; Numba
 0.68, NumPy 2.4 with OpenBLAS 0.3.31 using its native SkylakeX kernels, SciPy 1.17) by
-timing every path on the 17 cases of ``numbaconv.bench.SUITE`` in float32 and fitting
-each path's rates to them. On that suite the model picks the fastest path, or one within
-20% of it, on every case; single estimates are typically within a factor of 1.5 of the
-measured time, off by up to 3x on shapes unlike the suite's (tiny or very thin problems,
-where fixed per-call costs dominate). On other machines run :func:`numbaconv.tune`.
+timing every path on the 17 cases of ``numbaconv.bench.SUITE`` in float32, one path at a
+time, and fitting each path's rates by non-negative least squares on relative error.
+Single estimates land within a factor of 1.5 of those timings on most cases and within
+3x on all but the FFT path on many-channel shapes (estimated up to 6x too fast, where
+it is 10-300x slower than the other paths anyway). The column rate was then halved
+(4.5e9 fitted, 2.0e9 kept) because, in full benchmark runs, im2col on 3x3 layers ran
+up to 2.5x slower than alone, when the GEMM's OpenBLAS threads compete with threads
+that other paths left spinning; direct is the safer choice there. The machine is shared
+and noisy: repeated runs move single timings by 20-50%. On other machines run
+:func:`numbaconv.tune`.
 
 float64 runs every compute term at half the float32 rate (half as many lanes per
 vector), which matches the measured ratio within 20% on the suite.
@@ -45,7 +50,7 @@ class MachineConstants:
     gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
     gemm_half_k: float = 24.0          # GEMM depth at half rate
     gemm_half_p: float = 16.0          # GEMM columns (output positions) at half rate
-    columns: float = 4.5e9             # im2col elements written per second
+    columns: float = 2.0e9             # im2col elements written per second
     fft_flops: float = 1.9e11           # 2.5 N log2 N "flops" per FFT, per second
     fft_cmacs: float = 1.15e10           # complex multiply-adds of the spectral product
     fft_elems: float = 8.0e8           # elements copied (padding, tiling) per second
