@@ -44,9 +44,9 @@ class MachineConstants:
     direct_macs: float = 2.0e11        # dense direct kernel, long dot products
     direct_dot_half: float = 40.0      # dot-product length at which it runs at half rate
     direct_pack: float = 9.0e8         # input elements packed per second
-    direct_weight: float = 6.5e10      # bytes/s of a weight too big for L2, reread per row
+    direct_weight: float = 1.2e11      # bytes/s of a weight too big for L2, reread per row
     channelwise_macs: float = 3.5e10   # depthwise (one input channel per group) kernel
-    gemm_macs: float = 1.65e11          # BLAS GEMM, large matrices
+    gemm_macs: float = 1.45e11          # BLAS GEMM, large matrices
     gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
     gemm_half_k: float = 24.0          # GEMM depth at half rate
     gemm_half_p: float = 16.0          # GEMM columns (output positions) at half rate

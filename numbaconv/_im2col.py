@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import config
+from ._blas import matmul
 from ._kernels.im2col import build_columns
 from ._threads import split_rows
 
@@ -95,12 +96,12 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     for n, g0, g1, p0, p1, cols in column_blocks(x6, kernel, stride, dilation, pad,
                                                  out_spatial, COg, out.dtype):
         if (g0, g1, p0, p1) == (0, G, 0, P):
-            np.matmul(w3, cols, out=out4[n])
+            matmul(w3, cols, out4[n])
             continue
         if staging is None:
             staging = np.empty(cols.shape[0] * COg * cols.shape[2], dtype=out.dtype)
         part = staging[: (g1 - g0) * COg * (p1 - p0)].reshape(g1 - g0, COg, p1 - p0)
-        np.matmul(w3[g0:g1], cols, out=part)
+        matmul(w3[g0:g1], cols, part)
         out4[n, g0:g1, :, p0:p1] = part
     out4 += bias2[None, :, :, None]
     return out

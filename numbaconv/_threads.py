@@ -78,3 +78,13 @@ def split_rows(kernel, total: int, *args):
     kernel(*args[:2], ranges[0], *args[2:])
     for f in futures:
         f.result()
+
+
+def run_parallel(calls) -> None:
+    """Run ``fn(*args, **kwargs)`` for each ``(fn, args, kwargs)`` in ``calls``: the first
+    on this thread, the others on the pool; re-raises the first error."""
+    futures = [_pool().submit(fn, *args, **kwargs) for fn, args, kwargs in calls[1:]]
+    fn, args, kwargs = calls[0]
+    fn(*args, **kwargs)
+    for f in futures:
+        f.result()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._dispatch import check_method
+from ._blas import matmul
 from ._im2col import column_blocks
 from ._kernels.grad import channelwise_weight_grad
 from ._padding import pad_input
@@ -140,10 +141,12 @@ def _weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
         return gw.reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
     gw = np.zeros((groups, cog, c_in_g * int(np.prod(kernel))), dtype=g.dtype)
+    part = np.empty_like(gw)
     for i, g0, g1, p0, p1, cols in column_blocks(
             x6, _to_3d(kernel, d, 1), _to_3d(stride, d, 1), _to_3d(dilation, d, 1),
             _to_3d(pad_before, d, 0), _to_3d(out, d, 1), cog, g.dtype):
-        gw[g0:g1] += np.matmul(g4[i, g0:g1, :, p0:p1], cols.transpose(0, 2, 1))
+        matmul(g4[i, g0:g1, :, p0:p1], cols.transpose(0, 2, 1), part[: g1 - g0])
+        gw[g0:g1] += part[: g1 - g0]
     return gw.reshape(weight_shape)
 
 

@@ -2,18 +2,55 @@
 output channels).
 
 With one input channel per group the weight gradient is tiny (``C_out x taps``) and the
-im2col GEMM degenerates into thousands of matrix-vector products; here each thread owns
-whole output channels and, per tap, sums the products of output-gradient rows with the
-input rows the tap reads, as contiguous dot products (no two threads write one value).
+im2col GEMM degenerates into thousands of matrix-vector products. Here each thread owns
+whole output channels (no two threads write one value). As in the forward channel-wise
+kernel, each input plane is copied once into a zero-padded buffer with row pitch ``Wp``
+and the output gradient's rows are laid out at the same pitch (zeros past ``OW``): with
+unit stride a tap's gradient is then a single dot product over the whole plane,
+``dot(gp, xp[offset(tap):])``, free of borders and short rows.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
+
+
+@njit(**_JIT)
+def _dot_taps(acc, gp, xp, offsets, length, zero):
+    """acc[t] += dot(gp[:length], xp[offsets[t]:][:length]) for every tap, four taps a
+    pass so that each load of gp feeds four FMAs. ``zero`` has the arrays' dtype, so the
+    sums run in it (16 float32 lanes per vector, not 8 float64 ones)."""
+    ntaps = offsets.shape[0]
+    g = gp[:length]
+    t = 0
+    while t + 4 <= ntaps:
+        x0 = xp[offsets[t]: offsets[t] + length]
+        x1 = xp[offsets[t + 1]: offsets[t + 1] + length]
+        x2 = xp[offsets[t + 2]: offsets[t + 2] + length]
+        x3 = xp[offsets[t + 3]: offsets[t + 3] + length]
+        s0 = s1 = s2 = s3 = zero
+        for i in range(length):
+            s0 += g[i] * x0[i]
+            s1 += g[i] * x1[i]
+            s2 += g[i] * x2[i]
+            s3 += g[i] * x3[i]
+        acc[t] += s0
+        acc[t + 1] += s1
+        acc[t + 2] += s2
+        acc[t + 3] += s3
+        t += 4
+    while t < ntaps:
+        x0 = xp[offsets[t]: offsets[t] + length]
+        s0 = zero
+        for i in range(length):
+            s0 += g[i] * x0[i]
+        acc[t] += s0
+        t += 1
 
 
 @njit(parallel=True, **_JIT)
@@ -27,40 +64,53 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     N, G, D, H, W = x.shape
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
     KD, KH, KW = gw.shape[2], gw.shape[3], gw.shape[4]
-    sd, sh, sw = stride
-    dd, dh, dw = dilation
-    pd, ph, pw = pad
+    sh, sw = stride[1], stride[2]
+    dh, dw = dilation[1], dilation[2]
+    ph, pw = pad[1], pad[2]
+    Hp = (OH - 1) * sh + (KH - 1) * dh + 1
+    Wp = (OW - 1) * sw + (KW - 1) * dw + 1
+    unit = sh == 1 and sw == 1
+    taps = KH * KW
+    offsets = np.empty(taps, dtype=np.int64)
+    for kh in range(KH):
+        for kw in range(KW):
+            offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
+    zero = np.zeros(1, dtype=x.dtype)[0]
     for job in prange(G * COg):
         gi = job // COg
         m = job % COg
+        acc = np.zeros(KD * taps)  # float64 sums of float32 products
+        xp = np.zeros(Hp * Wp + (KW - 1) * dw, dtype=x.dtype)
+        gp = np.zeros(OH * Wp, dtype=x.dtype)
+        for n in range(N):
+            for od in range(OD):
+                if unit:
+                    for oh in range(OH):
+                        gp[oh * Wp: oh * Wp + OW] = g[n, gi, m, od, oh]
+                for kd in range(KD):
+                    i_d = od * stride[0] + kd * dilation[0] - pad[0]
+                    if i_d < 0 or i_d >= D:
+                        continue
+                    xp[:] = 0
+                    c_lo = max(0, pw)
+                    c_hi = min(Wp, pw + W)
+                    for r in range(Hp):
+                        i_h = r - ph
+                        if 0 <= i_h < H and c_hi > c_lo:
+                            xp[r * Wp + c_lo: r * Wp + c_hi] = x[n, gi, i_d, i_h,
+                                                                 c_lo - pw: c_hi - pw]
+                    part = acc[kd * taps: (kd + 1) * taps]
+                    if unit:
+                        _dot_taps(part, gp, xp, offsets, OH * Wp, zero)
+                    else:
+                        for oh in range(OH):
+                            grow = g[n, gi, m, od, oh]
+                            for t in range(taps):
+                                base = oh * sh * Wp + offsets[t]
+                                s = 0.0
+                                for i in range(OW):
+                                    s += grow[i] * xp[base + i * sw]
+                                part[t] += s
         for kd in range(KD):
-            for kh in range(KH):
-                for kw in range(KW):
-                    off = kw * dw - pw
-                    # Output columns whose input column ow*sw + off lies inside the row.
-                    lo = 0
-                    if off < 0:
-                        lo = min(OW, (-off + sw - 1) // sw)
-                    hi = 0
-                    if W - off > 0:
-                        hi = min(OW, (W - off + sw - 1) // sw)
-                    acc = 0.0
-                    for n in range(N):
-                        for od in range(OD):
-                            i_d = od * sd + kd * dd - pd
-                            if i_d < 0 or i_d >= D:
-                                continue
-                            for oh in range(OH):
-                                i_h = oh * sh + kh * dh - ph
-                                if i_h < 0 or i_h >= H or hi <= lo:
-                                    continue
-                                grow = g[n, gi, m, od, oh, lo:hi]
-                                if sw == 1:
-                                    xrow = x[n, gi, i_d, i_h, lo + off: hi + off]
-                                    for t in range(hi - lo):
-                                        acc += grow[t] * xrow[t]
-                                else:
-                                    xrow = x[n, gi, i_d, i_h, lo * sw + off:]
-                                    for t in range(hi - lo):
-                                        acc += grow[t] * xrow[t * sw]
-                    gw[gi, m, kd, kh, kw] = acc
+            for t in range(taps):
+                gw[gi, m, kd, t // KW, t % KW] = acc[kd * taps + t]
