@@ -45,7 +45,7 @@ class MachineConstants:
     direct_dot_half: float = 40.0      # dot-product length at which it runs at half rate
     direct_pack: float = 9.0e8         # input elements packed per second
     direct_weight: float = 1.2e11      # bytes/s of a weight too big for L2, reread per row
-    channelwise_macs: float = 3.5e10   # depthwise (one input channel per group) kernel
+    channelwise_macs: float = 4.5e10   # depthwise (one input channel per group) kernel
     gemm_macs: float = 1.45e11          # BLAS GEMM, large matrices
     gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
     gemm_half_k: float = 24.0          # GEMM depth at half rate
@@ -97,13 +97,13 @@ def _precision(itemsize: int) -> float:
 
 def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
     """The direct kernels: dense packed-row dot products, or channel-wise axpys."""
-    from ._direct import CHANNELWISE_MAX_TAPS
+    from ._direct import use_channelwise
 
     n, g, cg, cog, kernel, stride, dilation, _, _, out = _dims(geom)
     macs = geom.macs
     taps = math.prod(kernel)
     prec = _precision(itemsize)
-    if cg == 1 and taps <= CHANNELWISE_MAX_TAPS:
+    if use_channelwise(cg, taps, n * g * cog * out[0]):
         # Strided depthwise reads every stride-th input: gathers, not vector loads.
         slow = math.prod(stride)
         seconds = c.call + macs * slow / (c.channelwise_macs * prec)

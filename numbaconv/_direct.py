@@ -11,10 +11,22 @@ from . import config
 from ._kernels.direct import channelwise_conv, dense_conv
 from ._threads import kernel_launch
 
-# Depthwise layers with small kernels run faster as row axpys than as dot products (a
-# 3x3 dot product is too short to fill a vector); large single-channel kernels, such as a
-# 31x31 depthwise or a 63x63 image filter, are long dot products and take the dense kernel.
+# One input channel per group: whole-plane axpys (the channel-wise kernel) beat dot
+# products of length taps, 3x on a 31x31 depthwise and on a 1->8 5x5x5 layer here. That
+# kernel runs one job per output plane, so with fewer planes than this per thread (a
+# single image or signal with a large kernel) the dense kernel, which splits rows, wins.
 CHANNELWISE_MAX_TAPS = 32
+CHANNELWISE_MIN_PLANES_PER_THREAD = 4
+
+
+def use_channelwise(groups_in: int, taps: int, planes: int) -> bool:
+    """Whether the channel-wise kernel takes a convolution with ``groups_in`` input
+    channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD)."""
+    if groups_in != 1:
+        return False
+    if taps <= CHANNELWISE_MAX_TAPS:
+        return True
+    return planes >= CHANNELWISE_MIN_PLANES_PER_THREAD * numba.get_num_threads()
 # Bytes of packed input per job: small enough to stay in L2 next to the weights.
 PACK_BYTES = 1 << 17
 
@@ -48,7 +60,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad):
     tuples are per axis (d, h, w); ``pad`` holds the zero padding before each axis.
     """
     G, COg, Cg, KD, KH, KW = w6.shape
-    if Cg == 1 and KD * KH * KW <= CHANNELWISE_MAX_TAPS:
+    if use_channelwise(Cg, KD * KH * KW, out.shape[0] * G * COg * out.shape[3]):
         with kernel_launch:
             channelwise_conv(x6, w6.reshape(G, COg, KD, KH, KW), bias2, out,
                              stride, dilation, pad)

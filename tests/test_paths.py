@@ -233,3 +233,23 @@ def test_cli_explain(capsys):
 def test_geometry_is_hashable_for_the_choice_cache():
     g = conv_geometry((1, 4, 8, 8), (6, 4, 3, 3))
     assert hash(g) == hash(conv_geometry((1, 4, 8, 8), (6, 4, 3, 3)))
+
+
+def test_blas_split_matmul_matches_and_restores_threads():
+    from numbaconv import _blas
+
+    rng = np.random.default_rng(3)
+    for a_shape, b_shape in [((64, 96), (96, 700)), ((6, 32, 64), (6, 64, 300)),
+                             ((1, 40, 50), (1, 50, 2000))]:
+        a = rng.standard_normal(a_shape).astype(np.float32)
+        b = rng.standard_normal(b_shape).astype(np.float32)
+        out = np.empty(a_shape[:-1] + b_shape[-1:], np.float32)
+        _blas.matmul(a, b, out)
+        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+    before = [get() for get, _ in _blas._find_controls()]
+    with _blas.single_threaded_blas:
+        assert all(get() == 1 for get, _ in _blas._find_controls())
+        with _blas.single_threaded_blas:  # re-entrant
+            pass
+        assert all(get() == 1 for get, _ in _blas._find_controls())
+    assert [get() for get, _ in _blas._find_controls()] == before
