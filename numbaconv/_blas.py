@@ -1,14 +1,13 @@
-"""numbaconv's matrix products: NumPy's BLAS, one BLAS thread per call, the work split
-over a few Python threads.
+"""OpenBLAS on one thread while numbaconv's kernels call it from Numba's threads.
 
 OpenBLAS keeps its own worker threads, which spin after each call, and Numba's OpenMP
 workers spin after each parallel kernel. On a 2-core machine a direct kernel followed by
-an im2col GEMM then took 8 ms instead of 1.7 ms, each pool starving the other. So while
-numbaconv multiplies, every loaded OpenBLAS runs single-threaded (its previous thread
-count is restored afterwards, so the user's own NumPy calls are untouched), and a large
-product is cut into one piece per Numba thread, each multiplied on a Python thread
-(``np.matmul`` releases the GIL; idle Python threads sleep instead of spinning).
-Where no OpenBLAS can be found (another BLAS, another OS), products run as NumPy runs them.
+an im2col GEMM on OpenBLAS's threads took 8 ms instead of 1.7 ms, each pool starving the
+other. So numbaconv's GEMMs run inside its parallel kernels, one single-threaded BLAS
+call per task on each Numba thread, and while they run every loaded OpenBLAS is set to
+one thread (its previous count is restored afterwards, so the user's own NumPy calls
+are untouched). Where no OpenBLAS can be found (another BLAS, another OS), the setting
+is skipped.
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ from __future__ import annotations
 import ctypes
 import threading
 
-import numpy as np
-
-from ._threads import run_parallel
 
 # (getter, setter) names per OpenBLAS build: plain, 64-bit-int, and SciPy's prefixed ones.
 _NAMES = (
@@ -27,9 +23,6 @@ _NAMES = (
     ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
     ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
 )
-# Below this many multiply-adds a product is not split (thread hand-off costs ~20 us).
-MIN_SPLIT_MACS = 1 << 21
-
 _LOCK = threading.Lock()
 _controls = None
 _depth = 0
@@ -82,27 +75,3 @@ class _SingleThreadedBlas:
 
 
 single_threaded_blas = _SingleThreadedBlas()
-
-
-def matmul(a, b, out):
-    """``np.matmul(a, b, out=out)`` for 2-D or stacked 3-D operands, split by stacks (when
-    there are enough) or by the columns of ``b`` and ``out`` over the Numba threads."""
-    import numba
-
-    parts = numba.get_num_threads()
-    m, k = a.shape[-2:]
-    p = b.shape[-1]
-    stacks = a.shape[0] if a.ndim == 3 else 1
-    with single_threaded_blas:
-        if parts < 2 or stacks * m * k * p < MIN_SPLIT_MACS:
-            np.matmul(a, b, out=out)
-            return out
-        if stacks >= 2 * parts:
-            cut = np.linspace(0, stacks, parts + 1).astype(int)
-            run_parallel([(np.matmul, (a[lo:hi], b[lo:hi]), {"out": out[lo:hi]})
-                          for lo, hi in zip(cut[:-1], cut[1:])])
-        else:
-            cut = np.linspace(0, p, parts + 1).astype(int)
-            run_parallel([(np.matmul, (a, b[..., lo:hi]), {"out": out[..., lo:hi]})
-                          for lo, hi in zip(cut[:-1], cut[1:])])
-    return out

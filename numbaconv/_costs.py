@@ -139,7 +139,7 @@ def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
     gemm = geom.macs / (c.gemm_macs * prec * eff)
     calls = n * (1 if pointwise else 2)
     seconds = calls * c.call + cols / (c.columns * prec) + gemm
-    extra = 0 if pointwise else im2col_extra_bytes(g, k, cog, p, itemsize)
+    extra = 0 if pointwise else im2col_extra_bytes(n, g, k, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
 

@@ -1,83 +1,80 @@
 """The im2col + GEMM path: receptive fields as matrix columns, the product by BLAS.
 
-Per sample, every group's columns go into one buffer ``(G, K, P)`` and one stacked
-``np.matmul`` multiplies them by the weight ``(G, COg, K)`` straight into the output,
-which already has the layout ``(G, COg, P)``: neither batches nor groups cost a copy.
-When the columns would exceed ``config.IM2COL_BUDGET_BYTES``, they are built in blocks of
-groups and of output positions, each multiplied into a small staging buffer and copied
-to its place in the output.
+The work is cut into tasks of one sample, one group and a block of output positions,
+dealt to Numba's threads (:mod:`numbaconv._kernels.im2col`). Each task builds its
+columns in its thread's buffer and multiplies them, by a single-threaded BLAS GEMM, by
+the weight ``(COg, K)`` straight into its place in the output, which already has the
+product's layout ``(G, COg, P)`` and was filled with the bias first: neither batches nor
+groups nor the bias cost a pass. Column buffers take at most ``TASK_BYTES`` per thread
+and ``config.IM2COL_BUDGET_BYTES`` in all. (Tasks small enough for their columns to
+stay in L2 were slower: OpenBLAS runs a single-threaded GEMM best from about 8 MiB of
+columns up, 1.10 ms against 1.26 ms at 512 KiB on r50_3x3_56.)
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from . import config
-from ._blas import matmul
-from ._kernels.im2col import build_columns
-from ._threads import split_rows
+from ._blas import single_threaded_blas
+from ._kernels.im2col import im2col_forward, im2col_weight_grad
+from ._threads import kernel_launch
+
+# Bytes of columns per task at most (measured: smaller tasks make slower GEMMs).
+TASK_BYTES = 8 << 20
+# Tasks per thread at least, so that the threads finish together.
+MIN_TASKS_PER_THREAD = 3
 
 
-def im2col_blocks(groups: int, k: int, cog: int, positions: int, itemsize: int,
-                  budget: int | None = None):
-    """Groups and output positions per block, so that a block's columns (and, when
-    blocked, its staging buffer) fit in ``budget`` bytes.
+def plan_tasks(n, groups, k, positions, itemsize, threads=None, budget=None,
+               min_tasks_per_thread=MIN_TASKS_PER_THREAD):
+    """``(groups_per_task, positions_per_task)`` for the im2col path.
 
-    Returns ``(groups_per_block, positions_per_block)``. One group's column of a single
-    output is the indivisible unit; a budget smaller than that is exceeded by it.
+    A task's columns take at most ``TASK_BYTES`` (and all threads' buffers at most the
+    budget); tasks are made smaller still until there are ``MIN_TASKS_PER_THREAD`` per
+    thread (``min_tasks_per_thread``). One column of one group is the indivisible unit.
     """
+    threads = numba.get_num_threads() if threads is None else threads
     budget = config.IM2COL_BUDGET_BYTES if budget is None else budget
-    units = max(1, budget // itemsize)
-    if groups * k * positions <= units:
-        return groups, positions
-    # Blocked: the product goes through a staging buffer of COg per position per group.
-    per_position = k + cog
-    if per_position * positions <= units:
-        return max(1, units // (per_position * positions)), positions
-    return 1, max(1, min(positions, units // per_position))
+    limit = max(1, min(TASK_BYTES, budget // threads) // itemsize)
+    pc = max(1, min(positions, limit // max(k, 1)))
+    gc = max(1, min(groups, limit // max(k * pc, 1)))
+    want = min_tasks_per_thread * threads
+    tasks = n * math.ceil(groups / gc) * math.ceil(positions / pc)
+    if tasks < want and gc > 1:
+        gc = max(1, math.ceil(groups * n * math.ceil(positions / pc) / want))
+        tasks = n * math.ceil(groups / gc) * math.ceil(positions / pc)
+    if tasks < want:
+        pieces = math.ceil(want / (n * math.ceil(groups / gc)))
+        pc = max(min(positions, 32), math.ceil(positions / pieces))
+    return gc, pc
 
 
-def im2col_extra_bytes(groups, k, cog, positions, itemsize, budget=None) -> int:
-    """Bytes the path allocates besides the output: the column (and staging) buffers."""
-    if k == 0:
-        return 0
-    gc, pc = im2col_blocks(groups, k, cog, positions, itemsize, budget)
-    staging = 0 if (gc, pc) == (groups, positions) else gc * cog * pc
-    return (gc * k * pc + staging) * itemsize
+def im2col_extra_bytes(n, groups, k, positions, itemsize, threads=None) -> int:
+    """Bytes the path allocates besides the output: one column buffer per thread."""
+    threads = numba.get_num_threads() if threads is None else threads
+    gc, pc = plan_tasks(n, groups, k, positions, itemsize, threads)
+    return threads * gc * k * pc * itemsize
 
 
 def _is_pointwise(kernel, stride, pad, in_spatial, out_spatial) -> bool:
     """A 1x1 convolution without stride or padding: the input already is the columns."""
-    return (kernel == (1, 1, 1) and stride == (1, 1, 1) and pad == (0, 0, 0)
-            and tuple(in_spatial) == tuple(out_spatial))
+    return (tuple(kernel) == (1, 1, 1) and tuple(stride) == (1, 1, 1)
+            and tuple(pad) == (0, 0, 0) and tuple(in_spatial) == tuple(out_spatial))
 
 
-def column_blocks(x6, kernel, stride, dilation, pad, out_spatial, cog, dtype):
-    """Yield ``(n, g0, g1, p0, p1, cols)``: the columns ``(g1 - g0, K, p1 - p0)`` of
-    sample ``n`` of ``x6`` ``(N, G, Cg, D, H, W)`` for groups ``g0:g1`` and output
-    positions ``p0:p1``, in blocks within ``config.IM2COL_BUDGET_BYTES``. One buffer
-    serves every block: each is valid until the next is requested."""
-    N, G, Cg = x6.shape[:3]
-    K = Cg * math.prod(kernel)
-    P = math.prod(out_spatial)
-    if _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:], out_spatial):
-        for n in range(N):
-            yield n, 0, G, 0, P, x6[n].reshape(G, Cg, P)
-        return
-    gc, pc = im2col_blocks(G, K, cog, P, np.dtype(dtype).itemsize)
-    # A flat buffer, so that a smaller last block is still a contiguous view.
-    buf = np.empty(gc * K * pc, dtype=dtype)
-    for n in range(N):
-        for g0 in range(0, G, gc):
-            g1 = min(G, g0 + gc)
-            for p0 in range(0, P, pc):
-                p1 = min(P, p0 + pc)
-                cols = buf[: (g1 - g0) * K * (p1 - p0)].reshape(g1 - g0, K, p1 - p0)
-                split_rows(build_columns, cols.shape[0] * K, x6[n], cols, g0, p0,
-                           kernel, stride, dilation, pad, out_spatial)
-                yield n, g0, g1, p0, p1, cols
+def _tasks(n, groups, k, positions, itemsize, min_tasks_per_thread):
+    """Task rows ``(n, g, p0, p1)`` and the most positions any task has."""
+    threads = numba.get_num_threads()
+    _, pc = plan_tasks(n, 1, k, positions, itemsize, threads,
+                       min_tasks_per_thread=max(1, math.ceil(
+                           min_tasks_per_thread / max(1, n * groups))))
+    rows = [(i, g, p0, min(positions, p0 + pc)) for i in range(n) for g in range(groups)
+            for p0 in range(0, positions, pc)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), pc
 
 
 def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
@@ -85,23 +82,37 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
 
     Arrays and tuples as for :func:`numbaconv._direct.conv_direct`.
     """
-    N, G = x6.shape[:2]
+    N, G, Cg = x6.shape[:3]
     COg = w6.shape[1]
-    kernel = w6.shape[3:]
-    out_spatial = out.shape[3:]
+    kernel = tuple(w6.shape[3:])
+    out_spatial = tuple(out.shape[3:])
     P = math.prod(out_spatial)
     w3 = w6.reshape(G, COg, -1)
-    out4 = out.reshape(N, G, COg, P)
-    staging = None
-    for n, g0, g1, p0, p1, cols in column_blocks(x6, kernel, stride, dilation, pad,
-                                                 out_spatial, COg, out.dtype):
-        if (g0, g1, p0, p1) == (0, G, 0, P):
-            matmul(w3, cols, out4[n])
-            continue
-        if staging is None:
-            staging = np.empty(cols.shape[0] * COg * cols.shape[2], dtype=out.dtype)
-        part = staging[: (g1 - g0) * COg * (p1 - p0)].reshape(g1 - g0, COg, p1 - p0)
-        matmul(w3[g0:g1], cols, part)
-        out4[n, g0:g1, :, p0:p1] = part
-    out4 += bias2[None, :, :, None]
+    tasks, max_pc = _tasks(N, G, w3.shape[2], P, out.itemsize, MIN_TASKS_PER_THREAD)
+    pointwise = _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
+    with single_threaded_blas, kernel_launch:
+        im2col_forward(x6, w3, bias2, out.reshape(N, G, COg, P), tasks, kernel,
+                       tuple(stride), tuple(dilation), tuple(pad), out_spatial, pointwise,
+                       max_pc, numba.get_num_threads())
     return out
+
+
+def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
+    """Weight gradient ``(G, COg, Cg * prod(kernel))`` from the input ``x6`` (as for the
+    forward) and the output gradient ``g4`` ``(N, G, COg, P)``: per task, the output
+    gradient block times the columns' transpose, summed over tasks in one partial sum
+    per thread (no two threads add into the same array)."""
+    N, G, Cg = x6.shape[:3]
+    COg = g4.shape[2]
+    K = Cg * math.prod(kernel)
+    P = g4.shape[3]
+    tasks, max_pc = _tasks(N, G, K, P, g4.itemsize, 1)
+    threads = min(numba.get_num_threads(), len(tasks))
+    partial = np.zeros((threads, G, COg, K), dtype=g4.dtype)
+    pointwise = _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],
+                              tuple(out_spatial))
+    with single_threaded_blas, kernel_launch:
+        im2col_weight_grad(x6, g4, partial, tasks, tuple(kernel), tuple(stride),
+                           tuple(dilation), tuple(pad), tuple(out_spatial), pointwise,
+                           max_pc)
+    return partial.sum(axis=0)

@@ -18,11 +18,12 @@ Both are convolutions again, so both run on the fast paths:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._dispatch import check_method
-from ._blas import matmul
-from ._im2col import column_blocks
+from ._im2col import im2col_weight_grad_of
 from ._kernels.grad import channelwise_weight_grad
 from ._padding import pad_input
 from ._threads import kernel_launch
@@ -140,13 +141,9 @@ def _weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
                 _to_3d(stride, d, 1), _to_3d(dilation, d, 1), _to_3d(pad_before, d, 0))
         return gw.reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
-    gw = np.zeros((groups, cog, c_in_g * int(np.prod(kernel))), dtype=g.dtype)
-    part = np.empty_like(gw)
-    for i, g0, g1, p0, p1, cols in column_blocks(
-            x6, _to_3d(kernel, d, 1), _to_3d(stride, d, 1), _to_3d(dilation, d, 1),
-            _to_3d(pad_before, d, 0), _to_3d(out, d, 1), cog, g.dtype):
-        matmul(g4[i, g0:g1, :, p0:p1], cols.transpose(0, 2, 1), part[: g1 - g0])
-        gw[g0:g1] += part[: g1 - g0]
+    gw = im2col_weight_grad_of(x6, g4, _to_3d(kernel, d, 1), _to_3d(stride, d, 1),
+                               _to_3d(dilation, d, 1), _to_3d(pad_before, d, 0),
+                               _to_3d(out, d, 1))
     return gw.reshape(weight_shape)
 
 

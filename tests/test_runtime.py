@@ -124,7 +124,7 @@ def test_cli_warmup_and_usage():
     result = subprocess.run([sys.executable, "-m", "numbaconv", "warmup"], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count(" s") == 8
+    assert result.stdout.count(" s") == 10
     bad = subprocess.run([sys.executable, "-m", "numbaconv", "nonsense"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -1,0 +1,65 @@
+"""BLAS GEMM callable from Numba kernels, and cacheable.
+
+Numba's own ``np.dot`` reaches BLAS through a ctypes pointer, which stops
+``cache=True`` (every process would recompile the kernel). Here SciPy's Fortran
+``sgemm``/``dgemm`` (``scipy.linalg.cython_blas``) are registered with LLVM under
+symbol names of our own and declared as external functions, so compiled kernels refer to
+them by name and load from Numba's cache like any other.
+
+``gemm`` follows the Fortran convention (column-major). A row-major ``(R, C)`` array
+with row stride ``ld`` is a column-major ``(C, R)`` matrix with leading dimension ``ld``,
+so row-major ``C = A @ B`` is ``gemm('N', 'N', n=C.cols, m... )``: see the callers.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
+
+from ..config import CACHE
+
+for _name in ("sgemm", "dgemm"):
+    llvm.add_symbol(f"numbaconv_{_name}",
+                    get_cython_function_address("scipy.linalg.cython_blas", _name))
+
+_GEMM_SIG = types.void(*([types.voidptr] * 13))
+_sgemm = types.ExternalFunction("numbaconv_sgemm", _GEMM_SIG)
+_dgemm = types.ExternalFunction("numbaconv_dgemm", _GEMM_SIG)
+
+
+@intrinsic
+def _ptr(typingctx, array):
+    """Address of an array's first element (any layout), as ``void*``."""
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.bitcast(ary.data, cgutils.voidptr_t)
+    return types.voidptr(array), codegen
+
+
+@njit(cache=CACHE, nogil=True)
+def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Fortran ``?gemm``: ``c = alpha * op(a) @ op(b) + beta * c``, column-major.
+
+    ``trans_a``/``trans_b`` are ``ord('N')`` or ``ord('T')``; ``a``, ``b``, ``c`` are
+    arrays (views allowed) whose first element starts each matrix, all of one dtype
+    (float32 or float64), with leading dimensions ``lda``, ``ldb``, ``ldc``.
+    """
+    chars = np.empty(2, dtype=np.uint8)
+    chars[0] = trans_a
+    chars[1] = trans_b
+    ints = np.empty(6, dtype=np.int32)
+    ints[0], ints[1], ints[2] = m, n, k
+    ints[3], ints[4], ints[5] = lda, ldb, ldc
+    scal = np.empty(2, dtype=c.dtype)
+    scal[0] = alpha
+    scal[1] = beta
+    args = (_ptr(chars), _ptr(chars[1:]), _ptr(ints), _ptr(ints[1:]), _ptr(ints[2:]),
+            _ptr(scal), _ptr(a), _ptr(ints[3:]), _ptr(b), _ptr(ints[4:]), _ptr(scal[1:]),
+            _ptr(c), _ptr(ints[5:]))
+    if c.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)
