@@ -9,17 +9,17 @@ another machine without touching the counts.
 Default constants
 -----------------
 Measured on the development machine (2-core AMD EPYC, Zen 5, AVX-512, 24 GiB; Numba
-0.68, NumPy 2.4 with OpenBLAS 0.3.31 using its native SkylakeX kernels, SciPy 1.17) by
+0.68, NumPy 2.4 and SciPy 1.17 with OpenBLAS 0.3.31 on its native SkylakeX kernels) by
 timing every path on the 17 cases of ``numbaconv.bench.SUITE`` in float32, one path at a
-time, and fitting each path's rates by non-negative least squares on relative error.
-Single estimates land within a factor of 1.5 of those timings on most cases and within
-3x on all but the FFT path on many-channel shapes (estimated up to 6x too fast, where
-it is 10-300x slower than the other paths anyway). The column rate was then halved
-(4.5e9 fitted, 2.0e9 kept) because, in full benchmark runs, im2col on 3x3 layers ran
-up to 2.5x slower than alone, when the GEMM's OpenBLAS threads compete with threads
-that other paths left spinning; direct is the safer choice there. The machine is shared
-and noisy: repeated runs move single timings by 20-50%. On other machines run
-:func:`numbaconv.tune`.
+time (median of 5 after warm-up), and fitting each path's rates by non-negative least
+squares on the relative error (``gemm_half_p`` by a scan over 16..256). On those
+timings the model's estimates are within a factor of 1.5 for 14 of 16 im2col cases,
+13 of 13 dense direct cases and 3 of 4 channel-wise ones; the FFT path is
+underestimated up to 8x on many-channel shapes (deeplab_d2, c3d), where it is 10-300x
+slower than the other paths anyway. With these constants ``auto`` picked the fastest
+path on 15 of the 17 cases and one within 1.2x on the other two (r50_3x3_56 and
+b8_3x3_56, im2col for direct). The machine is shared and noisy: repeated runs move
+single timings by 20-50%. On other machines run :func:`numbaconv.tune`.
 
 float64 runs every compute term at half the float32 rate (half as many lanes per
 vector), which matches the measured ratio within 20% on the suite.
@@ -31,7 +31,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ._fft import fft_plans
-from ._im2col import im2col_extra_bytes
+from ._im2col import im2col_extra_bytes, plan_tasks
 
 PACK_BYTES_PER_THREAD = 1 << 17
 L2_BYTES = 1 << 20
@@ -41,20 +41,20 @@ L2_BYTES = 1 << 20
 class MachineConstants:
     """Rates (per second, float32) and fixed costs the estimates are built from."""
 
-    direct_macs: float = 2.0e11        # dense direct kernel, long dot products
+    direct_macs: float = 1.4e11        # dense direct kernel, long dot products
     direct_dot_half: float = 40.0      # dot-product length at which it runs at half rate
-    direct_pack: float = 9.0e8         # input elements packed per second
-    direct_weight: float = 1.2e11      # bytes/s of a weight too big for L2, reread per row
-    channelwise_macs: float = 4.5e10   # depthwise (one input channel per group) kernel
-    gemm_macs: float = 1.45e11          # BLAS GEMM, large matrices
+    direct_pack: float = 1.75e9         # input elements packed per second
+    direct_weight: float = 7.0e10      # bytes/s of a weight too big for L2, reread per row
+    channelwise_macs: float = 7.0e10   # depthwise (one input channel per group) kernel
+    gemm_macs: float = 2.45e11          # BLAS GEMM, large matrices
     gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
     gemm_half_k: float = 24.0          # GEMM depth at half rate
-    gemm_half_p: float = 16.0          # GEMM columns (output positions) at half rate
-    columns: float = 2.0e9             # im2col elements written per second
-    fft_flops: float = 1.9e11           # 2.5 N log2 N "flops" per FFT, per second
-    fft_cmacs: float = 1.15e10           # complex multiply-adds of the spectral product
-    fft_elems: float = 8.0e8           # elements copied (padding, tiling) per second
-    fft_products: float = 3.3e7        # small per-frequency channel matrix products
+    gemm_half_p: float = 64.0          # GEMM columns (output positions) at half rate
+    columns: float = 6.0e9             # im2col elements written per second
+    fft_flops: float = 5.0e11           # 2.5 N log2 N "flops" per FFT, per second
+    fft_cmacs: float = 7.0e9           # complex multiply-adds of the spectral product
+    fft_elems: float = 1.0e9           # elements copied (padding, tiling) per second
+    fft_products: float = 3.9e7        # small per-frequency channel matrix products
     call: float = 2.0e-5               # fixed cost per kernel or BLAS call
 
     def scaled(self, **factors) -> MachineConstants:
@@ -106,6 +106,10 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
     if use_channelwise(cg, taps, n * g * cog * out[0]):
         # Strided depthwise reads every stride-th input: gathers, not vector loads.
         slow = math.prod(stride)
+        # With unit stride each row's axpys also run over the padded row's extra
+        # (KW - 1) * dilation columns.
+        if stride[1] == stride[2] == 1:
+            slow *= (out[2] + (kernel[2] - 1) * dilation[2]) / out[2]
         seconds = c.call + macs * slow / (c.channelwise_macs * prec)
         return Estimate(seconds, 0, f"channel-wise axpys over {taps} taps")
     dot = cg * taps
@@ -132,14 +136,16 @@ def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
     prec = _precision(itemsize)
     pointwise = (kernel == (1, 1, 1) and stride == (1, 1, 1) and pad == (0, 0, 0)
                  and spatial == out)
-    # Strided columns gather their inputs, at about a quarter of the speed of copies.
-    cols = 0 if pointwise else n * g * k * p * (4 if stride[2] > 1 else 1)
+    # Strided columns gather their inputs, at about half the speed of copies.
+    cols = 0 if pointwise else n * g * k * p * (2 if stride[2] > 1 else 1)
+    # Each task's GEMM is (COg, K) x (K, pc): thin blocks of positions run slower.
+    pc, _ = plan_tasks(n, g, k, cog, p, itemsize)
     eff = ((cog / (cog + c.gemm_half_m)) * (k / (k + c.gemm_half_k))
-           * (p / (p + c.gemm_half_p)))
+           * (pc / (pc + c.gemm_half_p)))
     gemm = geom.macs / (c.gemm_macs * prec * eff)
     calls = n * (1 if pointwise else 2)
     seconds = calls * c.call + cols / (c.columns * prec) + gemm
-    extra = 0 if pointwise else im2col_extra_bytes(n, g, k, p, itemsize)
+    extra = 0 if pointwise else im2col_extra_bytes(n, g, k, cog, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
 
@@ -157,7 +163,7 @@ def estimate_fft(geom, itemsize: int, c: MachineConstants) -> Estimate:
     flops = 2.5 * transforms * points * log
     cmacs = n * g * cg * cog * blocks * half
     # Padding, tiling and layout changes; the kernel spectra are conjugated and reordered.
-    copies = n * g * (cg + 2 * cog) * blocks * points + 6 * g * cog * cg * half
+    copies = n * g * (cg + 2 * cog) * blocks * points + 2 * g * cog * cg * half
     # Several channels: one small complex matrix product per group, block and frequency.
     products = g * blocks * half if cg > 1 or cog > 1 else 0
     prec = _precision(itemsize)
