@@ -31,7 +31,13 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ._fft import fft_plans
-from ._im2col import im2col_extra_bytes, plan_tasks
+from ._im2col import (
+    SHIFTED_CHUNK,
+    im2col_extra_bytes,
+    plan_tasks,
+    shifted_layout,
+    shifted_positions,
+)
 
 PACK_BYTES_PER_THREAD = 1 << 17
 L2_BYTES = 1 << 20
@@ -129,11 +135,23 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
 
 
 def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
-    """Column building plus one GEMM ``(COg, K) @ (K, P)`` per sample and group."""
-    n, g, cg, cog, kernel, stride, _, pad, spatial, out = _dims(geom)
+    """Column building plus one GEMM ``(COg, K) @ (K, pc)`` per task; or, in the shifted
+    form (unit stride), a padded copy plus one GEMM ``(COg, Cg) @ (Cg, chunk)`` per tap."""
+    n, g, cg, cog, kernel, stride, dilation, pad, spatial, out = _dims(geom)
     k = cg * math.prod(kernel)
     p = math.prod(out)
     prec = _precision(itemsize)
+    padded = shifted_layout(n, g, cg, kernel, stride, dilation, pad, spatial, out, itemsize)
+    if padded is not None:
+        q = shifted_positions(padded, out)
+        copied = n * g * cg * math.prod(padded)
+        eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
+               * (SHIFTED_CHUNK / (SHIFTED_CHUNK + c.gemm_half_p)))
+        gemm = geom.macs * (q / p) / (c.gemm_macs * prec * eff)
+        seconds = c.call + copied / (c.columns * prec) + gemm
+        extra = copied * itemsize
+        return Estimate(seconds, extra, f"{math.prod(kernel)} shifted GEMMs {cog}x{cg}x{q}"
+                                        + (f" x{n * g}" if n * g > 1 else ""))
     pointwise = (kernel == (1, 1, 1) and stride == (1, 1, 1) and pad == (0, 0, 0)
                  and spatial == out)
     # Strided columns gather their inputs, at about half the speed of copies.
@@ -143,8 +161,7 @@ def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
     eff = ((cog / (cog + c.gemm_half_m)) * (k / (k + c.gemm_half_k))
            * (pc / (pc + c.gemm_half_p)))
     gemm = geom.macs / (c.gemm_macs * prec * eff)
-    calls = n * (1 if pointwise else 2)
-    seconds = calls * c.call + cols / (c.columns * prec) + gemm
+    seconds = c.call + cols / (c.columns * prec) + gemm
     extra = 0 if pointwise else im2col_extra_bytes(n, g, k, cog, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")

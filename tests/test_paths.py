@@ -246,3 +246,30 @@ def test_single_threaded_blas_restores_the_thread_count():
             pass
         assert all(get() == 1 for get, _ in controls)
     assert [get() for get, _ in controls] == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,kw", [
+    ((2, 32, 40, 41), (24, 16, 3, 2), dict(padding=((1, 2), (0, 3)), dilation=(1, 2),
+                                           groups=2)),
+    ((1, 16, 3000), (8, 16, 2), dict(dilation=40, padding=((3, 0),))),
+    ((3, 16, 6, 20, 20), (20, 16, 3, 1, 2), dict(padding=1)),
+    ((1, 20, 50, 50), (37, 20, 3, 3), dict(padding=5)),  # pads beyond the kernel's reach
+])
+def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
+    """Unit stride with enough channels and positions: one GEMM per tap on shifted views
+    of the padded input, no columns."""
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    geom = conv_geometry(xs, ws, **kw)
+    def lift(values, fill):
+        return (fill,) * (3 - geom.d) + tuple(values)
+
+    assert _im2col.shifted_layout(
+        xs[0], geom.groups, ws[1], lift(geom.kernel, 1), lift(geom.stride, 1),
+        lift(geom.dilation, 1), lift((lo for lo, _ in geom.padding), 0),
+        lift(geom.spatial, 1), lift(geom.out_spatial, 1), np.dtype(dtype).itemsize
+    ) is not None
+    y = numbaconv.conv(x, w, b, **kw, method="im2col")
+    assert_close(y, conv_reference(x, w, b, **kw), dtype)

@@ -159,3 +159,81 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
             # partial^T = cols @ grad^T ('T' of cols' column-major view).
             gemm(84, 78, K, c1 - c0, pc, 1.0, cols, pc, g4[n, g, c0:, p0:], P, 1.0,
                  partial[t, g, c0:], K)
+
+
+
+@njit(parallel=True, **_JIT)
+def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, tasks,
+                         chunk, threads):
+    """Unit-stride convolution as one GEMM per kernel tap, without columns.
+
+    With the input zero-padded into ``xp`` ``(N, G, Cg, Dp*Hp*Wp)`` (just the extent the
+    outputs read, ``padded = (Dp, Hp, Wp)``) and outputs numbered ``q = (od*Hp + oh)*Wp +
+    ow`` over the padded pitch, tap ``(kd, kh, kw)`` reads ``xp[n, g, :, q +
+    offset(tap)]``: its "columns" are a shifted view of ``xp`` with leading dimension
+    ``Dp*Hp*Wp``. So ``C[:, q] = sum_tap wt[g, tap] @ xp[n, g, :, q + offset(tap)]``,
+    accumulated by BLAS (``beta = 1``). ``tasks`` rows ``(n, g, q0, q1, c0, c1)`` (at most
+    ``chunk`` positions, so the accumulators stay in cache) are dealt to the threads;
+    each copies its valid positions (``oh < OH``, ``ow < OW``) out with the bias.
+    ``wt`` is ``(G, taps, COg, Cg)``; ``out`` ``(N, G, COg, OD, OH, OW)``.
+    """
+    N, G, Cg, D, H, W = x6.shape
+    COg, OD, OH, OW = out.shape[2], out.shape[3], out.shape[4], out.shape[5]
+    KD, KH, KW = kernel
+    dd, dh, dw = dilation
+    pd, ph, pw = pad
+    Dp, Hp, Wp = padded
+    L = Dp * Hp * Wp
+    taps = KD * KH * KW
+    for row in prange(N * G * Cg):
+        c = row % Cg
+        g = (row // Cg) % G
+        n = row // (Cg * G)
+        dst = xp[n, g, c]
+        dst[:] = 0
+        lo = max(0, pw)
+        hi = min(Wp, pw + W)
+        for z in range(Dp):
+            i_d = z - pd
+            if i_d < 0 or i_d >= D:
+                continue
+            for r in range(Hp):
+                i_h = r - ph
+                if i_h < 0 or i_h >= H or hi <= lo:
+                    continue
+                base = (z * Hp + r) * Wp
+                dst[base + lo: base + hi] = x6[n, g, c, i_d, i_h, lo - pw: hi - pw]
+    threads = min(threads, tasks.shape[0])
+    for t in prange(threads):
+        cbuf = np.empty(COg * chunk, dtype=out.dtype)
+        for i in range(t, tasks.shape[0], threads):
+            n, g, q0, q1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
+            c0, c1 = tasks[i, 4], tasks[i, 5]
+            qc = q1 - q0
+            cm = c1 - c0
+            cmat = cbuf[: cm * qc]
+            for tap in range(taps):
+                kw = tap % KW
+                kh = (tap // KW) % KH
+                kd = tap // (KW * KH)
+                off = (kd * dd * Hp + kh * dh) * Wp + kw * dw
+                # Row-major C[cm, qc] (+)= wt[c0:c1, Cg] @ xp[Cg, q0+off:][:qc], as
+                # column-major C^T = xp^T @ wt^T.
+                gemm(78, 78, qc, cm, Cg, 1.0, xp[n, g, 0, q0 + off:], L, wt[g, tap, c0:],
+                     Cg, 0.0 if tap == 0 else 1.0, cmat, qc)
+            q = q0
+            while q < q1:
+                od = q // (Hp * Wp)
+                oh = (q // Wp) % Hp
+                ow = q % Wp
+                run = min(Wp - ow, q1 - q)
+                if oh < OH and ow < OW:
+                    m = min(run, OW - ow)
+                    j = q - q0
+                    for co in range(cm):
+                        b = bias2[g, c0 + co]
+                        src = cmat[co * qc + j: co * qc + j + m]
+                        dst = out[n, g, c0 + co, od, oh, ow: ow + m]
+                        for k in range(m):
+                            dst[k] = src[k] + b
+                q += run
