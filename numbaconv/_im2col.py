@@ -20,7 +20,12 @@ import numpy as np
 
 from . import config
 from ._blas import single_threaded_blas
-from ._kernels.im2col import im2col_forward, im2col_weight_grad, shifted_gemm_forward
+from ._kernels.im2col import (
+    im2col_forward,
+    im2col_weight_grad,
+    shifted_gemm_forward,
+    shifted_weight_grad,
+)
 from ._threads import kernel_launch
 
 # Bytes of columns per task at most (measured: smaller tasks make slower GEMMs).
@@ -171,6 +176,10 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
     COg = g4.shape[2]
     K = Cg * math.prod(kernel)
     P = g4.shape[3]
+    padded = shifted_layout(N, G, Cg, tuple(kernel), tuple(stride), tuple(dilation),
+                            tuple(pad), x6.shape[3:], tuple(out_spatial), g4.itemsize)
+    if padded is not None:
+        return _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded)
     tasks, max_pc = _tasks(N, G, K, COg, P, g4.itemsize, 1)
     threads = min(numba.get_num_threads(), len(tasks))
     partial = np.zeros((threads, G, COg, K), dtype=g4.dtype)
@@ -181,3 +190,33 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
                            tuple(dilation), tuple(pad), tuple(out_spatial), pointwise,
                            max_pc)
     return partial.sum(axis=0)
+
+
+def _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded):
+    """The weight gradient in the shifted form: one GEMM per tap and block of positions,
+    of depth the block's positions (see ``shifted_weight_grad``)."""
+    N, G, Cg = x6.shape[:3]
+    COg = g4.shape[2]
+    taps = math.prod(kernel)
+    Q = shifted_positions(padded, out_spatial)
+    threads = numba.get_num_threads()
+    # Enough tasks for every thread, and an even share each (9 taps on 2 threads would
+    # leave one thread idle for a ninth of the time).
+    pieces = max(1, math.ceil(2 * threads / (N * G * taps)))
+    if (N * G * taps * pieces) % threads:
+        pieces *= threads
+    step = math.ceil(Q / pieces)
+    tasks = np.array([(n, g, tap, q0, min(Q, q0 + step)) for n in range(N)
+                      for g in range(G) for tap in range(taps) for q0 in range(0, Q, step)],
+                     dtype=np.int64).reshape(-1, 5)
+    threads = min(threads, len(tasks))
+    partial = np.zeros((threads, G, taps, COg, Cg), dtype=g4.dtype)
+    xp = np.empty((N, G, Cg, math.prod(padded)), dtype=g4.dtype)
+    gp = np.empty((N, G, COg, Q), dtype=g4.dtype)
+    g6 = g4.reshape((N, G, COg) + tuple(out_spatial))
+    with single_threaded_blas, kernel_launch:
+        shifted_weight_grad(x6, g6, partial, tuple(kernel), tuple(dilation), tuple(pad),
+                            padded, xp, gp, tasks, threads)
+    # (G, taps, COg, Cg) -> (G, COg, Cg * taps) in the weight's (c, kd, kh, kw) order.
+    return np.ascontiguousarray(partial.sum(axis=0).transpose(0, 2, 3, 1)).reshape(
+        G, COg, Cg * taps)

@@ -162,6 +162,32 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
 
 
 
+@njit(**_JIT)
+def _pad_plane(x6, xp, row, pad, padded):
+    """Zero-padded copy of input channel ``row`` (over ``N*G*Cg``) of ``x6`` into ``xp``
+    ``(N, G, Cg, Dp*Hp*Wp)``: the extent ``padded = (Dp, Hp, Wp)`` outputs read."""
+    N, G, Cg, D, H, W = x6.shape
+    pd, ph, pw = pad
+    Dp, Hp, Wp = padded
+    c = row % Cg
+    g = (row // Cg) % G
+    n = row // (Cg * G)
+    dst = xp[n, g, c]
+    dst[:] = 0
+    lo = max(0, pw)
+    hi = min(Wp, pw + W)
+    for z in range(Dp):
+        i_d = z - pd
+        if i_d < 0 or i_d >= D:
+            continue
+        for r in range(Hp):
+            i_h = r - ph
+            if i_h < 0 or i_h >= H or hi <= lo:
+                continue
+            base = (z * Hp + r) * Wp
+            dst[base + lo: base + hi] = x6[n, g, c, i_d, i_h, lo - pw: hi - pw]
+
+
 @njit(parallel=True, **_JIT)
 def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, tasks,
                          chunk, threads):
@@ -181,28 +207,11 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     COg, OD, OH, OW = out.shape[2], out.shape[3], out.shape[4], out.shape[5]
     KD, KH, KW = kernel
     dd, dh, dw = dilation
-    pd, ph, pw = pad
     Dp, Hp, Wp = padded
     L = Dp * Hp * Wp
     taps = KD * KH * KW
     for row in prange(N * G * Cg):
-        c = row % Cg
-        g = (row // Cg) % G
-        n = row // (Cg * G)
-        dst = xp[n, g, c]
-        dst[:] = 0
-        lo = max(0, pw)
-        hi = min(Wp, pw + W)
-        for z in range(Dp):
-            i_d = z - pd
-            if i_d < 0 or i_d >= D:
-                continue
-            for r in range(Hp):
-                i_h = r - ph
-                if i_h < 0 or i_h >= H or hi <= lo:
-                    continue
-                base = (z * Hp + r) * Wp
-                dst[base + lo: base + hi] = x6[n, g, c, i_d, i_h, lo - pw: hi - pw]
+        _pad_plane(x6, xp, row, pad, padded)
     threads = min(threads, tasks.shape[0])
     for t in prange(threads):
         cbuf = np.empty(COg * chunk, dtype=out.dtype)
@@ -237,3 +246,45 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
                         for k in range(m):
                             dst[k] = src[k] + b
                 q += run
+
+
+@njit(parallel=True, **_JIT)
+def shifted_weight_grad(x6, g6, partial, kernel, dilation, pad, padded, xp, gp, tasks,
+                        threads):
+    """Weight gradient in the shifted form: per tap, ``partial[t, g, tap] (COg, Cg) +=
+    gp[n, g] (COg, Q) @ xp[n, g, :, offset(tap):][:, :Q].T``, with the output gradient
+    laid out at the padded pitch in ``gp`` ``(N, G, COg, Q)`` (zeros off the valid
+    positions) and the padded input in ``xp`` as for :func:`shifted_gemm_forward`.
+    ``tasks`` rows ``(n, g, tap, q0, q1)`` are dealt to the threads; thread ``t`` adds
+    into ``partial[t]`` ``(threads, G, taps, COg, Cg)`` only."""
+    N, G, Cg = x6.shape[0], x6.shape[1], x6.shape[2]
+    COg, OD, OH, OW = g6.shape[2], g6.shape[3], g6.shape[4], g6.shape[5]
+    KD, KH, KW = kernel
+    dd, dh, dw = dilation
+    Dp, Hp, Wp = padded
+    L = Dp * Hp * Wp
+    Q = gp.shape[3]
+    for row in prange(N * G * Cg):
+        _pad_plane(x6, xp, row, pad, padded)
+    for row in prange(N * G * COg):
+        co = row % COg
+        g = (row // COg) % G
+        n = row // (COg * G)
+        dst = gp[n, g, co]
+        dst[:] = 0
+        for od in range(OD):
+            for oh in range(OH):
+                base = (od * Hp + oh) * Wp
+                dst[base: base + OW] = g6[n, g, co, od, oh]
+    threads = min(threads, tasks.shape[0])
+    for t in prange(threads):
+        for i in range(t, tasks.shape[0], threads):
+            n, g, tap, q0, q1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3], tasks[i, 4]
+            kw = tap % KW
+            kh = (tap // KW) % KH
+            kd = tap // (KW * KH)
+            off = (kd * dd * Hp + kh * dh) * Wp + kw * dw
+            # Row-major P[COg, Cg] += gp[COg, q0:q1] @ xp[Cg, q0+off:][:, :qc]^T, as
+            # column-major P^T (Cg, COg) = xp' @ gp'^T: 'T' of xp's column-major view.
+            gemm(84, 78, Cg, COg, q1 - q0, 1.0, xp[n, g, 0, q0 + off:], L,
+                 gp[n, g, 0, q0:], Q, 1.0, partial[t, g, tap], Cg)
