@@ -123,23 +123,30 @@ def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
                 for size, t, lo in zip(x6.shape[3:], total, pad))
     dst = tuple(slice(lo, lo + s.stop) for lo, s in zip(pad, src))
     xp[(Ellipsis,) + dst] = x6[(Ellipsis,) + src]
-    st = xp.strides
     blocks = tuple(p.blocks for p in plans)
-    seg = as_strided(
-        xp,
-        shape=(N, G, Cg) + blocks + lengths,
-        strides=st[:3] + tuple(p.step * s for p, s in zip(plans, st[3:])) + st[3:],
-        writeable=False,
-    )
+    nblocks = math.prod(blocks)
+    if nblocks == 1:
+        seg = xp.reshape((N, G, Cg, 1, 1, 1) + lengths)
+    else:
+        st = xp.strides
+        seg = as_strided(
+            xp,
+            shape=(N, G, Cg) + blocks + lengths,
+            strides=st[:3] + tuple(p.step * s for p, s in zip(plans, st[3:])) + st[3:],
+            writeable=False,
+        )
     spec_x = scipy.fft.rfftn(seg, s=shape_s, axes=axes, workers=workers)
     del xp, seg
     freq_shape = spec_x.shape[6:]
     nfreq = math.prod(freq_shape)
-    nblocks = math.prod(blocks)
-    # (G, blocks, F, N, Cg): per group, block and frequency an (N, Cg) matrix.
-    xm = spec_x.reshape(N, G, Cg, nblocks, nfreq).transpose(1, 3, 4, 0, 2)
-    if Cg > 1 or COg > 1:
-        xm = np.ascontiguousarray(xm)
+    if Cg == 1:
+        # One input channel: a broadcast product, laid out (N, G, Co, blocks, F) as the
+        # inverse transform wants it.
+        xm = spec_x.reshape(N, G, 1, nblocks, nfreq)
+    else:
+        # (G, blocks, F, N, Cg): per group, block and frequency an (N, Cg) matrix.
+        xm = np.ascontiguousarray(
+            spec_x.reshape(N, G, Cg, nblocks, nfreq).transpose(1, 3, 4, 0, 2))
     del spec_x
 
     # Dilated kernels, spread with zeros; same FFT shape as the segments.
@@ -148,22 +155,34 @@ def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
     chunk = max(1, min(COg, config.FFT_BUDGET_BYTES // max(per_channel, 1)))
     for o0 in range(0, COg, chunk):
         o1 = min(COg, o0 + chunk)
-        wd = np.zeros((G, o1 - o0, Cg) + spans, dtype=real)
+        co = o1 - o0
+        wd = np.zeros((G, co, Cg) + spans, dtype=real)
         wd[(Ellipsis,) + tuple(slice(None, None, d) for d in dilation)] = w6[:, o0:o1]
-        spec_w = scipy.fft.rfftn(wd, s=shape_s, axes=axes, workers=workers)
-        # (G, 1, F, Cg, Co): the conjugate turns the product into a correlation.
-        wm = np.ascontiguousarray(
-            np.conj(spec_w.reshape(G, o1 - o0, Cg, 1, nfreq).transpose(0, 3, 4, 2, 1)))
-        # (G, blocks, F, N, Co); with one input channel a broadcast product, since a
-        # stack of 1x1 matrix products costs a call per frequency.
-        prod = xm * wm if Cg == 1 else np.matmul(xm, wm)
-        prod = prod.transpose(3, 0, 4, 1, 2).reshape(
-            (N, G, o1 - o0) + blocks + freq_shape)
+        spec_w = kernel_spectrum(wd, shape_s, axes, workers)
+        # The conjugate turns the product into a correlation.
+        if Cg == 1:
+            prod = xm * np.conj(spec_w.reshape(1, G, co, 1, nfreq))
+        else:
+            wm = np.ascontiguousarray(
+                np.conj(spec_w.reshape(G, co, Cg, 1, nfreq).transpose(0, 3, 4, 2, 1)))
+            prod = np.matmul(xm, wm).transpose(3, 0, 4, 1, 2)  # (N, G, Co, blocks, F)
+        prod = prod.reshape((N, G, co) + blocks + freq_shape)
         y = scipy.fft.irfftn(prod, s=shape_s, axes=axes, workers=workers)
         del prod
         out[:, :, o0:o1] = _assemble(y, plans, stride, out_spatial)
     out += bias2.reshape(1, G, COg, 1, 1, 1)
     return out
+
+
+def kernel_spectrum(wd, shape_s, axes, workers):
+    """``rfftn(wd, s=shape_s, axes=axes)`` of small kernels, one axis at a time so that
+    each transform runs only over the lines that are not all zeros: the kernel spans
+    a few taps of each padded axis (a 63x63 kernel in a 1125x1125 FFT needs 63 + 563
+    line transforms, not 1125 + 563)."""
+    spec = scipy.fft.rfft(wd, n=shape_s[-1], axis=axes[-1], workers=workers)
+    for axis, n in zip(reversed(axes[:-1]), reversed(shape_s[:-1])):
+        spec = scipy.fft.fft(spec, n=n, axis=axis, workers=workers)
+    return spec
 
 
 def _assemble(y, plans, stride, out_spatial):
