@@ -130,6 +130,18 @@ def _shifted_tasks(n, groups, cog, positions, threads):
     return np.array(rows, dtype=np.int64).reshape(-1, 6)
 
 
+def stride_phases(x6, sw):
+    """``x6`` ``(N, G, Cg, D, H, W)`` with each row split into its ``sw`` stride phases,
+    ``(N, G, Cg, D, H, sw, ceil(W / sw))`` (a view when ``sw == 1``)."""
+    if sw == 1:
+        return x6.reshape(x6.shape[:5] + (1, x6.shape[5]))
+    W = x6.shape[5]
+    wq = -(-W // sw)
+    split = np.zeros(x6.shape[:5] + (wq * sw,), dtype=x6.dtype)
+    split[..., :W] = x6
+    return np.ascontiguousarray(split.reshape(x6.shape[:5] + (wq, sw)).swapaxes(-1, -2))
+
+
 def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     """Run the im2col + GEMM path on normalised arrays, writing ``out``.
 
@@ -162,9 +174,10 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     tasks, max_pc = _tasks(N, G, w3.shape[2], COg, P, out.itemsize, MIN_TASKS_PER_THREAD)
     pointwise = _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
     with single_threaded_blas, kernel_launch:
-        im2col_forward(x6, w3, bias2, out.reshape(N, G, COg, P), tasks, kernel,
-                       tuple(stride), tuple(dilation), tuple(pad), out_spatial, pointwise,
-                       max_pc, numba.get_num_threads())
+        im2col_forward(stride_phases(x6, stride[2]), w3, bias2, out.reshape(N, G, COg, P),
+                       tasks, kernel, tuple(stride), tuple(dilation), tuple(pad),
+                       out_spatial, pointwise, max_pc, numba.get_num_threads(),
+                       x6.shape[5])
     return out
 
 
@@ -187,9 +200,9 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
     pointwise = _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],
                               tuple(out_spatial))
     with single_threaded_blas, kernel_launch:
-        im2col_weight_grad(x6, g4, partial, tasks, tuple(kernel), tuple(stride),
-                           tuple(dilation), tuple(pad), tuple(out_spatial), pointwise,
-                           max_pc)
+        im2col_weight_grad(stride_phases(x6, stride[2]), g4, partial, tasks, tuple(kernel),
+                           tuple(stride), tuple(dilation), tuple(pad), tuple(out_spatial),
+                           pointwise, max_pc, x6.shape[5])
     return partial.sum(axis=0)
 
 

@@ -28,15 +28,17 @@ _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
 
 @njit(**_JIT)
-def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spatial):
+def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spatial, W):
     """Fill rows ``rows[0] <= r < rows[1]`` of ``cols`` ``(gc, K, pc)`` (row ``r`` is
-    ``cols[r // K, r % K]``) from one sample ``x`` ``(G, Cg, D, H, W)``.
+    ``cols[r // K, r % K]``) from one sample ``x`` ``(G, Cg, D, H, sw, Wq)``: the input
+    of width ``W`` with each row split into its ``sw`` stride phases, ``x[..., f, j] =
+    input[..., j*sw + f]``, so that a strided tap's inputs are contiguous too.
 
     ``kernel``, ``stride``, ``dilation``, ``pad`` (zero padding before each axis) and
     ``out_spatial`` are ``(d, h, w)`` tuples.
     """
     gc, K, pc = cols.shape
-    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    D, H = x.shape[2], x.shape[3]
     KD, KH, KW = kernel
     OH, OW = out_spatial[1], out_spatial[2]
     sd, sh, sw = stride
@@ -60,6 +62,9 @@ def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spat
         if W - off > 0:
             hi = min(OW, (W - off + sw - 1) // sw)
         hi = max(hi, lo)
+        # Input column ow*sw + off is phase `phase`, index ow + shift, of the split row.
+        phase = off % sw
+        shift = (off - phase) // sw
         od = p0 // (OH * OW)
         oh = (p0 // OW) % OH
         ow0 = p0 % OW
@@ -75,15 +80,10 @@ def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spat
                 t_hi = min(max(hi - ow0, t_lo), n)
                 # Slices of known length: plain vector copies, no index wraparound.
                 dst = row[j + t_lo: j + t_hi]
-                base = ow0 * sw + off + t_lo * sw
-                if sw == 1:
-                    src = plane[i_d, i_h, base: base + (t_hi - t_lo)]
-                    for t in range(t_hi - t_lo):
-                        dst[t] = src[t]
-                else:
-                    src = plane[i_d, i_h, base:]
-                    for t in range(t_hi - t_lo):
-                        dst[t] = src[t * sw]
+                start = ow0 + t_lo + shift
+                src = plane[i_d, i_h, phase, start: start + (t_hi - t_lo)]
+                for t in range(t_hi - t_lo):
+                    dst[t] = src[t]
             head = row[j: j + t_lo]
             for t in range(t_lo):
                 head[t] = 0
@@ -99,8 +99,10 @@ def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spat
 
 
 @njit(**_JIT)
-def _task_columns(x, cols, g, p0, kernel, stride, dilation, pad, out_spatial, pointwise):
-    """Columns of group ``g`` for outputs ``p0 : p0 + cols.shape[1]`` into ``cols``."""
+def _task_columns(x, cols, g, p0, kernel, stride, dilation, pad, out_spatial, pointwise,
+                  width):
+    """Columns of group ``g`` for outputs ``p0 : p0 + cols.shape[1]`` into ``cols``
+    (``x`` split into stride phases as for :func:`build_columns`)."""
     if pointwise:
         plane = x[g].reshape(x.shape[1], -1)
         pc = cols.shape[1]
@@ -108,12 +110,13 @@ def _task_columns(x, cols, g, p0, kernel, stride, dilation, pad, out_spatial, po
             cols[r, :] = plane[r, p0: p0 + pc]
     else:
         build_columns(x, cols.reshape(1, cols.shape[0], cols.shape[1]),
-                      (0, cols.shape[0]), g, p0, kernel, stride, dilation, pad, out_spatial)
+                      (0, cols.shape[0]), g, p0, kernel, stride, dilation, pad, out_spatial,
+                      width)
 
 
 @njit(parallel=True, **_JIT)
 def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, out_spatial,
-                   pointwise, max_pc, threads):
+                   pointwise, max_pc, threads, width):
     """Forward im2col + GEMM over ``tasks`` rows ``(n, g, p0, p1, c0, c1)``, dealt round-robin to
     the threads. Each thread builds a task's columns in its own buffer and multiplies
     them (SciPy's BLAS, kept single-threaded by the caller) by the weight straight into
@@ -129,7 +132,7 @@ def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, ou
             pc = p1 - p0
             cols = cols_buf[: K * pc].reshape(K, pc)
             _task_columns(x6[n], cols, g, p0, kernel, stride, dilation, pad, out_spatial,
-                          pointwise)
+                          pointwise, width)
             for co in range(c0, c1):
                 out4[n, g, co, p0:p1] = bias2[g, co]
             # Row-major out[c, pc] = w[c, K] @ cols[K, pc], as column-major
@@ -140,7 +143,7 @@ def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, ou
 
 @njit(parallel=True, **_JIT)
 def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, out_spatial,
-                       pointwise, max_pc):
+                       pointwise, max_pc, width):
     """Weight gradient: ``partial[t, g] += g4[n, g, :, p0:p1] @ columns.T`` for thread
     ``t``'s share of ``tasks``; the caller sums ``partial`` over threads."""
     threads = min(partial.shape[0], tasks.shape[0])
@@ -154,7 +157,7 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
             pc = p1 - p0
             cols = cols_buf[: K * pc].reshape(K, pc)
             _task_columns(x6[n], cols, g, p0, kernel, stride, dilation, pad, out_spatial,
-                          pointwise)
+                          pointwise, width)
             # Row-major partial[c, K] += grad[c, pc] @ cols[K, pc]^T, as column-major
             # partial^T = cols @ grad^T ('T' of cols' column-major view).
             gemm(84, 78, K, c1 - c0, pc, 1.0, cols, pc, g4[n, g, c0:, p0:], P, 1.0,
