@@ -20,6 +20,7 @@ import numpy as np
 
 from . import config
 from ._blas import single_threaded_blas
+from ._kernels.blas import register_blas
 from ._kernels.im2col import (
     im2col_forward,
     im2col_weight_grad,
@@ -148,6 +149,7 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. Unit-stride
     convolutions with enough input channels take the shifted-GEMM form (no columns).
     """
+    register_blas()
     N, G, Cg = x6.shape[:3]
     kernel = tuple(w6.shape[3:])
     out_spatial = tuple(out.shape[3:])
@@ -186,6 +188,7 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
     forward) and the output gradient ``g4`` ``(N, G, COg, P)``: per task, the output
     gradient block times the columns' transpose, summed over tasks in one partial sum
     per thread (no two threads add into the same array)."""
+    register_blas()
     N, G, Cg = x6.shape[:3]
     COg = g4.shape[2]
     K = Cg * math.prod(kernel)

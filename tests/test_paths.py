@@ -273,3 +273,8 @@ def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
     ) is not None
     y = numbaconv.conv(x, w, b, **kw, method="im2col")
     assert_close(y, conv_reference(x, w, b, **kw), dtype)
+
+
+def test_next_fast_len_matches_scipy():
+    for n in list(range(1, 3000)) + [8191, 1_000_000, 123_457, 1_048_577]:
+        assert _fft.next_fast_len(n) == scipy.fft.next_fast_len(n, real=True), n

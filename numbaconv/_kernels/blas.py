@@ -21,9 +21,19 @@ from numba.extending import get_cython_function_address, intrinsic
 
 from ..config import CACHE
 
-for _name in ("sgemm", "dgemm"):
-    llvm.add_symbol(f"numbaconv_{_name}",
-                    get_cython_function_address("scipy.linalg.cython_blas", _name))
+_registered = False
+
+
+def register_blas() -> None:
+    """Make the ``numbaconv_sgemm``/``numbaconv_dgemm`` symbols known to LLVM. Call it
+    before the first call of a kernel that uses :func:`gemm` (compiled or cached);
+    deferred to then because importing SciPy's BLAS takes a while."""
+    global _registered
+    if not _registered:
+        for name in ("sgemm", "dgemm"):
+            llvm.add_symbol(f"numbaconv_{name}",
+                            get_cython_function_address("scipy.linalg.cython_blas", name))
+        _registered = True
 
 _GEMM_SIG = types.void(*([types.voidptr] * 13))
 _sgemm = types.ExternalFunction("numbaconv_sgemm", _GEMM_SIG)
