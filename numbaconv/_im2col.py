@@ -48,15 +48,15 @@ SHIFTED_MIN_POSITIONS = 2048
 MIN_TASK_CHANNELS = 16
 
 
-def plan_tasks(n, groups, k, cog, positions, itemsize, threads=None, budget=None,
+def plan_tasks(n, groups, k, positions, itemsize, threads=None, budget=None,
                min_tasks_per_thread=MIN_TASKS_PER_THREAD):
-    """``(positions_per_task, channels_per_task)`` for the im2col path.
+    """Output positions per task for the column form of the im2col path.
 
     A task's columns take at most ``TASK_BYTES`` (and all threads' buffers at most the
     budget). Where that leaves fewer than ``min_tasks_per_thread`` tasks per thread,
     tasks are cut further by output positions, down to ``MIN_TASK_POSITIONS``. (Cutting
     by output channels instead was 2x slower on r50_3x3_14: every task's GEMM packs the
-    whole column block again.) Tasks keep all output channels of their group.
+    whole column block again.)
     """
     threads = numba.get_num_threads() if threads is None else threads
     budget = config.IM2COL_BUDGET_BYTES if budget is None else budget
@@ -66,13 +66,13 @@ def plan_tasks(n, groups, k, cog, positions, itemsize, threads=None, budget=None
     if n * groups * math.ceil(positions / pc) < want:
         pieces = math.ceil(want / (n * groups))
         pc = min(pc, max(min(positions, MIN_TASK_POSITIONS), math.ceil(positions / pieces)))
-    return pc, cog
+    return pc
 
 
-def im2col_extra_bytes(n, groups, k, cog, positions, itemsize, threads=None) -> int:
-    """Bytes the path allocates besides the output: one column buffer per thread."""
+def im2col_extra_bytes(n, groups, k, positions, itemsize, threads=None) -> int:
+    """Bytes the column form allocates besides the output: a column buffer per thread."""
     threads = numba.get_num_threads() if threads is None else threads
-    pc, _ = plan_tasks(n, groups, k, cog, positions, itemsize, threads)
+    pc = plan_tasks(n, groups, k, positions, itemsize, threads)
     return threads * k * pc * itemsize
 
 
@@ -82,14 +82,13 @@ def _is_pointwise(kernel, stride, pad, in_spatial, out_spatial) -> bool:
             and tuple(pad) == (0, 0, 0) and tuple(in_spatial) == tuple(out_spatial))
 
 
-def _tasks(n, groups, k, cog, positions, itemsize, min_tasks_per_thread):
-    """Task rows ``(n, g, p0, p1, c0, c1)`` and the most positions any task has."""
-    pc, cc = plan_tasks(n, groups, k, cog, positions, itemsize,
-                        min_tasks_per_thread=min_tasks_per_thread)
-    rows = [(i, g, p0, min(positions, p0 + pc), c0, min(cog, c0 + cc))
-            for i in range(n) for g in range(groups)
-            for p0 in range(0, positions, pc) for c0 in range(0, cog, cc)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 6), pc
+def _tasks(n, groups, k, positions, itemsize, min_tasks_per_thread):
+    """Task rows ``(n, g, p0, p1)`` of the column form and the most positions any has."""
+    pc = plan_tasks(n, groups, k, positions, itemsize,
+                    min_tasks_per_thread=min_tasks_per_thread)
+    rows = [(i, g, p0, min(positions, p0 + pc)) for i in range(n) for g in range(groups)
+            for p0 in range(0, positions, pc)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 4), pc
 
 
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
@@ -173,7 +172,7 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     out_spatial = tuple(out.shape[3:])
     P = math.prod(out_spatial)
     w3 = w6.reshape(G, COg, -1)
-    tasks, max_pc = _tasks(N, G, w3.shape[2], COg, P, out.itemsize, MIN_TASKS_PER_THREAD)
+    tasks, max_pc = _tasks(N, G, w3.shape[2], P, out.itemsize, MIN_TASKS_PER_THREAD)
     pointwise = _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
     with single_threaded_blas, kernel_launch:
         im2col_forward(stride_phases(x6, stride[2]), w3, bias2, out.reshape(N, G, COg, P),
@@ -197,7 +196,7 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
                             tuple(pad), x6.shape[3:], tuple(out_spatial), g4.itemsize)
     if padded is not None:
         return _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded)
-    tasks, max_pc = _tasks(N, G, K, COg, P, g4.itemsize, 1)
+    tasks, max_pc = _tasks(N, G, K, P, g4.itemsize, 1)
     threads = min(numba.get_num_threads(), len(tasks))
     partial = np.zeros((threads, G, COg, K), dtype=g4.dtype)
     pointwise = _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],

@@ -115,6 +115,15 @@ SKIP_FACTOR = 25.0
 SKIP_SECONDS = 0.5
 
 
+def _import_torch_first() -> None:
+    """Load PyTorch (if installed) before numbaconv's first kernel sets GOMP_SPINCOUNT
+    for Numba's OpenMP, so that PyTorch's own OpenMP runtime keeps its defaults."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+
+
 def _torch_conv(case: Case, x, w, b):
     try:
         import torch
@@ -170,10 +179,7 @@ def run_suite(cases=SUITE, compare: bool = False, methods=PATHS + ("auto",),
     and ``scipy`` (``(seconds, function)``) where installed and applicable.
     """
     if compare:
-        try:  # before numbaconv's first kernel sets GOMP_SPINCOUNT for Numba's OpenMP
-            import torch  # noqa: F401
-        except ImportError:
-            pass
+        _import_torch_first()
     from . import conv, count_macs, explain
 
     rows = []
@@ -326,10 +332,7 @@ def run_backward(cases=BACKWARD_SUITE, compare: bool = True, progress=True):
     """Time ``conv_backward`` (input and weight gradients) per case, and PyTorch's
     ``convolution_backward`` with the same outputs where installed."""
     if compare:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            pass
+        _import_torch_first()
     from . import conv, conv_backward
 
     rows = []
