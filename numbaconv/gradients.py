@@ -18,8 +18,6 @@ Both are convolutions again, so both run on the fast paths:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ._dispatch import check_method

@@ -204,7 +204,7 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     ``wt`` is ``(G, taps, COg, Cg)``; ``out`` ``(N, G, COg, OD, OH, OW)``.
     """
     N, G, Cg, D, H, W = x6.shape
-    COg, OD, OH, OW = out.shape[2], out.shape[3], out.shape[4], out.shape[5]
+    COg, OH, OW = out.shape[2], out.shape[4], out.shape[5]
     KD, KH, KW = kernel
     dd, dh, dw = dilation
     Dp, Hp, Wp = padded
