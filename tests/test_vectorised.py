@@ -4,10 +4,15 @@ import re
 
 import numpy as np
 import pytest
+import numba
 from numba import njit
 
 from numbaconv.config import FASTMATH
 from numbaconv._kernels import direct
+
+
+pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT,
+                                reason="no machine code with NUMBA_DISABLE_JIT=1")
 
 
 def _asm(helper, *args):

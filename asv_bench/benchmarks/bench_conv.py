@@ -1,15 +1,18 @@
-"""asv benchmarks: the suite of numbaconv.bench, one class per dimensionality.
+"""asv benchmarks: the suite of numbaconv.bench, one class per dimensionality, and the
+backward pass on the training cases.
 
 Every path and ``auto`` are timed on the same parameters, so a wrong ``auto`` choice
 shows as ``time_auto`` above the fastest ``time_<path>``. The three large-kernel cases
-(img_k63, fir_1025, vol_k15) have their own class without im2col, whose columns would
-take 4 to 28 GB there (built in 256 MiB blocks, seconds per call).
+(img_k63, fir_1025, vol_k15) have their own class without im2col, which builds 4 to 28
+GB of columns there (in cache-sized blocks: 0.2 to 1.7 s per call).
 
 Run from asv_bench/: ``asv run --python=same --quick``.
 """
 
+import numpy as np
+
 import numbaconv
-from numbaconv.bench import LARGE_KERNEL, SUITE
+from numbaconv.bench import BACKWARD_SUITE, LARGE_KERNEL, SUITE
 
 _BY_D = {}
 for _case in SUITE:
@@ -76,3 +79,21 @@ class LargeKernels(_Conv):
         self.case = self.cases[name]
         self.x, self.w, self.b = self.case.arrays()
         self._run("auto")
+
+
+class Backward:
+    """``conv_backward`` (input and weight gradients) on the training cases."""
+
+    params = [[c.name for c in BACKWARD_SUITE]]
+    param_names = ["case"]
+    timeout = 300
+
+    def setup(self, name):
+        self.case = {c.name: c for c in BACKWARD_SUITE}[name]
+        self.x, self.w, _ = self.case.arrays()
+        y = numbaconv.conv(self.x, self.w, **self.case.kwargs)
+        self.g = np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32)
+        self.time_backward(name)  # compile (or load) the kernels
+
+    def time_backward(self, name):
+        numbaconv.conv_backward(self.g, self.x, self.w, **self.case.kwargs, bias=False)

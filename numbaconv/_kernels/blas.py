@@ -73,3 +73,24 @@ def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         _sgemm(*args)
     else:
         _dgemm(*args)
+
+
+def _gemm_python(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """``gemm`` for ``NUMBA_DISABLE_JIT=1`` (coverage runs of the kernels' Python
+    bodies), where arrays are NumPy views starting at each matrix's first element."""
+    from numpy.lib.stride_tricks import as_strided
+
+    def matrix(x, rows, cols, ld):  # column-major view
+        return as_strided(x, shape=(rows, cols), strides=(x.itemsize, ld * x.itemsize))
+
+    op_a = matrix(a, *((m, k) if trans_a == 78 else (k, m)), lda)
+    op_b = matrix(b, *((k, n) if trans_b == 78 else (n, k)), ldb)
+    op_a = op_a if trans_a == 78 else op_a.T
+    op_b = op_b if trans_b == 78 else op_b.T
+    out = matrix(c, m, n, ldc)
+    product = alpha * (op_a @ op_b)
+    out[...] = product if beta == 0 else product + beta * out
+
+
+if not hasattr(gemm, "py_func"):  # NUMBA_DISABLE_JIT=1: njit returned the function
+    gemm = _gemm_python
