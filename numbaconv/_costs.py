@@ -157,12 +157,12 @@ def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
     # Strided columns gather their inputs, at about half the speed of copies.
     cols = 0 if pointwise else n * g * k * p * (2 if stride[2] > 1 else 1)
     # Each task's GEMM is (COg, K) x (K, pc): thin blocks of positions run slower.
-    pc = plan_tasks(n, g, k, p, itemsize)
+    pc, _ = plan_tasks(n, g, k, cog, p, itemsize)
     eff = ((cog / (cog + c.gemm_half_m)) * (k / (k + c.gemm_half_k))
            * (pc / (pc + c.gemm_half_p)))
     gemm = geom.macs / (c.gemm_macs * prec * eff)
     seconds = c.call + cols / (c.columns * prec) + gemm
-    extra = 0 if pointwise else im2col_extra_bytes(n, g, k, p, itemsize)
+    extra = 0 if pointwise else im2col_extra_bytes(n, g, k, cog, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
 

@@ -23,6 +23,7 @@ from ._blas import single_threaded_blas
 from ._kernels.blas import register_blas
 from ._kernels.im2col import (
     im2col_forward,
+    im2col_forward_shared,
     im2col_weight_grad,
     shifted_gemm_forward,
     shifted_weight_grad,
@@ -34,8 +35,9 @@ TASK_BYTES = 8 << 20
 # Tasks per thread at least (more, smaller tasks measured slower: each GEMM repacks
 # the weight).
 MIN_TASKS_PER_THREAD = 1
-# The fewest output positions a task is cut down to.
-MIN_TASK_POSITIONS = 32
+# The fewest output positions a task is cut down to before cutting by channels instead,
+# and the fewest channels.
+MIN_TASK_POSITIONS = 64
 # Shifted-GEMM form: input channels per group at least (each tap's GEMM has depth Cg),
 # and output positions per chunk (COg x chunk accumulators stay in L2; 384-768 measured
 # best, 1024 up to 25% slower).
@@ -48,31 +50,38 @@ SHIFTED_MIN_POSITIONS = 2048
 MIN_TASK_CHANNELS = 16
 
 
-def plan_tasks(n, groups, k, positions, itemsize, threads=None, budget=None,
+def plan_tasks(n, groups, k, cog, positions, itemsize, threads=None, budget=None,
                min_tasks_per_thread=MIN_TASKS_PER_THREAD):
-    """Output positions per task for the column form of the im2col path.
+    """``(positions_per_task, channels_per_task)`` for the column form of im2col.
 
     A task's columns take at most ``TASK_BYTES`` (and all threads' buffers at most the
     budget). Where that leaves fewer than ``min_tasks_per_thread`` tasks per thread,
-    tasks are cut further by output positions, down to ``MIN_TASK_POSITIONS``. (Cutting
-    by output channels instead was 2x slower on r50_3x3_14: every task's GEMM packs the
-    whole column block again.)
+    tasks are cut further by output positions while each keeps ``MIN_TASK_POSITIONS``;
+    past that, by output channels (each channel block then rebuilds the columns, a
+    small cost next to its GEMM). On r50_3x3_7 (49 positions, 512 channels) halves of
+    the channels ran a single-threaded GEMM at 169 GFLOP/s, blocks of 25 positions at
+    110; but cutting r50_3x3_14 (196 positions) 6 ways by channels was 2x slower than
+    2 ways by positions.
     """
     threads = numba.get_num_threads() if threads is None else threads
     budget = config.IM2COL_BUDGET_BYTES if budget is None else budget
     limit = max(1, min(TASK_BYTES, budget // threads) // itemsize)
     pc = max(1, min(positions, limit // max(k, 1)))
+    cc = cog
     want = min_tasks_per_thread * threads
     if n * groups * math.ceil(positions / pc) < want:
         pieces = math.ceil(want / (n * groups))
-        pc = min(pc, max(min(positions, MIN_TASK_POSITIONS), math.ceil(positions / pieces)))
-    return pc
+        if positions >= pieces * MIN_TASK_POSITIONS:
+            pc = min(pc, math.ceil(positions / pieces))
+        else:
+            cc = max(min(cog, MIN_TASK_CHANNELS), math.ceil(cog / pieces))
+    return pc, cc
 
 
-def im2col_extra_bytes(n, groups, k, positions, itemsize, threads=None) -> int:
+def im2col_extra_bytes(n, groups, k, cog, positions, itemsize, threads=None) -> int:
     """Bytes the column form allocates besides the output: a column buffer per thread."""
     threads = numba.get_num_threads() if threads is None else threads
-    pc = plan_tasks(n, groups, k, positions, itemsize, threads)
+    pc, _ = plan_tasks(n, groups, k, cog, positions, itemsize, threads)
     return threads * k * pc * itemsize
 
 
@@ -82,13 +91,15 @@ def _is_pointwise(kernel, stride, pad, in_spatial, out_spatial) -> bool:
             and tuple(pad) == (0, 0, 0) and tuple(in_spatial) == tuple(out_spatial))
 
 
-def _tasks(n, groups, k, positions, itemsize, min_tasks_per_thread):
-    """Task rows ``(n, g, p0, p1)`` of the column form and the most positions any has."""
-    pc = plan_tasks(n, groups, k, positions, itemsize,
-                    min_tasks_per_thread=min_tasks_per_thread)
-    rows = [(i, g, p0, min(positions, p0 + pc)) for i in range(n) for g in range(groups)
-            for p0 in range(0, positions, pc)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 4), pc
+def _tasks(n, groups, k, cog, positions, itemsize, min_tasks_per_thread):
+    """Task rows ``(n, g, p0, p1, c0, c1)`` of the column form and the most positions
+    any task has."""
+    pc, cc = plan_tasks(n, groups, k, cog, positions, itemsize,
+                        min_tasks_per_thread=min_tasks_per_thread)
+    rows = [(i, g, p0, min(positions, p0 + pc), c0, min(cog, c0 + cc))
+            for i in range(n) for g in range(groups)
+            for p0 in range(0, positions, pc) for c0 in range(0, cog, cc)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 6), pc
 
 
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
@@ -172,7 +183,18 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     out_spatial = tuple(out.shape[3:])
     P = math.prod(out_spatial)
     w3 = w6.reshape(G, COg, -1)
-    tasks, max_pc = _tasks(N, G, w3.shape[2], P, out.itemsize, MIN_TASKS_PER_THREAD)
+    K = w3.shape[2]
+    pc, cc = plan_tasks(N, G, K, COg, P, out.itemsize)
+    if (cc < COg and K * P * out.itemsize <= config.IM2COL_BUDGET_BYTES
+            and not _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)):
+        # Few positions, cut by channels: build the columns once, shared by the blocks.
+        with single_threaded_blas, kernel_launch:
+            im2col_forward_shared(stride_phases(x6, stride[2]), w3, bias2,
+                                  out.reshape(N, G, COg, P), np.empty((K, P), out.dtype),
+                                  kernel, tuple(stride), tuple(dilation), tuple(pad),
+                                  out_spatial, cc, numba.get_num_threads(), x6.shape[5])
+        return out
+    tasks, max_pc = _tasks(N, G, K, COg, P, out.itemsize, MIN_TASKS_PER_THREAD)
     pointwise = _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
     with single_threaded_blas, kernel_launch:
         im2col_forward(stride_phases(x6, stride[2]), w3, bias2, out.reshape(N, G, COg, P),
@@ -196,7 +218,7 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
                             tuple(pad), x6.shape[3:], tuple(out_spatial), g4.itemsize)
     if padded is not None:
         return _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded)
-    tasks, max_pc = _tasks(N, G, K, P, g4.itemsize, 1)
+    tasks, max_pc = _tasks(N, G, K, COg, P, g4.itemsize, 1)
     threads = min(numba.get_num_threads(), len(tasks))
     partial = np.zeros((threads, G, COg, K), dtype=g4.dtype)
     pointwise = _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],

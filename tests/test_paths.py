@@ -145,7 +145,7 @@ def test_im2col_memory_stays_within_budget(monkeypatch, rng):
     extra = peak - y.nbytes
     assert extra <= budget + (32 << 10), f"{extra} bytes beyond the output"
     assert_close(y, conv_reference(x, w, padding=2, groups=2), np.float32)
-    assert _im2col.im2col_extra_bytes(2, 2, 4 * 25, 48 * 48, 4) <= budget
+    assert _im2col.im2col_extra_bytes(2, 2, 4 * 25, 6, 48 * 48, 4) <= budget
 
 
 def test_fft_keeps_float32(monkeypatch, rng):

@@ -117,26 +117,28 @@ def _task_columns(x, cols, g, p0, kernel, stride, dilation, pad, out_spatial, po
 @njit(parallel=True, **_JIT)
 def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, out_spatial,
                    pointwise, max_pc, threads, width):
-    """Forward im2col + GEMM over ``tasks`` rows ``(n, g, p0, p1)``, dealt round-robin
-    to the threads. Each thread builds a task's columns in its own buffer and multiplies
+    """Forward im2col + GEMM over ``tasks`` rows ``(n, g, p0, p1, c0, c1)``, dealt
+    round-robin to the threads. Each thread builds a task's columns in its own buffer and multiplies
     them (SciPy's BLAS, kept single-threaded by the caller) by the weight straight into
     the output block, which it first fills with the bias (``beta = 1``)."""
     threads = min(threads, tasks.shape[0])
-    COg, K = w3.shape[1], w3.shape[2]
+    K = w3.shape[2]
     P = out4.shape[3]
     for t in prange(threads):
         cols_buf = np.empty(K * max_pc, dtype=out4.dtype)
         for i in range(t, tasks.shape[0], threads):
             n, g, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
+            c0, c1 = tasks[i, 4], tasks[i, 5]
             pc = p1 - p0
             cols = cols_buf[: K * pc].reshape(K, pc)
             _task_columns(x6[n], cols, g, p0, kernel, stride, dilation, pad, out_spatial,
                           pointwise, width)
-            for co in range(COg):
+            for co in range(c0, c1):
                 out4[n, g, co, p0:p1] = bias2[g, co]
-            # Row-major out[COg, pc] = w[COg, K] @ cols[K, pc], as column-major
+            # Row-major out[c, pc] = w[c, K] @ cols[K, pc], as column-major
             # out^T = cols^T @ w^T.
-            gemm(78, 78, pc, COg, K, 1.0, cols, pc, w3[g], K, 1.0, out4[n, g, :, p0:], P)
+            gemm(78, 78, pc, c1 - c0, K, 1.0, cols, pc, w3[g, c0:], K, 1.0,
+                 out4[n, g, c0:, p0:], P)
 
 
 @njit(parallel=True, **_JIT)
@@ -145,20 +147,21 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
     """Weight gradient: ``partial[t, g] += g4[n, g, :, p0:p1] @ columns.T`` for thread
     ``t``'s share of ``tasks``; the caller sums ``partial`` over threads."""
     threads = min(partial.shape[0], tasks.shape[0])
-    COg, K = partial.shape[2], partial.shape[3]
+    K = partial.shape[3]
     P = g4.shape[3]
     for t in prange(threads):
         cols_buf = np.empty(K * max_pc, dtype=partial.dtype)
         for i in range(t, tasks.shape[0], threads):
             n, g, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
+            c0, c1 = tasks[i, 4], tasks[i, 5]
             pc = p1 - p0
             cols = cols_buf[: K * pc].reshape(K, pc)
             _task_columns(x6[n], cols, g, p0, kernel, stride, dilation, pad, out_spatial,
                           pointwise, width)
-            # Row-major partial[COg, K] += grad[COg, pc] @ cols[K, pc]^T, as column-major
+            # Row-major partial[c, K] += grad[c, pc] @ cols[K, pc]^T, as column-major
             # partial^T = cols @ grad^T ('T' of cols' column-major view).
-            gemm(84, 78, K, COg, pc, 1.0, cols, pc, g4[n, g, :, p0:], P, 1.0, partial[t, g],
-                 K)
+            gemm(84, 78, K, c1 - c0, pc, 1.0, cols, pc, g4[n, g, c0:, p0:], P, 1.0,
+                 partial[t, g, c0:], K)
 
 
 
@@ -288,3 +291,32 @@ def shifted_weight_grad(x6, g6, partial, kernel, dilation, pad, padded, xp, gp, 
             # column-major P^T (Cg, COg) = xp' @ gp'^T: 'T' of xp's column-major view.
             gemm(84, 78, Cg, COg, q1 - q0, 1.0, xp[n, g, 0, q0 + off:], L,
                  gp[n, g, 0, q0:], Q, 1.0, partial[t, g, tap], Cg)
+
+
+@njit(parallel=True, **_JIT)
+def im2col_forward_shared(x6, w3, bias2, out4, cols, kernel, stride, dilation, pad,
+                          out_spatial, channel_block, threads, width):
+    """Forward im2col + GEMM for few output positions: per sample and group, all threads
+    first build the columns ``cols`` ``(K, P)`` together (a share of the rows each),
+    then multiply blocks of ``channel_block`` output channels by them, one block per
+    task. (With one column block per task instead, each thread rebuilt the same
+    columns: on a 7x7 output that took as long as the GEMM.)"""
+    N, G = x6.shape[0], x6.shape[1]
+    COg, K = w3.shape[1], w3.shape[2]
+    P = out4.shape[3]
+    blocks = (COg + channel_block - 1) // channel_block
+    cols3 = cols.reshape(1, K, P)
+    for n in range(N):
+        for g in range(G):
+            for t in prange(threads):
+                r0 = K * t // threads
+                r1 = K * (t + 1) // threads
+                build_columns(x6[n], cols3, (r0, r1), g, 0, kernel, stride, dilation,
+                              pad, out_spatial, width)
+            for blk in prange(blocks):
+                c0 = blk * channel_block
+                c1 = min(COg, c0 + channel_block)
+                for co in range(c0, c1):
+                    out4[n, g, co, :] = bias2[g, co]
+                gemm(78, 78, P, c1 - c0, K, 1.0, cols, P, w3[g, c0:], K, 1.0,
+                     out4[n, g, c0:, :], P)
