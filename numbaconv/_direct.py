@@ -63,7 +63,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad):
     if use_channelwise(Cg, KD * KH * KW, out.shape[0] * G * COg * out.shape[3]):
         with kernel_launch:
             channelwise_conv(x6, w6.reshape(G, COg, KD, KH, KW), bias2, out,
-                             stride, dilation, pad)
+                             stride, dilation, pad, numba.get_num_threads())
         return out
     # Match the packed rows' order [kw, kd, kh, c] so each dot product is contiguous.
     wt = np.ascontiguousarray(w6.transpose(0, 1, 5, 3, 4, 2)).reshape(

@@ -234,11 +234,29 @@ def dense_conv(x, wt, bias, out, kernel, stride, dilation, pad, ow_chunk, co_chu
 
 @njit(**_JIT)
 def _axpy_taps(acc, xp, offsets, weights, length):
-    """acc[:length] += sum_t weights[t] * xp[offsets[t]:][:length], four taps a pass, so
-    each pass over acc feeds four FMAs per load and store of acc."""
+    """acc[:length] += sum_t weights[t] * xp[offsets[t]:][:length], four taps a pass (all
+    nine of a 3x3 kernel in one), so each pass over acc feeds four (nine) FMAs per load
+    and store of acc."""
     ntaps = offsets.shape[0]
     a = acc[:length]
     t = 0
+    if ntaps == 9:  # 3x3 depthwise: all nine taps in one pass over acc
+        w0, w1, w2 = weights[0], weights[1], weights[2]
+        w3, w4, w5 = weights[3], weights[4], weights[5]
+        w6, w7, w8 = weights[6], weights[7], weights[8]
+        x0 = xp[offsets[0]: offsets[0] + length]
+        x1 = xp[offsets[1]: offsets[1] + length]
+        x2 = xp[offsets[2]: offsets[2] + length]
+        x3 = xp[offsets[3]: offsets[3] + length]
+        x4 = xp[offsets[4]: offsets[4] + length]
+        x5 = xp[offsets[5]: offsets[5] + length]
+        x6 = xp[offsets[6]: offsets[6] + length]
+        x7 = xp[offsets[7]: offsets[7] + length]
+        x8 = xp[offsets[8]: offsets[8] + length]
+        for i in range(length):
+            a[i] += (w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
+                     + w5 * x5[i] + w6 * x6[i] + w7 * x7[i] + w8 * x8[i])
+        return
     while t + 4 <= ntaps:
         w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
         x0 = xp[offsets[t]: offsets[t] + length]
@@ -257,14 +275,15 @@ def _axpy_taps(acc, xp, offsets, weights, length):
 
 
 @njit(parallel=True, **_JIT)
-def channelwise_conv(x, w, bias, out, stride, dilation, pad):
+def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
     """Convolution with one input channel per group (depthwise and its multiples).
 
     ``x``: ``(N, G, 1, D, H, W)``; ``w``: ``(G, COg, KD, KH, KW)``; one job per output
     plane. Each input plane is copied once into a zero-padded buffer with row pitch
     ``Wp``; with unit stride, output (oh, ow) then reads ``xp[oh*Wp + ow + offset(tap)]``,
     so every tap is a single axpy over the whole plane (the ``Wp - OW`` extra columns per
-    row are computed and dropped), free of borders and short-row remainders.
+    row are computed and dropped), free of borders and short-row remainders. Jobs are
+    dealt round-robin to ``threads`` threads, each with its own buffers.
     """
     N, G, D, H, W = x.shape[0], x.shape[1], x.shape[3], x.shape[4], x.shape[5]
     COg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
@@ -280,36 +299,44 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad):
     for kh in range(KH):
         for kw in range(KW):
             offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
-    for job in prange(N * G * COg * OD):
-        od = job % OD
-        rest = job // OD
-        co = rest % COg
-        rest //= COg
-        g = rest % G
-        n = rest // G
+    jobs = N * G * COg * OD
+    threads = min(threads, jobs)
+    c_lo = max(0, pw)
+    c_hi = min(Wp, pw + W)
+    for t in prange(threads):
+        # Buffers once per thread; the padded plane's border columns stay zero, so only
+        # its rows are rewritten per plane.
         xp = np.zeros(Hp * Wp + (KW - 1) * dw, dtype=x.dtype)
         acc = np.empty(OH * acc_pitch, dtype=x.dtype)
-        acc[:] = bias[g, co]
-        for kd in range(KD):
-            i_d = od * stride[0] + kd * dilation[0] - pad[0]
-            if i_d < 0 or i_d >= D:
-                continue
-            for r in range(Hp):
-                i_h = r - ph
-                if 0 <= i_h < H:
-                    c_lo = max(0, pw)
-                    c_hi = min(Wp, pw + W)
-                    if c_hi > c_lo:
-                        xp[r * Wp + c_lo: r * Wp + c_hi] = x[n, g, 0, i_d, i_h, c_lo - pw: c_hi - pw]
-            weights = w[g, co, kd].reshape(KH * KW)
-            if unit:
-                _axpy_taps(acc, xp, offsets, weights, OH * Wp)
-            else:
-                for oh in range(OH):
-                    for t in range(KH * KW):
-                        wv = weights[t]
-                        base = oh * sh * Wp + offsets[t]
-                        for i in range(OW):
-                            acc[oh * OW + i] += wv * xp[base + i * sw]
-        for oh in range(OH):
-            out[n, g, co, od, oh, :] = acc[oh * acc_pitch: oh * acc_pitch + OW]
+        for job in range(t, jobs, threads):
+            od = job % OD
+            rest = job // OD
+            co = rest % COg
+            rest //= COg
+            g = rest % G
+            n = rest // G
+            acc[:] = bias[g, co]
+            for kd in range(KD):
+                i_d = od * stride[0] + kd * dilation[0] - pad[0]
+                if i_d < 0 or i_d >= D:
+                    continue
+                for r in range(Hp):
+                    i_h = r - ph
+                    if 0 <= i_h < H:
+                        if c_hi > c_lo:
+                            xp[r * Wp + c_lo: r * Wp + c_hi] = x[n, g, 0, i_d, i_h,
+                                                                 c_lo - pw: c_hi - pw]
+                    else:
+                        xp[r * Wp: (r + 1) * Wp] = 0
+                weights = w[g, co, kd].reshape(KH * KW)
+                if unit:
+                    _axpy_taps(acc, xp, offsets, weights, OH * Wp)
+                else:
+                    for oh in range(OH):
+                        for tp in range(KH * KW):
+                            wv = weights[tp]
+                            base = oh * sh * Wp + offsets[tp]
+                            for i in range(OW):
+                                acc[oh * OW + i] += wv * xp[base + i * sw]
+            for oh in range(OH):
+                out[n, g, co, od, oh, :] = acc[oh * acc_pitch: oh * acc_pitch + OW]
