@@ -12,17 +12,18 @@ Measured on the development machine (2-core AMD EPYC, Zen 5, AVX-512, 24 GiB; Nu
 0.68, NumPy 2.4 and SciPy 1.17 with OpenBLAS 0.3.31 on its native SkylakeX kernels) by
 timing every path on the 17 cases of ``numbaconv.bench.SUITE`` in float32, one path at a
 time (median of 5 after warm-up), and fitting each path's rates by non-negative least
-squares on the relative error (``gemm_half_p`` by a scan over 16..256). On those
-timings the model's estimates are within a factor of 1.5 for 14 of 16 im2col cases,
-13 of 13 dense direct cases and 3 of 4 channel-wise ones; the FFT path is
-underestimated up to 8x on many-channel shapes (deeplab_d2, c3d), where it is 10-300x
-slower than the other paths anyway. With these constants ``auto`` picked the fastest
-path on 15 of the 17 cases and one within 1.2x on the other two (r50_3x3_56 and
-b8_3x3_56, im2col for direct). The machine is shared and noisy: repeated runs move
-single timings by 20-50%. On other machines run :func:`numbaconv.tune`.
+squares on the relative error (``gemm_half_p`` by a scan over 16..256). Against the
+final timings, estimates are within a factor of 1.5 for all 17 im2col cases, 14 of 17
+direct ones (the misses: resnet_conv1's 3-channel layer and two 1D cases, at about 2x)
+and 8 of 17 FFT ones (many-channel shapes are underestimated up to 8x, where the FFT
+path is 10-300x slower than the others anyway). With these constants ``auto`` picked
+the fastest path on 16 of the 17 cases; on r50_3x3_s2 it took im2col at 1.05x the
+direct path's time. The machine is shared and noisy: repeated runs move single
+timings by 20-50%. On other machines run :func:`numbaconv.tune`.
 
 float64 runs every compute term at half the float32 rate (half as many lanes per
-vector), which matches the measured ratio within 20% on the suite.
+vector); measured float64/float32 time ratios on 7 suite cases ranged from 1.3 to 2.4,
+mostly 1.6 to 2.0.
 """
 
 from __future__ import annotations
