@@ -27,6 +27,25 @@ from .blas import gemm
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
 
+@njit(inline="always", **_JIT)
+def _copy_segment(row, j, n, t_lo, t_hi, plane, i_d, i_h, phase, start):
+    """``row[j:j+n]``: zeros, then ``plane[i_d, i_h, phase, start + t]`` for ``t`` in
+    ``[t_lo, t_hi)``, then zeros. Inlined into the caller's loop: as a call, or written
+    out there with the bounds test around it, the column kernel ran 1.5 to 3x slower
+    (r50_3x3_s2's columns: 0.83 ms, here 0.32 ms)."""
+    # Slices of known length: plain vector copies, no index wraparound.
+    dst = row[j + t_lo: j + t_hi]
+    src = plane[i_d, i_h, phase, start + t_lo: start + t_lo + (t_hi - t_lo)]
+    for t in range(t_hi - t_lo):
+        dst[t] = src[t]
+    head = row[j: j + t_lo]
+    for t in range(t_lo):
+        head[t] = 0
+    tail = row[j + t_hi: j + n]
+    for t in range(n - t_hi):
+        tail[t] = 0
+
+
 @njit(**_JIT)
 def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spatial, W):
     """Fill rows ``rows[0] <= r < rows[1]`` of ``cols`` ``(gc, K, pc)`` (row ``r`` is
@@ -74,22 +93,12 @@ def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spat
             i_d = od * sd + kd * dd - pd
             i_h = oh * sh + kh * dh - ph
             if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
-                t_lo = t_hi = n
+                t_lo = t_hi = n  # all padding; the (unread) source row must exist
+                i_d = i_h = 0
             else:
                 t_lo = min(max(lo - ow0, 0), n)
                 t_hi = min(max(hi - ow0, t_lo), n)
-                # Slices of known length: plain vector copies, no index wraparound.
-                dst = row[j + t_lo: j + t_hi]
-                start = ow0 + t_lo + shift
-                src = plane[i_d, i_h, phase, start: start + (t_hi - t_lo)]
-                for t in range(t_hi - t_lo):
-                    dst[t] = src[t]
-            head = row[j: j + t_lo]
-            for t in range(t_lo):
-                head[t] = 0
-            tail = row[j + t_hi: j + n]
-            for t in range(n - t_hi):
-                tail[t] = 0
+            _copy_segment(row, j, n, t_lo, t_hi, plane, i_d, i_h, phase, ow0 + shift)
             j += n
             ow0 = 0
             oh += 1
