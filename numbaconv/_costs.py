@@ -13,12 +13,11 @@ Measured on the development machine (2-core AMD EPYC, Zen 5, AVX-512, 24 GiB; Nu
 timing every path on the 17 cases of ``numbaconv.bench.SUITE`` in float32, one path at a
 time (median of 5 after warm-up), and fitting each path's rates by non-negative least
 squares on the relative error (``gemm_half_p`` by a scan over 16..256). Against the
-final timings, estimates are within a factor of 1.5 for all 17 im2col cases, 14 of 17
-direct ones (the misses: resnet_conv1's 3-channel layer and two 1D cases, at about 2x)
-and 8 of 17 FFT ones (many-channel shapes are underestimated up to 8x, where the FFT
-path is 10-300x slower than the others anyway). With these constants ``auto`` picked
-the fastest path on 16 of the 17 cases; on r50_3x3_s2 it took im2col at 1.05x the
-direct path's time. The machine is shared and noisy: repeated runs move single
+final timings, estimates are within a factor of 1.5 for 16 of 17 im2col cases, 15 of 17
+direct ones (the misses, at about 1.6x: img_k63 and fir_1025, long single-channel
+kernels) and 10 of 17 FFT ones (many-channel shapes are underestimated up to 8x, where
+the FFT path is 10-300x slower than the others anyway). With these constants ``auto``
+picked the fastest path on all 17 cases of those timings. The machine is shared and noisy: repeated runs move single
 timings by 20-50%. On other machines run :func:`numbaconv.tune`.
 
 float64 runs every compute term at half the float32 rate (half as many lanes per
@@ -53,11 +52,11 @@ class MachineConstants:
     direct_pack: float = 1.75e9         # input elements packed per second
     direct_weight: float = 7.0e10      # bytes/s of a weight too big for L2, reread per row
     channelwise_macs: float = 7.0e10   # depthwise (one input channel per group) kernel
-    gemm_macs: float = 2.45e11          # BLAS GEMM, large matrices
+    gemm_macs: float = 2.65e11          # BLAS GEMM, large matrices
     gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
     gemm_half_k: float = 24.0          # GEMM depth at half rate
     gemm_half_p: float = 64.0          # GEMM columns (output positions) at half rate
-    columns: float = 6.0e9             # im2col elements written per second
+    columns: float = 8.0e9             # im2col elements written per second
     fft_flops: float = 5.0e11           # 2.5 N log2 N "flops" per FFT, per second
     fft_cmacs: float = 7.0e9           # complex multiply-adds of the spectral product
     fft_elems: float = 1.0e9           # elements copied (padding, tiling) per second
