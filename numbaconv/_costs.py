@@ -17,8 +17,9 @@ final timings, estimates are within a factor of 1.5 for 16 of 17 im2col cases, 1
 direct ones (the misses, at about 1.6x: img_k63 and fir_1025, long single-channel
 kernels) and 10 of 17 FFT ones (many-channel shapes are underestimated up to 8x, where
 the FFT path is 10-300x slower than the others anyway). With these constants ``auto``
-picked the fastest path on all 17 cases of those timings. The machine is shared and noisy: repeated runs move single
-timings by 20-50%. On other machines run :func:`numbaconv.tune`.
+picked the fastest path on all 17 cases of those timings. The machine is shared and
+noisy: repeated runs move single timings by 20-50%. On other machines run
+:func:`numbaconv.tune`.
 
 float64 runs every compute term at half the float32 rate (half as many lanes per
 vector); measured float64/float32 time ratios on 7 suite cases ranged from 1.3 to 2.4,
