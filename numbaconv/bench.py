@@ -1,7 +1,8 @@
 """Benchmark suite: numbaconv's paths timed in-process, optionally against PyTorch.
 
 Each case is timed after warm-up (which also compiles the kernels) as the median of
-several repeats. Absolute times drift on a shared machine; ratios measured in the same
+several repeats, in rounds that take the paths (and PyTorch) in turn; the smallest
+round counts. Absolute times drift on a shared machine; ratios measured in the same
 run hold, so ``--compare`` reports each time as a ratio to PyTorch's.
 """
 
@@ -169,14 +170,34 @@ def _scipy_best(case: Case, x, w, b):
     return best
 
 
+ROUNDS = 3
+
+
+def timed_rounds(runners, rounds=ROUNDS):
+    """Time each callable of ``runners`` (name -> fn) in ``rounds`` rounds that take them
+    in turn; each round's time is a median after warm-up (:func:`median_time`), and
+    the result per name is the smallest round. Taking the paths in turn, rather than
+    one after the other, keeps one path's after-effects (thread pools still spinning,
+    caches full of its buffers) from always landing on the same neighbour. A runner
+    slower than a quarter of a second runs in the first round only."""
+    times = {name: [] for name in runners}
+    for r in range(rounds):
+        for name, fn in runners.items():
+            if r and times[name][0] > 0.25:
+                continue
+            times[name].append(median_time(fn, repeats=5, min_time=0.05))
+    return {name: min(ts) for name, ts in times.items()}
+
+
 def run_suite(cases=SUITE, compare: bool = False, methods=PATHS + ("auto",),
-              progress=True):
+              progress=True, rounds=ROUNDS):
     """Time every case on every path; returns a list of result dicts (one per case).
 
     Each dict holds ``case``, ``gflop``, one time in seconds per method (None when the
     path was skipped as hopeless, see ``SKIP_FACTOR``), ``choice`` (auto's path),
     ``estimates`` (the cost model's seconds per path) and, with ``compare``, ``torch``
-    and ``scipy`` (``(seconds, function)``) where installed and applicable.
+    and ``scipy`` (``(seconds, function)``) where installed and applicable. Times come
+    from :func:`timed_rounds`, PyTorch's taken in the same rounds as numbaconv's.
     """
     if compare:
         _import_torch_first()
@@ -193,15 +214,21 @@ def run_suite(cases=SUITE, compare: bool = False, methods=PATHS + ("auto",),
         row = {"case": case.name, "gflop": flops / 1e9, "choice": plan.choice,
                "estimates": estimates}
         limit = max(SKIP_SECONDS, SKIP_FACTOR * estimates[plan.choice])
+        runners = {}
         for method in methods:
             if method != "auto" and estimates[method] > limit:
                 row[method] = None
                 continue
-            row[method] = median_time(
-                lambda: conv(x, w, b, **case.kwargs, method=method))
+            runners[method] = (lambda m: lambda: conv(x, w, b, **case.kwargs, method=m))(
+                method)
         if compare:
             torch_run = _torch_conv(case, x, w, b)
-            row["torch"] = median_time(torch_run) if torch_run else None
+            if torch_run:
+                runners["torch"] = torch_run
+            else:
+                row["torch"] = None
+        row.update(timed_rounds(runners, rounds))
+        if compare:
             row["scipy"] = _scipy_best(case, x, w, b)
         rows.append(row)
         if bar:
@@ -341,11 +368,12 @@ def run_backward(cases=BACKWARD_SUITE, compare: bool = True, progress=True):
         x, w, _ = case.arrays()
         g = np.random.default_rng(1).standard_normal(
             conv(x, w, **case.kwargs).shape, dtype=np.float32)
-        row = {"case": case.name}
-        row["numbaconv"] = median_time(
-            lambda: conv_backward(g, x, w, **case.kwargs, bias=False))
+        row = {"case": case.name, "torch": None}
+        runners = {"numbaconv": lambda: conv_backward(g, x, w, **case.kwargs, bias=False)}
         torch_run = _torch_backward(case, x, w, g) if compare else None
-        row["torch"] = median_time(torch_run) if torch_run else None
+        if torch_run:
+            runners["torch"] = torch_run
+        row.update(timed_rounds(runners))
         rows.append(row)
         if bar:
             bar.update(1)
