@@ -27,6 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import config
+from ._blas import single_threaded_blas
 
 _SEGMENT_FACTORS = (2, 4, 8, 16, 32)
 
@@ -186,7 +187,11 @@ def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
         else:
             wm = np.ascontiguousarray(
                 np.conj(spec_w.reshape(G, co, Cg, 1, nfreq).transpose(0, 3, 4, 2, 1)))
-            prod = np.matmul(xm, wm).transpose(3, 0, 4, 1, 2)  # (N, G, Co, blocks, F)
+            # OpenBLAS's own threads would spin for up to ~0.1 s after this product,
+            # starving the next kernel of the machine's cores (an im2col layer right
+            # after ran 8x slower), so it runs on this thread only.
+            with single_threaded_blas:
+                prod = np.matmul(xm, wm).transpose(3, 0, 4, 1, 2)  # (N, G, Co, blocks, F)
         prod = prod.reshape((N, G, co) + blocks + freq_shape)
         y = scipy.fft.irfftn(prod, s=shape_s, axes=axes, workers=workers)
         del prod
