@@ -42,6 +42,9 @@ MIN_TASK_POSITIONS = 64
 # and output positions per chunk (COg x chunk accumulators stay in L2; 384-768 measured
 # best, 1024 up to 25% slower).
 SHIFTED_MIN_CHANNELS = 16
+# With fewer taps the column form's one deeper GEMM wins (wavenet_d256, 2 taps: 0.94
+# against 1.32 ms).
+SHIFTED_MIN_TAPS = 3
 SHIFTED_CHUNK = 512
 # Below this many positions in all (N times per sample), the per-tap GEMMs are too thin
 # and the column form was faster (r50_3x3_14: 0.96 against 1.07 ms; deeplab_d2: 2.8
@@ -105,9 +108,11 @@ def _tasks(n, groups, k, cog, positions, itemsize, min_tasks_per_thread):
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
                    itemsize):
     """``(Dp, Hp, Wp)`` of the padded input if the shifted-GEMM form applies (unit stride,
-    at least ``SHIFTED_MIN_CHANNELS`` input channels per group, not a plain 1x1 whose
-    input already is its columns, padded inputs within the budget), else None."""
-    if tuple(stride) != (1, 1, 1) or cg < SHIFTED_MIN_CHANNELS:
+    at least ``SHIFTED_MIN_CHANNELS`` input channels per group and ``SHIFTED_MIN_TAPS``
+    taps, not a plain 1x1 whose input already is its columns, padded inputs within the
+    budget, ``SHIFTED_MIN_POSITIONS`` positions), else None."""
+    if (tuple(stride) != (1, 1, 1) or cg < SHIFTED_MIN_CHANNELS
+            or math.prod(kernel) < SHIFTED_MIN_TAPS):
         return None
     if _is_pointwise(kernel, stride, pad, in_spatial, out_spatial):
         return None

@@ -252,7 +252,7 @@ def test_single_threaded_blas_restores_the_thread_count():
 @pytest.mark.parametrize("xs,ws,kw", [
     ((2, 32, 40, 41), (24, 16, 3, 2), dict(padding=((1, 2), (0, 3)), dilation=(1, 2),
                                            groups=2)),
-    ((1, 16, 3000), (8, 16, 2), dict(dilation=40, padding=((3, 0),))),
+    ((1, 16, 3000), (8, 16, 3), dict(dilation=40, padding=((3, 0),))),
     ((3, 16, 6, 20, 20), (20, 16, 3, 1, 2), dict(padding=1)),
     ((1, 20, 50, 50), (37, 20, 3, 3), dict(padding=5)),  # pads beyond the kernel's reach
 ])
