@@ -141,20 +141,38 @@ class ConvGeometry:
         )
 
 
-def conv_geometry(
+def conv_geometry(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
+                  *, d: int | None = None) -> ConvGeometry:
+    """Validate shapes and parameters; return the normalised :class:`ConvGeometry`.
+
+    ``d`` fixes the dimensionality (conv1d/2d/3d); by default it is ``len(weight_shape) - 2``.
+    Results are cached by the arguments' repr (layers call with the same ones over and
+    over); errors are raised afresh each time.
+    """
+    args = (input_shape, weight_shape, stride, padding, dilation, groups, d)
+    # Keyed by repr, not by value: 1 == 1.0 == True, but only 1 is a valid stride.
+    key = repr(args)
+    cached = _GEOMETRIES.get(key)
+    if cached is None:
+        cached = _conv_geometry(*args)
+        if len(_GEOMETRIES) >= 256:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = cached
+    return cached
+
+
+_GEOMETRIES: dict = {}
+
+
+def _conv_geometry(
     input_shape,
     weight_shape,
     stride=1,
     padding=0,
     dilation=1,
     groups=1,
-    *,
     d: int | None = None,
 ) -> ConvGeometry:
-    """Validate shapes and parameters; return the normalised :class:`ConvGeometry`.
-
-    ``d`` fixes the dimensionality (conv1d/2d/3d); by default it is ``len(weight_shape) - 2``.
-    """
     input_shape = _shape_tuple("input shape", input_shape)
     weight_shape = _shape_tuple("weight shape", weight_shape)
     if d is None:

@@ -277,3 +277,12 @@ def test_random_configurations(method, cfg, seed):
     b = b if cfg["bias"] else None
     y = FUNCS[cfg["d"]](x, w, b, method=method, **kw)
     assert_close(y, conv_reference(x, w, b, **kw), cfg["dtype"])
+
+
+def test_geometry_cache_does_not_skip_validation(rng):
+    x, w, b = make(rng, 2)
+    numbaconv.conv2d(x, w, b, stride=1, padding=1)  # cached: 1 == True == 1.0
+    with pytest.raises(TypeError, match="stride=True must be an int"):
+        numbaconv.conv2d(x, w, b, stride=True, padding=1)
+    with pytest.raises(TypeError, match="padding=1.0 must be"):
+        numbaconv.conv2d(x, w, b, stride=1, padding=1.0)
