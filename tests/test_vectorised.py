@@ -33,11 +33,12 @@ def test_dense_dot_product_uses_packed_fma(dtype, suffix):
     assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
 
 
-def test_channelwise_axpy_uses_packed_fma():
+@pytest.mark.parametrize("taps", [4, 9])
+def test_channelwise_axpy_uses_packed_fma(taps):
     acc = np.zeros(64, np.float32)
     xp = np.ones(80, np.float32)
-    asm = _asm(direct._axpy_taps, acc, xp, np.arange(4, dtype=np.int64),
-               np.ones(4, np.float32), 64)
+    asm = _asm(direct._axpy_taps, acc, xp, np.arange(taps, dtype=np.int64),
+               np.ones(taps, np.float32), 64, np.float32(0), True)
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert re.search(r"vfmadd\w+ps\s+[^\n]*%[yz]mm", asm)

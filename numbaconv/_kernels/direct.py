@@ -233,13 +233,16 @@ def dense_conv(x, wt, bias, out, kernel, stride, dilation, pad, ow_chunk, co_chu
 
 
 @njit(**_JIT)
-def _axpy_taps(acc, xp, offsets, weights, length):
+def _axpy_taps(acc, xp, offsets, weights, length, base, init):
     """acc[:length] += sum_t weights[t] * xp[offsets[t]:][:length], four taps a pass (all
     nine of a 3x3 kernel in one), so each pass over acc feeds four (nine) FMAs per load
-    and store of acc."""
+    and store of acc. With ``init``, acc is first set to ``base`` (for nine taps, in the
+    same pass: acc = base + the taps, one store and no load per element)."""
     ntaps = offsets.shape[0]
     a = acc[:length]
     t = 0
+    if init and ntaps != 9:
+        a[:] = base
     if ntaps == 9:  # 3x3 depthwise: all nine taps in one pass over acc
         w0, w1, w2 = weights[0], weights[1], weights[2]
         w3, w4, w5 = weights[3], weights[4], weights[5]
@@ -253,9 +256,14 @@ def _axpy_taps(acc, xp, offsets, weights, length):
         x6 = xp[offsets[6]: offsets[6] + length]
         x7 = xp[offsets[7]: offsets[7] + length]
         x8 = xp[offsets[8]: offsets[8] + length]
-        for i in range(length):
-            a[i] += (w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
-                     + w5 * x5[i] + w6 * x6[i] + w7 * x7[i] + w8 * x8[i])
+        if init:
+            for i in range(length):
+                a[i] = (base + w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i]
+                        + w4 * x4[i] + w5 * x5[i] + w6 * x6[i] + w7 * x7[i] + w8 * x8[i])
+        else:
+            for i in range(length):
+                a[i] += (w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
+                         + w5 * x5[i] + w6 * x6[i] + w7 * x7[i] + w8 * x8[i])
         return
     while t + 4 <= ntaps:
         w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
@@ -315,7 +323,11 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
             rest //= COg
             g = rest % G
             n = rest // G
-            acc[:] = bias[g, co]
+            # The bias goes in with the first tap pass, or here if no plane is read.
+            fresh = True
+            if not unit:
+                acc[:] = bias[g, co]
+                fresh = False
             for kd in range(KD):
                 i_d = od * stride[0] + kd * dilation[0] - pad[0]
                 if i_d < 0 or i_d >= D:
@@ -330,7 +342,8 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
                         xp[r * Wp: (r + 1) * Wp] = 0
                 weights = w[g, co, kd].reshape(KH * KW)
                 if unit:
-                    _axpy_taps(acc, xp, offsets, weights, OH * Wp)
+                    _axpy_taps(acc, xp, offsets, weights, OH * Wp, bias[g, co], fresh)
+                    fresh = False
                 else:
                     for oh in range(OH):
                         for tp in range(KH * KW):
@@ -338,5 +351,7 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
                             base = oh * sh * Wp + offsets[tp]
                             for i in range(OW):
                                 acc[oh * OW + i] += wv * xp[base + i * sw]
+            if fresh:
+                acc[:] = bias[g, co]
             for oh in range(OH):
                 out[n, g, co, od, oh, :] = acc[oh * acc_pitch: oh * acc_pitch + OW]
