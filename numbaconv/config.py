@@ -16,8 +16,11 @@ MIN_JOBS_PER_THREAD
     output rows, then by chunks of a row and of the output channels), so that two threads
     stay balanced even when an output has only a few rows.
 IM2COL_BUDGET_BYTES
-    The most memory the im2col path's column buffer may take (default 256 MiB). Larger
-    column matrices are built and multiplied in blocks of groups and output positions.
+    The most memory the im2col path's buffers may take (default 256 MiB): the column
+    buffers of all threads together (at most 8 MiB each), the shared columns of a small
+    output, or the padded input of the shifted-GEMM form, which falls back to columns
+    beyond it. Column matrices are built and multiplied in blocks of output positions
+    (or channels).
 FFT_BUDGET_BYTES
     The most memory the FFT path's spectra of one block of output channels may take
     (default 256 MiB); more output channels are processed in turns.
