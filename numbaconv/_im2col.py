@@ -29,6 +29,7 @@ from ._kernels.im2col import (
     shifted_weight_grad,
 )
 from ._threads import kernel_launch
+from ._workspace import scratch
 
 # Bytes of columns per task at most (measured: smaller tasks make slower GEMMs).
 TASK_BYTES = 8 << 20
@@ -175,13 +176,14 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
         taps = math.prod(kernel)
         wt = np.ascontiguousarray(
             w6.reshape(G, COg, Cg, taps).transpose(0, 3, 1, 2))  # (G, taps, COg, Cg)
-        xp = np.empty((N, G, Cg, math.prod(padded)), dtype=out.dtype)
         positions = shifted_positions(padded, out_spatial)
         threads = numba.get_num_threads()
         tasks = _shifted_tasks(N, G, COg, positions, threads)
         with single_threaded_blas, kernel_launch:
+            xp = scratch("padded", (N, G, Cg, math.prod(padded)), out.dtype)
+            cbufs = scratch("accumulators", (threads, COg * SHIFTED_CHUNK), out.dtype)
             shifted_gemm_forward(x6, wt, bias2, out, kernel, tuple(dilation), tuple(pad),
-                                 padded, xp, tasks, SHIFTED_CHUNK, threads)
+                                 padded, xp, tasks, cbufs)
         return out
     COg = w6.shape[1]
     kernel = tuple(w6.shape[3:])
@@ -195,17 +197,19 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
         # Few positions, cut by channels: build the columns once, shared by the blocks.
         with single_threaded_blas, kernel_launch:
             im2col_forward_shared(stride_phases(x6, stride[2]), w3, bias2,
-                                  out.reshape(N, G, COg, P), np.empty((K, P), out.dtype),
+                                  out.reshape(N, G, COg, P),
+                                  scratch("columns", (K, P), out.dtype),
                                   kernel, tuple(stride), tuple(dilation), tuple(pad),
                                   out_spatial, cc, numba.get_num_threads(), x6.shape[5])
         return out
     tasks, max_pc = _tasks(N, G, K, COg, P, out.itemsize, MIN_TASKS_PER_THREAD)
     pointwise = _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
+    threads = min(numba.get_num_threads(), len(tasks))
     with single_threaded_blas, kernel_launch:
+        cols = scratch("columns", (threads, K * max_pc), out.dtype)
         im2col_forward(stride_phases(x6, stride[2]), w3, bias2, out.reshape(N, G, COg, P),
                        tasks, kernel, tuple(stride), tuple(dilation), tuple(pad),
-                       out_spatial, pointwise, max_pc, numba.get_num_threads(),
-                       x6.shape[5])
+                       out_spatial, pointwise, cols, x6.shape[5])
     return out
 
 
@@ -229,9 +233,10 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
     pointwise = _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],
                               tuple(out_spatial))
     with single_threaded_blas, kernel_launch:
+        cols = scratch("columns", (threads, K * max_pc), g4.dtype)
         im2col_weight_grad(stride_phases(x6, stride[2]), g4, partial, tasks, tuple(kernel),
                            tuple(stride), tuple(dilation), tuple(pad), tuple(out_spatial),
-                           pointwise, max_pc, x6.shape[5])
+                           pointwise, cols, x6.shape[5])
     return partial.sum(axis=0)
 
 
@@ -254,10 +259,10 @@ def _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded):
                      dtype=np.int64).reshape(-1, 5)
     threads = min(threads, len(tasks))
     partial = np.zeros((threads, G, taps, COg, Cg), dtype=g4.dtype)
-    xp = np.empty((N, G, Cg, math.prod(padded)), dtype=g4.dtype)
-    gp = np.empty((N, G, COg, Q), dtype=g4.dtype)
     g6 = g4.reshape((N, G, COg) + tuple(out_spatial))
     with single_threaded_blas, kernel_launch:
+        xp = scratch("padded", (N, G, Cg, math.prod(padded)), g4.dtype)
+        gp = scratch("gradient", (N, G, COg, Q), g4.dtype)
         shifted_weight_grad(x6, g6, partial, tuple(kernel), tuple(dilation), tuple(pad),
                             padded, xp, gp, tasks, threads)
     # (G, taps, COg, Cg) -> (G, COg, Cg * taps) in the weight's (c, kd, kh, kw) order.

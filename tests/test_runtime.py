@@ -136,3 +136,21 @@ def test_ci_runs_the_readme_test_command():
     blocks = [b.split("```")[0].strip() for b in readme.split("```bash")[1:3]]
     assert blocks[0].endswith("python -m numbaconv demo")
     assert blocks[1] in ci.splitlines()
+
+
+def test_scratch_buffers_are_reused_and_capped():
+    from numbaconv import _workspace
+
+    _workspace.release()
+    a = _workspace.scratch("t", (4, 5), np.float32)
+    b = _workspace.scratch("t", (2, 3), np.float32)
+    assert a.shape == (4, 5) and b.shape == (2, 3) and b.flags.c_contiguous
+    assert np.shares_memory(a, b)  # the same kept buffer
+    c = _workspace.scratch("t", (10, 10), np.float32)  # grows
+    assert c.size == 100 and not np.shares_memory(a, c)
+    assert not np.shares_memory(c, _workspace.scratch("u", (10, 10), np.float32))
+    assert not np.shares_memory(c, _workspace.scratch("t", (10, 10), np.float64))
+    big = (_workspace.MAX_CACHED_BYTES // 4 + 1,)
+    assert not np.shares_memory(_workspace.scratch("t", big, np.float32),
+                                _workspace.scratch("t", big, np.float32))
+    _workspace.release()

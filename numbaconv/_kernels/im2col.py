@@ -125,16 +125,17 @@ def _task_columns(x, cols, g, p0, kernel, stride, dilation, pad, out_spatial, po
 
 @njit(parallel=True, **_JIT)
 def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, out_spatial,
-                   pointwise, max_pc, threads, width):
+                   pointwise, cols_bufs, width):
     """Forward im2col + GEMM over ``tasks`` rows ``(n, g, p0, p1, c0, c1)``, dealt
-    round-robin to the threads. Each thread builds a task's columns in its own buffer and multiplies
-    them (SciPy's BLAS, kept single-threaded by the caller) by the weight straight into
-    the output block, which it first fills with the bias (``beta = 1``)."""
-    threads = min(threads, tasks.shape[0])
+    round-robin to the threads. Each thread builds a task's columns in its own row of
+    ``cols_bufs`` ``(threads, K * max_positions)`` and multiplies them (SciPy's BLAS,
+    kept single-threaded by the caller) by the weight straight into the output block,
+    which it first fills with the bias (``beta = 1``)."""
+    threads = min(cols_bufs.shape[0], tasks.shape[0])
     K = w3.shape[2]
     P = out4.shape[3]
     for t in prange(threads):
-        cols_buf = np.empty(K * max_pc, dtype=out4.dtype)
+        cols_buf = cols_bufs[t]
         for i in range(t, tasks.shape[0], threads):
             n, g, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
             c0, c1 = tasks[i, 4], tasks[i, 5]
@@ -152,14 +153,14 @@ def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, ou
 
 @njit(parallel=True, **_JIT)
 def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, out_spatial,
-                       pointwise, max_pc, width):
+                       pointwise, cols_bufs, width):
     """Weight gradient: ``partial[t, g] += g4[n, g, :, p0:p1] @ columns.T`` for thread
     ``t``'s share of ``tasks``; the caller sums ``partial`` over threads."""
     threads = min(partial.shape[0], tasks.shape[0])
     K = partial.shape[3]
     P = g4.shape[3]
     for t in prange(threads):
-        cols_buf = np.empty(K * max_pc, dtype=partial.dtype)
+        cols_buf = cols_bufs[t]
         for i in range(t, tasks.shape[0], threads):
             n, g, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
             c0, c1 = tasks[i, 4], tasks[i, 5]
@@ -202,7 +203,7 @@ def _pad_plane(x6, xp, row, pad, padded):
 
 @njit(parallel=True, **_JIT)
 def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, tasks,
-                         chunk, threads):
+                         cbufs):
     """Unit-stride convolution as one GEMM per kernel tap, without columns.
 
     With the input zero-padded into ``xp`` ``(N, G, Cg, Dp*Hp*Wp)`` (just the extent the
@@ -210,9 +211,10 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     ow`` over the padded pitch, tap ``(kd, kh, kw)`` reads ``xp[n, g, :, q +
     offset(tap)]``: its "columns" are a shifted view of ``xp`` with leading dimension
     ``Dp*Hp*Wp``. So ``C[:, q] = sum_tap wt[g, tap] @ xp[n, g, :, q + offset(tap)]``,
-    accumulated by BLAS (``beta = 1``). ``tasks`` rows ``(n, g, q0, q1, c0, c1)`` (at most
-    ``chunk`` positions, so the accumulators stay in cache) are dealt to the threads;
-    each copies its valid positions (``oh < OH``, ``ow < OW``) out with the bias.
+    accumulated by BLAS (``beta = 1``) in each thread's row of ``cbufs``. ``tasks`` rows
+    ``(n, g, q0, q1, c0, c1)`` (at most a chunk of positions, so the accumulators stay
+    in cache) are dealt to the threads; each copies its valid positions (``oh < OH``,
+    ``ow < OW``) out with the bias.
     ``wt`` is ``(G, taps, COg, Cg)``; ``out`` ``(N, G, COg, OD, OH, OW)``.
     """
     N, G, Cg, D, H, W = x6.shape
@@ -224,9 +226,9 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     taps = KD * KH * KW
     for row in prange(N * G * Cg):
         _pad_plane(x6, xp, row, pad, padded)
-    threads = min(threads, tasks.shape[0])
+    threads = min(cbufs.shape[0], tasks.shape[0])
     for t in prange(threads):
-        cbuf = np.empty(COg * chunk, dtype=out.dtype)
+        cbuf = cbufs[t]
         for i in range(t, tasks.shape[0], threads):
             n, g, q0, q1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
             c0, c1 = tasks[i, 4], tasks[i, 5]
