@@ -18,7 +18,6 @@ thread pools starving each other (see :mod:`numbaconv._blas`).
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
@@ -218,7 +217,7 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     ``wt`` is ``(G, taps, COg, Cg)``; ``out`` ``(N, G, COg, OD, OH, OW)``.
     """
     N, G, Cg, D, H, W = x6.shape
-    COg, OH, OW = out.shape[2], out.shape[4], out.shape[5]
+    OH, OW = out.shape[4], out.shape[5]
     KD, KH, KW = kernel
     dd, dh, dw = dilation
     Dp, Hp, Wp = padded
