@@ -96,29 +96,6 @@ def fft_plans(kernel, stride, dilation, out_spatial):
     return tuple(plans)
 
 
-def fft_sizes(n, groups, cin_g, cout_g, kernel, stride, dilation, out_spatial):
-    """Element counts of the path's work: ``(fft_points, spectrum_elems, weight_elems)``.
-
-    ``fft_points`` is the number of real points transformed (input segments, kernels and
-    outputs), ``spectrum_elems`` the complex elements of one input spectrum (per sample
-    and channel), ``weight_elems`` those of one kernel spectrum.
-    """
-    plans = fft_plans(kernel, stride, dilation, out_spatial)
-    points = math.prod(p.length for p in plans)
-    blocks = math.prod(p.blocks for p in plans)
-    half = _half_points(plans)
-    return points, blocks * half, half
-
-
-def _half_points(plans):
-    lengths = [p.length for p in plans]
-    axes = [i for i, L in enumerate(lengths) if L > 1] or [2]
-    half = 1
-    for i, L in enumerate(lengths):
-        half *= L // 2 + 1 if i == axes[-1] else L
-    return half
-
-
 def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
     """Run the FFT path on normalised arrays, writing ``out``.
 

@@ -282,6 +282,22 @@ def _axpy_taps(acc, xp, offsets, weights, length, base, init):
         t += 1
 
 
+@njit(**_JIT)
+def plane_layout(OH, OW, KH, KW, stride, dilation):
+    """``(Hp, Wp, offsets)`` of the zero-padded plane the channel-wise kernels use: the
+    extent ``Hp x Wp`` the outputs read, and each tap's offset ``kh*dh*Wp + kw*dw`` in it
+    (``stride``, ``dilation``: ``(d, h, w)``)."""
+    sh, sw = stride[1], stride[2]
+    dh, dw = dilation[1], dilation[2]
+    Hp = (OH - 1) * sh + (KH - 1) * dh + 1
+    Wp = (OW - 1) * sw + (KW - 1) * dw + 1
+    offsets = np.empty(KH * KW, dtype=np.int64)
+    for kh in range(KH):
+        for kw in range(KW):
+            offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
+    return Hp, Wp, offsets
+
+
 @njit(parallel=True, **_JIT)
 def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
     """Convolution with one input channel per group (depthwise and its multiples).
@@ -293,28 +309,23 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
     row are computed and dropped), free of borders and short-row remainders. Jobs are
     dealt round-robin to ``threads`` threads, each with its own buffers.
     """
-    N, G, D, H, W = x.shape[0], x.shape[1], x.shape[3], x.shape[4], x.shape[5]
+    N, G, D = x.shape[0], x.shape[1], x.shape[3]
     COg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
     sh, sw = stride[1], stride[2]
-    dh, dw = dilation[1], dilation[2]
     ph, pw = pad[1], pad[2]
-    Hp = (OH - 1) * sh + (KH - 1) * dh + 1
-    Wp = (OW - 1) * sw + (KW - 1) * dw + 1
+    Hp, Wp, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
     unit = sh == 1 and sw == 1
     acc_pitch = Wp if unit else OW
-    offsets = np.empty(KH * KW, dtype=np.int64)
-    for kh in range(KH):
-        for kw in range(KW):
-            offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
     jobs = N * G * COg * OD
     threads = min(threads, jobs)
+    H, W = x.shape[4], x.shape[5]
     c_lo = max(0, pw)
     c_hi = min(Wp, pw + W)
     for t in prange(threads):
         # Buffers once per thread; the padded plane's border columns stay zero, so only
         # its rows are rewritten per plane.
-        xp = np.zeros(Hp * Wp + (KW - 1) * dw, dtype=x.dtype)
+        xp = np.zeros(Hp * Wp + (KW - 1) * dilation[2], dtype=x.dtype)
         acc = np.empty(OH * acc_pitch, dtype=x.dtype)
         for job in range(t, jobs, threads):
             od = job % OD
@@ -332,6 +343,7 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
                 i_d = od * stride[0] + kd * dilation[0] - pad[0]
                 if i_d < 0 or i_d >= D:
                     continue
+                # The padded plane's border columns are never written: they stay zero.
                 for r in range(Hp):
                     i_h = r - ph
                     if 0 <= i_h < H:

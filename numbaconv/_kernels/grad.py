@@ -4,8 +4,9 @@ output channels).
 With one input channel per group the weight gradient is tiny (``C_out x taps``) and the
 im2col GEMM degenerates into thousands of matrix-vector products. Here each thread owns
 whole output channels (no two threads write one value). As in the forward channel-wise
-kernel, each input plane is copied once into a zero-padded buffer with row pitch ``Wp``
-and the output gradient's rows are laid out at the same pitch (zeros past ``OW``): with
+kernel (and with its plane layout), each input plane is copied once into a zero-padded buffer
+with row pitch ``Wp``, and the output gradient's rows are laid out at the same pitch
+(zeros past ``OW``): with
 unit stride a tap's gradient is then a single dot product over the whole plane,
 ``dot(gp, xp[offset(tap):])``, free of borders and short rows.
 """
@@ -16,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
+from .direct import plane_layout
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
@@ -65,22 +67,16 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
     KD, KH, KW = gw.shape[2], gw.shape[3], gw.shape[4]
     sh, sw = stride[1], stride[2]
-    dh, dw = dilation[1], dilation[2]
     ph, pw = pad[1], pad[2]
-    Hp = (OH - 1) * sh + (KH - 1) * dh + 1
-    Wp = (OW - 1) * sw + (KW - 1) * dw + 1
+    Hp, Wp, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
     unit = sh == 1 and sw == 1
     taps = KH * KW
-    offsets = np.empty(taps, dtype=np.int64)
-    for kh in range(KH):
-        for kw in range(KW):
-            offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
     zero = np.zeros(1, dtype=x.dtype)[0]
     for job in prange(G * COg):
         gi = job // COg
         m = job % COg
         acc = np.zeros(KD * taps)  # float64 sums of float32 products
-        xp = np.zeros(Hp * Wp + (KW - 1) * dw, dtype=x.dtype)
+        xp = np.zeros(Hp * Wp + (KW - 1) * dilation[2], dtype=x.dtype)
         gp = np.zeros(OH * Wp, dtype=x.dtype)
         for n in range(N):
             for od in range(OD):

@@ -106,20 +106,24 @@ def build_columns(x, cols, rows, g0, p0, kernel, stride, dilation, pad, out_spat
                 od += 1
 
 
-@njit(**_JIT)
-def _task_columns(x, cols, g, p0, kernel, stride, dilation, pad, out_spatial, pointwise,
-                  width):
-    """Columns of group ``g`` for outputs ``p0 : p0 + cols.shape[1]`` into ``cols``
-    (``x`` split into stride phases as for :func:`build_columns`)."""
+@njit(inline="always", **_JIT)
+def _task_columns(x6, task, cols_buf, K, kernel, stride, dilation, pad, out_spatial,
+                  pointwise, width):
+    """Unpack a task row ``(n, g, p0, p1, c0, c1)`` and build its columns ``(K, p1 - p0)``
+    in ``cols_buf`` (``x6`` split into stride phases as for :func:`build_columns`);
+    returns ``(n, g, p0, p1, c0, c1, cols)``."""
+    n, g, p0, p1, c0, c1 = task[0], task[1], task[2], task[3], task[4], task[5]
+    pc = p1 - p0
+    cols = cols_buf[: K * pc].reshape(K, pc)
+    x = x6[n]
     if pointwise:
         plane = x[g].reshape(x.shape[1], -1)
-        pc = cols.shape[1]
-        for r in range(cols.shape[0]):
-            cols[r, :] = plane[r, p0: p0 + pc]
+        for r in range(K):
+            cols[r, :] = plane[r, p0: p1]
     else:
-        build_columns(x, cols.reshape(1, cols.shape[0], cols.shape[1]),
-                      (0, cols.shape[0]), g, p0, kernel, stride, dilation, pad, out_spatial,
-                      width)
+        build_columns(x, cols.reshape(1, K, pc), (0, K), g, p0, kernel, stride, dilation,
+                      pad, out_spatial, width)
+    return n, g, p0, p1, c0, c1, cols
 
 
 @njit(parallel=True, **_JIT)
@@ -136,12 +140,10 @@ def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, ou
     for t in prange(threads):
         cols_buf = cols_bufs[t]
         for i in range(t, tasks.shape[0], threads):
-            n, g, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
-            c0, c1 = tasks[i, 4], tasks[i, 5]
+            n, g, p0, p1, c0, c1, cols = _task_columns(
+                x6, tasks[i], cols_buf, K, kernel, stride, dilation, pad, out_spatial,
+                pointwise, width)
             pc = p1 - p0
-            cols = cols_buf[: K * pc].reshape(K, pc)
-            _task_columns(x6[n], cols, g, p0, kernel, stride, dilation, pad, out_spatial,
-                          pointwise, width)
             for co in range(c0, c1):
                 out4[n, g, co, p0:p1] = bias2[g, co]
             # Row-major out[c, pc] = w[c, K] @ cols[K, pc], as column-major
@@ -161,12 +163,10 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
     for t in prange(threads):
         cols_buf = cols_bufs[t]
         for i in range(t, tasks.shape[0], threads):
-            n, g, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
-            c0, c1 = tasks[i, 4], tasks[i, 5]
+            n, g, p0, p1, c0, c1, cols = _task_columns(
+                x6, tasks[i], cols_buf, K, kernel, stride, dilation, pad, out_spatial,
+                pointwise, width)
             pc = p1 - p0
-            cols = cols_buf[: K * pc].reshape(K, pc)
-            _task_columns(x6[n], cols, g, p0, kernel, stride, dilation, pad, out_spatial,
-                          pointwise, width)
             # Row-major partial[c, K] += grad[c, pc] @ cols[K, pc]^T, as column-major
             # partial^T = cols @ grad^T ('T' of cols' column-major view).
             gemm(84, 78, K, c1 - c0, pc, 1.0, cols, pc, g4[n, g, c0:, p0:], P, 1.0,
