@@ -45,14 +45,16 @@ def demo() -> None:
 
 
 # (name, input shape, weight shape, groups, method): one call per forward kernel. The
-# shifted-GEMM form needs 16 channels and 2048 output positions; 64 output channels on a
-# 5x5 output make the column form share its columns between channel blocks.
+# shifted-GEMM form needs 16 channels and 2048 output positions (a 3x3 kernel there takes
+# the Winograd form instead); 64 output channels on a 5x5 output make the column form
+# share its columns between channel blocks.
 _WARMUP_FORWARD = (
     ("dense", (1, 2, 5, 5), (4, 2, 3, 3), 1, "direct"),
     ("channel-wise", (1, 2, 5, 5), (2, 1, 3, 3), 2, "direct"),
     ("im2col columns", (1, 2, 5, 5), (4, 2, 3, 3), 1, "im2col"),
     ("im2col shared", (1, 16, 5, 5), (64, 16, 3, 3), 1, "im2col"),
-    ("im2col shifted", (1, 16, 48, 48), (16, 16, 3, 3), 1, "im2col"),
+    ("im2col shifted", (1, 16, 48, 48), (16, 16, 3, 2), 1, "im2col"),
+    ("im2col Winograd", (1, 16, 48, 48), (16, 16, 3, 3), 1, "im2col"),
 )
 # (name, input shape, weight shape, groups): one backward per weight-gradient kernel.
 _WARMUP_BACKWARD = (

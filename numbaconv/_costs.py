@@ -39,6 +39,8 @@ from ._im2col import (
     shifted_layout,
     shifted_positions,
 )
+from ._winograd import TASK_BYTES as WINOGRAD_TASK_BYTES
+from ._winograd import packed_elements, winograd_grid
 
 PACK_BYTES_PER_THREAD = 1 << 17
 L2_BYTES = 1 << 20
@@ -135,13 +137,41 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
     return Estimate(seconds, extra, f"dot products of length {dot}")
 
 
+def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
+    """Winograd F(2x2, 3x3): 16 GEMMs ``(COg, Cg) @ (Cg, tiles)`` per task and depth tap,
+    and the transforms (element operations, at the rate columns are written)."""
+    import numba
+
+    _, th, tw1 = grid
+    prec = _precision(itemsize)
+    phases = dilation[1] * dilation[2]
+    tiles = n * g * out[0] * phases * th * tw1
+    per_task = min(tiles, max(1, WINOGRAD_TASK_BYTES // (16 * (cg + cog) * itemsize)))
+    eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
+           * (per_task / (per_task + c.gemm_half_p)))
+    gemm = tiles * kernel[0] * 16 * cog * cg / (c.gemm_macs * prec * eff)
+    packed = packed_elements(n, g, cg, grid, dilation)
+    weights = g * kernel[0] * 16 * cog * cg
+    transforms = packed + weights + tiles * 16 * (kernel[0] * cg + cog)
+    seconds = c.call + transforms / (c.columns * prec) + gemm
+    buffers = numba.get_num_threads() * 16 * (cg + cog) * per_task
+    extra = (packed + weights + buffers) * itemsize
+    return Estimate(seconds, extra, f"Winograd F(2x2,3x3): {16 * kernel[0]} GEMMs "
+                                    f"{cog}x{cg}x{tiles} in tasks of {per_task} tiles")
+
+
 def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
-    """Column building plus one GEMM ``(COg, K) @ (K, pc)`` per task; or, in the shifted
-    form (unit stride), a padded copy plus one GEMM ``(COg, Cg) @ (Cg, chunk)`` per tap."""
+    """The GEMM path in the form it will take: Winograd for unit-stride 3x3 kernels;
+    the shifted form (other unit-stride kernels), a padded copy plus one GEMM ``(COg,
+    Cg) @ (Cg, chunk)`` per tap; else column building plus one GEMM ``(COg, K) @ (K,
+    pc)`` per task."""
     n, g, cg, cog, kernel, stride, dilation, pad, spatial, out = _dims(geom)
     k = cg * math.prod(kernel)
     p = math.prod(out)
     prec = _precision(itemsize)
+    grid = winograd_grid(n, g, cg, kernel, stride, dilation, out, itemsize)
+    if grid is not None:
+        return _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c)
     padded = shifted_layout(n, g, cg, kernel, stride, dilation, pad, spatial, out, itemsize)
     if padded is not None:
         q = shifted_positions(padded, out)

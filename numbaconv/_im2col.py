@@ -1,5 +1,10 @@
 """The im2col + GEMM path: receptive fields as matrix columns, the product by BLAS.
 
+Three forms share the path (``method="im2col"``), all of them GEMMs by BLAS: unit-stride
+3x3 kernels take Winograd F(2x2, 3x3) (:mod:`numbaconv._winograd`), other unit-stride
+kernels the shifted-GEMM form (no columns: one GEMM per tap on a padded copy), and the
+rest the column form described here.
+
 The work is cut into tasks of one sample, one group and a block of output positions,
 dealt to Numba's threads (:mod:`numbaconv._kernels.im2col`). Each task builds its
 columns in its thread's buffer and multiplies them, by a single-threaded BLAS GEMM, by
@@ -29,6 +34,7 @@ from ._kernels.im2col import (
     shifted_weight_grad,
 )
 from ._threads import kernel_launch
+from ._winograd import conv_winograd, winograd_grid
 from ._workspace import scratch
 
 # Bytes of columns per task at most (measured: smaller tasks make slower GEMMs).
@@ -162,13 +168,18 @@ def stride_phases(x6, sw):
 def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     """Run the im2col + GEMM path on normalised arrays, writing ``out``.
 
-    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. Unit-stride
-    convolutions with enough input channels take the shifted-GEMM form (no columns).
+    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. Unit-stride 3x3
+    convolutions with enough channels and tiles take the Winograd form
+    (:mod:`numbaconv._winograd`); other unit-stride convolutions with enough input
+    channels the shifted-GEMM form (no columns); the rest the column form.
     """
     register_blas()
     N, G, Cg = x6.shape[:3]
     kernel = tuple(w6.shape[3:])
     out_spatial = tuple(out.shape[3:])
+    grid = winograd_grid(N, G, Cg, kernel, stride, dilation, out_spatial, out.itemsize)
+    if grid is not None:
+        return conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), grid)
     padded = shifted_layout(N, G, Cg, kernel, stride, dilation, pad, x6.shape[3:],
                             out_spatial, out.itemsize)
     if padded is not None:

@@ -403,20 +403,23 @@ import numbaconv
 t1 = time.perf_counter()
 d, groups, method, stride = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 size = int(sys.argv[5].split(",")[d - 1])
+taps = int(sys.argv[6])
 x = np.ones((1, 16) + (size,) * d, np.float32)
-w = np.ones((16, 16 // groups) + (3,) * d, np.float32)
+w = np.ones((16, 16 // groups) + (taps,) * d, np.float32)
 numbaconv.conv(x, w, padding=1, stride=stride, groups=groups, method=method)
 print(t1 - t0, time.perf_counter() - t1)
 """
 
-# (label, groups, method, stride, input size for d = 1, 2, 3): every kernel the forward
-# paths compile (the shifted GEMM needs unit stride and 2048 output positions).
+# (label, groups, method, stride, input size for d = 1, 2, 3 ("-": not this d), kernel
+# taps per axis): every kernel the forward paths compile (the shifted GEMM needs unit
+# stride and 2048 output positions; Winograd a 3x3 kernel and 128 tiles).
 LATENCY_CASES = (
-    ("direct dense", 1, "direct", 1, "12,12,12"),
-    ("direct channel-wise", 16, "direct", 1, "12,12,12"),
-    ("im2col shifted GEMM", 1, "im2col", 1, "3000,48,14"),
-    ("im2col columns", 1, "im2col", 2, "12,12,12"),
-    ("fft", 1, "fft", 1, "12,12,12"),
+    ("direct dense", 1, "direct", 1, "12,12,12", 3),
+    ("direct channel-wise", 16, "direct", 1, "12,12,12", 3),
+    ("im2col shifted GEMM", 1, "im2col", 1, "3000,48,14", 4),
+    ("im2col Winograd", 1, "im2col", 1, "-,48,14", 3),
+    ("im2col columns", 1, "im2col", 2, "12,12,12", 3),
+    ("fft", 1, "fft", 1, "12,12,12", 3),
 )
 
 
@@ -424,8 +427,8 @@ def first_call_latency(cache_dir: str):
     """Import and first-call times of a fresh process, with a cold and then a warm cache.
 
     Each measurement runs in a new interpreter with ``NUMBA_CACHE_DIR=cache_dir`` (which
-    should start empty) on a 16-channel input with a 3-tap kernel per axis; returns rows
-    ``(kernel, d, cache, import_s, first_call_s)``.
+    should start empty) on a 16-channel input (kernel taps per ``LATENCY_CASES``);
+    returns rows ``(kernel, d, cache, import_s, first_call_s)``.
     """
     import os
     import subprocess
@@ -434,10 +437,12 @@ def first_call_latency(cache_dir: str):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     rows = []
     for cache in ("cold", "warm"):
-        for label, groups, method, stride, sizes in LATENCY_CASES:
+        for label, groups, method, stride, sizes, taps in LATENCY_CASES:
             for d in (2, 1, 3):
+                if sizes.split(",")[d - 1] == "-":
+                    continue
                 out = subprocess.run([sys.executable, "-c", _FIRST_CALL, str(d), str(groups),
-                                      method, str(stride), sizes],
+                                      method, str(stride), sizes, str(taps)],
                                      env=env, capture_output=True, text=True, check=True)
                 imp, first = map(float, out.stdout.split())
                 rows.append((label, d, cache, imp, first))

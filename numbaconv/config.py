@@ -18,8 +18,8 @@ MIN_JOBS_PER_THREAD
 IM2COL_BUDGET_BYTES
     The most memory the im2col path's buffers may take (default 256 MiB): the column
     buffers of all threads together (at most 8 MiB each), the shared columns of a small
-    output, or the padded input of the shifted-GEMM form, which falls back to columns
-    beyond it. Column matrices are built and multiplied in blocks of output positions
+    output, the padded input of the shifted-GEMM form, or the packed input of the
+    Winograd form; beyond it those forms give way to the column form. Column matrices are built and multiplied in blocks of output positions
     (or channels).
 FFT_BUDGET_BYTES
     The most memory the FFT path's spectra of one block of output channels may take

@@ -134,23 +134,29 @@ def test_inputs_are_not_modified(rng):
 
 
 @pytest.mark.parametrize("method", ["auto", "direct", "im2col"])
-@pytest.mark.parametrize("groups", [1, 4, 32])
-def test_nonfinite_stays_in_receptive_field(rng, groups, method):
-    # 32 channels of 48x48: im2col takes its shifted-GEMM form for groups=1 and builds
-    # columns otherwise; direct runs its dense and (groups=32) channel-wise kernels.
+@pytest.mark.parametrize("groups,kernel", [(1, (3, 3)), (1, (3, 4)), (4, (3, 3)),
+                                           (32, (3, 3))])
+def test_nonfinite_stays_in_receptive_field(rng, groups, kernel, method):
+    # 32 channels of 48x48: im2col takes its Winograd form for groups=1 with a 3x3
+    # kernel, its shifted-GEMM form with a 3x4 one, and builds columns otherwise; direct
+    # runs its dense and (groups=32) channel-wise kernels.
     x, w, b = make(rng, 2, n=1, c_in=32, c_out=32, groups=groups, spatial=(48, 48),
-                   kernel=(3, 3))
+                   kernel=kernel)
     x[0, 1, 5, 6] = np.nan
     x[0, 2, 2, 9] = np.inf
     x[0, 31, 47, 0] = -np.inf
+    x[0, 7, 46, 47] = np.inf  # in the last 2x2 tile
     y = numbaconv.conv2d(x, w, b, padding=1, groups=groups, method=method)
     bad = ~np.isfinite(x[0])
-    # Output (o, i, j) sees input channels of its group at rows i-1..i+1, cols j-1..j+1.
+    # Output (o, i, j) sees input channels of its group at rows i-1..i-1+kh-1, cols
+    # j-1..j-1+kw-1.
     field = np.zeros_like(y[0], dtype=bool)
     cg, og = 32 // groups, 32 // groups
+    kh, kw = kernel
     for c, i, j in zip(*np.nonzero(bad)):
         g = c // cg
-        field[g * og:(g + 1) * og, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2] = True
+        field[g * og:(g + 1) * og, max(i + 2 - kh, 0):i + 2,
+              max(j + 2 - kw, 0):j + 2] = True
     assert not np.isfinite(y[0][field]).any()
     assert np.isfinite(y[0][~field]).all()
 

@@ -8,7 +8,7 @@ import pytest
 import scipy.fft
 
 import numbaconv
-from numbaconv import _costs, _dispatch, _fft, _im2col, _tuning, config
+from numbaconv import _costs, _dispatch, _fft, _im2col, _tuning, _winograd, config
 from numbaconv._spec import conv_geometry
 from numbaconv.bench import SUITE, Case, format_table, run_suite
 from _reference import conv_reference
@@ -254,7 +254,7 @@ def test_single_threaded_blas_restores_the_thread_count():
                                            groups=2)),
     ((1, 16, 3000), (8, 16, 3), dict(dilation=40, padding=((3, 0),))),
     ((3, 16, 6, 20, 20), (20, 16, 3, 1, 2), dict(padding=1)),
-    ((1, 20, 50, 50), (37, 20, 3, 3), dict(padding=5)),  # pads beyond the kernel's reach
+    ((1, 20, 50, 50), (37, 20, 4, 3), dict(padding=5)),  # pads beyond the kernel's reach
 ])
 def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
     """Unit stride with enough channels and positions: one GEMM per tap on shifted views
@@ -273,6 +273,93 @@ def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
     ) is not None
     y = numbaconv.conv(x, w, b, **kw, method="im2col")
     assert_close(y, conv_reference(x, w, b, **kw), dtype)
+
+
+def _winograd_grid_of(xs, ws, kw, itemsize=4):
+    geom = conv_geometry(xs, ws, **{k: v for k, v in kw.items() if k != "padding_mode"})
+
+    def lift(values, fill):
+        return (fill,) * (3 - geom.d) + tuple(values)
+
+    return _winograd.winograd_grid(xs[0], geom.groups, ws[1], lift(geom.kernel, 1),
+                                   lift(geom.stride, 1), lift(geom.dilation, 1),
+                                   lift(geom.out_spatial, 1), itemsize)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ws,kw", [
+    ((1, 32, 30, 31), (24, 32, 3, 3), dict(padding=1)),  # odd width: a half last tile
+    ((2, 32, 17, 16), (16, 16, 3, 3), dict(padding=((2, 0), (1, 3)), groups=2)),
+    ((1, 16, 40, 37), (20, 16, 3, 3), dict(padding=3, dilation=(2, 3))),  # 2x3 phases
+    ((1, 24, 30, 30), (8, 24, 3, 3), dict(padding="same", dilation=4,
+                                          padding_mode="reflect")),
+    ((2, 16, 24, 22), (16, 16, 3, 3), dict()),  # no padding
+    ((2, 16, 5, 12, 13), (12, 16, 3, 3, 3), dict(padding=1)),
+    ((1, 16, 6, 14, 12), (12, 16, 2, 3, 3), dict(padding=(0, 1, 2), dilation=(3, 1, 1))),
+])
+def test_im2col_winograd_form(rng, xs, ws, kw, dtype):
+    """Unit-stride 3x3 kernels with enough channels and tiles: Winograd F(2x2, 3x3),
+    against the float64 reference, over odd sizes, padding, groups, dilation and 3D."""
+    assert _winograd_grid_of(xs, ws, kw, np.dtype(dtype).itemsize) is not None
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y = numbaconv.conv(x, w, b, **kw, method="im2col")
+    assert_close(y, conv_reference(x, w, b, **kw), dtype)
+    assert_close(numbaconv.conv(x, w, None, **kw, method="im2col"),
+                 conv_reference(x, w, None, **kw), dtype)
+
+
+def test_winograd_form_applies_where_it_pays(monkeypatch):
+    r50_3x3_56 = ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))
+    assert _winograd_grid_of(*r50_3x3_56) == (1, 28, 29)
+    assert "Winograd" in str(numbaconv.explain(*r50_3x3_56[:2], padding=1))
+    # 49 tiles of 256 channels (r50_3x3_14): the weight transform costs more than it saves
+    assert _winograd_grid_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)) is None
+    assert _winograd_grid_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1)) is None
+    assert _winograd_grid_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2)) is None
+    assert _winograd_grid_of((1, 64, 56, 56), (64, 64, 3, 5), dict()) is None
+    assert _winograd_grid_of((1, 64, 3000), (64, 64, 3), dict()) is None  # 1D
+    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)  # packed input: 1.5 MB
+    assert _winograd_grid_of(*r50_3x3_56) is None
+
+
+@pytest.mark.parametrize("out_spatial,dilation", [
+    ((1, 56, 56), (1, 1, 1)), ((1, 7, 9), (1, 1, 1)), ((1, 42, 37), (1, 2, 3)),
+    ((2, 5, 30), (1, 4, 7)), ((1, 3, 3), (1, 5, 5)),
+])
+def test_winograd_tiles_and_tasks_cover_every_output_once(out_spatial, dilation):
+    _, OH, OW = out_spatial
+    _, dh, dw = dilation
+    # Brute force: an output's tile is (phase, its index within the phase // 2).
+    tiles = {(i % dh, j % dw, i // dh // 2, j // dw // 2) for i in range(OH)
+             for j in range(OW)}
+    assert _winograd.tiles_per_plane(out_spatial, dilation) == len(tiles)
+    grid = _winograd.tile_grid(out_spatial, 3, dilation)
+    _, TH, TW1 = grid
+    assert max(t[2] for t in tiles) < TH and max(t[3] for t in tiles) < TW1 - 1
+    for threads in (1, 2, 3):
+        units, tasks = _winograd.plan_tasks(2, 3, out_spatial[0], dh * dw, grid, 16, 16,
+                                            4, threads)
+        assert len(tasks) % threads == 0
+        covered = {}
+        for u0, u1, count in tasks:
+            assert len({units[k, 1] for k in range(u0, u1)}) == 1  # one group
+            assert [units[k, 6] for k in range(u0, u1)] == list(
+                np.cumsum([0] + [units[k, 5] - units[k, 4] for k in range(u0, u1 - 1)]))
+            assert count == sum(units[k, 5] - units[k, 4] for k in range(u0, u1))
+        for n, g, od, phase, q0, q1, _ in units:
+            covered.setdefault((n, g, od, phase), []).extend(range(q0, q1))
+        assert len(covered) == 2 * 3 * out_spatial[0] * dh * dw
+        assert all(sorted(q) == list(range(TH * TW1)) for q in covered.values())
+
+
+def test_winograd_tile_pitch_avoids_cache_set_conflicts():
+    for itemsize in (4, 8):
+        for tiles in range(1, 3000):
+            pitch = _winograd.tile_pitch(tiles, itemsize)
+            assert tiles <= pitch < tiles + 128 // itemsize
+            assert pitch * itemsize % 128 == 64
 
 
 def test_next_fast_len_matches_scipy():

@@ -125,8 +125,8 @@ def test_cli_warmup_and_usage():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    # 8 kernels (5 forward, 3 weight-gradient) x 2 dtypes, each with its time
-    assert len(lines) == 16 and all(line.endswith(" s") for line in lines), lines
+    # 9 kernels (6 forward, 3 weight-gradient) x 2 dtypes, each with its time
+    assert len(lines) == 18 and all(line.endswith(" s") for line in lines), lines
     bad = subprocess.run([sys.executable, "-m", "numbaconv", "nonsense"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
