@@ -28,6 +28,7 @@ mostly 1.6 to 2.0.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -39,8 +40,9 @@ from ._im2col import (
     shifted_layout,
     shifted_positions,
 )
-from ._winograd import TASK_BYTES as WINOGRAD_TASK_BYTES
+from ._winograd import POINTS as WINOGRAD_POINTS
 from ._winograd import packed_elements, winograd_grid
+from ._winograd import task_tiles as winograd_task_tiles
 
 PACK_BYTES_PER_THREAD = 1 << 17
 L2_BYTES = 1 << 20
@@ -138,47 +140,45 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
 
 
 def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
-    """Winograd F(2x2, 3x3): 16 GEMMs ``(COg, Cg) @ (Cg, tiles)`` per task and depth tap,
-    and the transforms (element operations, at the rate columns are written)."""
+    """Winograd F(4x4, 3x3): 36 GEMMs ``(COg, Cg) @ (Cg, tiles)`` per task and depth
+    tap, and the transforms (element operations, at the rate columns are written)."""
     import numba
 
     _, th, tw1 = grid
     prec = _precision(itemsize)
     phases = dilation[1] * dilation[2]
     tiles = n * g * out[0] * phases * th * tw1
-    per_task = min(tiles, max(1, WINOGRAD_TASK_BYTES // (16 * (cg + cog) * itemsize)))
+    per_task = min(tiles, winograd_task_tiles(cg, cog, itemsize))
     eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
            * (per_task / (per_task + c.gemm_half_p)))
-    gemm = tiles * kernel[0] * 16 * cog * cg / (c.gemm_macs * prec * eff)
+    gemm = tiles * kernel[0] * WINOGRAD_POINTS * cog * cg / (c.gemm_macs * prec * eff)
     packed = packed_elements(n, g, cg, grid, dilation)
-    weights = g * kernel[0] * 16 * cog * cg
-    transforms = packed + weights + tiles * 16 * (kernel[0] * cg + cog)
+    weights = g * kernel[0] * WINOGRAD_POINTS * cog * cg
+    transforms = (packed + weights
+                  + tiles * WINOGRAD_POINTS * (kernel[0] * cg + cog))
     seconds = c.call + transforms / (c.columns * prec) + gemm
-    buffers = numba.get_num_threads() * 16 * (cg + cog) * per_task
+    buffers = numba.get_num_threads() * WINOGRAD_POINTS * (cg + cog) * per_task
     extra = (packed + weights + buffers) * itemsize
-    return Estimate(seconds, extra, f"Winograd F(2x2,3x3): {16 * kernel[0]} GEMMs "
-                                    f"{cog}x{cg}x{tiles} in tasks of {per_task} tiles")
+    return Estimate(seconds, extra, f"Winograd F(4x4,3x3): {WINOGRAD_POINTS * kernel[0]} "
+                                    f"GEMMs {cog}x{cg}x{tiles} in tasks of {per_task} tiles")
 
 
-def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
-    """The GEMM path in the form it will take: Winograd for unit-stride 3x3 kernels;
-    the shifted form (other unit-stride kernels), a padded copy plus one GEMM ``(COg,
-    Cg) @ (Cg, chunk)`` per tap; else column building plus one GEMM ``(COg, K) @ (K,
-    pc)`` per task."""
-    n, g, cg, cog, kernel, stride, dilation, pad, spatial, out = _dims(geom)
+def _estimate_gemm(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out, itemsize,
+                   c):
+    """The shifted form (unit stride), a padded copy plus one GEMM ``(COg, Cg) @ (Cg,
+    chunk)`` per tap; else column building plus one GEMM ``(COg, K) @ (K, pc)`` per
+    task."""
     k = cg * math.prod(kernel)
     p = math.prod(out)
     prec = _precision(itemsize)
-    grid = winograd_grid(n, g, cg, kernel, stride, dilation, out, itemsize)
-    if grid is not None:
-        return _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c)
     padded = shifted_layout(n, g, cg, kernel, stride, dilation, pad, spatial, out, itemsize)
     if padded is not None:
         q = shifted_positions(padded, out)
         copied = n * g * cg * math.prod(padded)
         eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
                * (SHIFTED_CHUNK / (SHIFTED_CHUNK + c.gemm_half_p)))
-        gemm = geom.macs * (q / p) / (c.gemm_macs * prec * eff)
+        macs = n * g * cog * cg * math.prod(kernel) * p
+        gemm = macs * (q / p) / (c.gemm_macs * prec * eff)
         seconds = c.call + copied / (c.columns * prec) + gemm
         extra = copied * itemsize
         return Estimate(seconds, extra, f"{math.prod(kernel)} shifted GEMMs {cog}x{cg}x{q}"
@@ -191,11 +191,34 @@ def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
     pc, _ = plan_tasks(n, g, k, cog, p, itemsize)
     eff = ((cog / (cog + c.gemm_half_m)) * (k / (k + c.gemm_half_k))
            * (pc / (pc + c.gemm_half_p)))
-    gemm = geom.macs / (c.gemm_macs * prec * eff)
+    gemm = n * g * cog * k * p / (c.gemm_macs * prec * eff)
     seconds = c.call + cols / (c.columns * prec) + gemm
     extra = 0 if pointwise else im2col_extra_bytes(n, g, k, cog, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
+
+
+@functools.lru_cache(maxsize=1024)
+def im2col_form(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out, itemsize,
+                constants):
+    """``(form, Estimate)`` of the GEMM path: ``"winograd"`` where the Winograd form
+    can take the convolution and is estimated faster, else ``"gemm"`` (the shifted or
+    the column form, whichever applies). Arguments as ``(d, h, w)`` tuples; cached,
+    since the runner asks on every call."""
+    other = _estimate_gemm(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out,
+                           itemsize, constants)
+    grid = winograd_grid(n, g, cg, kernel, stride, dilation, out, itemsize)
+    if grid is not None:
+        winograd = _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize,
+                                      constants)
+        if winograd.seconds < other.seconds:
+            return "winograd", winograd
+    return "gemm", other
+
+
+def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
+    """The GEMM path in the form it will take (see :func:`im2col_form`)."""
+    return im2col_form(*_dims(geom), itemsize, c)[1]
 
 
 def estimate_fft(geom, itemsize: int, c: MachineConstants) -> Estimate:

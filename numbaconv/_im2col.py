@@ -1,9 +1,9 @@
 """The im2col + GEMM path: receptive fields as matrix columns, the product by BLAS.
 
 Three forms share the path (``method="im2col"``), all of them GEMMs by BLAS: unit-stride
-3x3 kernels take Winograd F(2x2, 3x3) (:mod:`numbaconv._winograd`), other unit-stride
-kernels the shifted-GEMM form (no columns: one GEMM per tap on a padded copy), and the
-rest the column form described here.
+3x3 kernels take Winograd F(4x4, 3x3) where it pays (:mod:`numbaconv._winograd`), other
+unit-stride kernels the shifted-GEMM form (no columns: one GEMM per tap on a padded
+copy), and the rest the column form described here.
 
 The work is cut into tasks of one sample, one group and a block of output positions,
 dealt to Numba's threads (:mod:`numbaconv._kernels.im2col`). Each task builds its
@@ -165,21 +165,35 @@ def stride_phases(x6, sw):
     return np.ascontiguousarray(split.reshape(x6.shape[:5] + (wq, sw)).swapaxes(-1, -2))
 
 
+def _form(x6, w6, out, stride, dilation, pad) -> str:
+    """The cost model's form for these normalised arrays: "winograd" or "gemm"."""
+    from ._costs import im2col_form  # the cost model imports this module
+    from ._tuning import machine_constants
+
+    N, G, Cg = x6.shape[:3]
+    return im2col_form(N, G, Cg, w6.shape[1], tuple(w6.shape[3:]), tuple(stride),
+                       tuple(dilation), tuple(pad), tuple(x6.shape[3:]),
+                       tuple(out.shape[3:]), out.itemsize, machine_constants())[0]
+
+
 def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     """Run the im2col + GEMM path on normalised arrays, writing ``out``.
 
     Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. Unit-stride 3x3
-    convolutions with enough channels and tiles take the Winograd form
-    (:mod:`numbaconv._winograd`); other unit-stride convolutions with enough input
+    convolutions take the Winograd form (:mod:`numbaconv._winograd`) where the cost
+    model expects it to be faster, unless the data holds NaN or Inf; other unit-stride convolutions with enough input
     channels the shifted-GEMM form (no columns); the rest the column form.
     """
     register_blas()
     N, G, Cg = x6.shape[:3]
     kernel = tuple(w6.shape[3:])
     out_spatial = tuple(out.shape[3:])
-    grid = winograd_grid(N, G, Cg, kernel, stride, dilation, out_spatial, out.itemsize)
-    if grid is not None:
-        return conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), grid)
+    if _form(x6, w6, out, stride, dilation, pad) == "winograd":
+        grid = winograd_grid(N, G, Cg, kernel, stride, dilation, out_spatial, out.itemsize)
+        if conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), grid):
+            return out
+        # NaN or Inf in the data: the GEMM forms below keep them in their receptive
+        # fields, as the other paths do (the Winograd transforms would not).
     padded = shifted_layout(N, G, Cg, kernel, stride, dilation, pad, x6.shape[3:],
                             out_spatial, out.itemsize)
     if padded is not None:

@@ -275,32 +275,36 @@ def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
     assert_close(y, conv_reference(x, w, b, **kw), dtype)
 
 
-def _winograd_grid_of(xs, ws, kw, itemsize=4):
-    geom = conv_geometry(xs, ws, **{k: v for k, v in kw.items() if k != "padding_mode"})
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    """Forces the Winograd form wherever it can run; yields the list of its results."""
+    calls = []
+    real = _im2col.conv_winograd
 
-    def lift(values, fill):
-        return (fill,) * (3 - geom.d) + tuple(values)
+    def spy(*args):
+        calls.append(real(*args))
+        return calls[-1]
 
-    return _winograd.winograd_grid(xs[0], geom.groups, ws[1], lift(geom.kernel, 1),
-                                   lift(geom.stride, 1), lift(geom.dilation, 1),
-                                   lift(geom.out_spatial, 1), itemsize)
+    monkeypatch.setattr(_im2col, "_form", lambda *args: "winograd")
+    monkeypatch.setattr(_im2col, "conv_winograd", spy)
+    return calls
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("xs,ws,kw", [
-    ((1, 32, 30, 31), (24, 32, 3, 3), dict(padding=1)),  # odd width: a half last tile
+    ((1, 32, 30, 31), (24, 32, 3, 3), dict(padding=1)),  # partial last tiles
     ((2, 32, 17, 16), (16, 16, 3, 3), dict(padding=((2, 0), (1, 3)), groups=2)),
     ((1, 16, 40, 37), (20, 16, 3, 3), dict(padding=3, dilation=(2, 3))),  # 2x3 phases
     ((1, 24, 30, 30), (8, 24, 3, 3), dict(padding="same", dilation=4,
                                           padding_mode="reflect")),
     ((2, 16, 24, 22), (16, 16, 3, 3), dict()),  # no padding
+    ((1, 16, 5, 6), (16, 16, 3, 3), dict(padding=(0, 1))),  # one tile row
     ((2, 16, 5, 12, 13), (12, 16, 3, 3, 3), dict(padding=1)),
     ((1, 16, 6, 14, 12), (12, 16, 2, 3, 3), dict(padding=(0, 1, 2), dilation=(3, 1, 1))),
 ])
-def test_im2col_winograd_form(rng, xs, ws, kw, dtype):
-    """Unit-stride 3x3 kernels with enough channels and tiles: Winograd F(2x2, 3x3),
-    against the float64 reference, over odd sizes, padding, groups, dilation and 3D."""
-    assert _winograd_grid_of(xs, ws, kw, np.dtype(dtype).itemsize) is not None
+def test_im2col_winograd_form(rng, winograd_calls, xs, ws, kw, dtype):
+    """Winograd F(4x4, 3x3) on unit-stride 3x3 kernels against the float64 reference,
+    over partial tiles, padding, groups, dilation and 3D."""
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
@@ -308,20 +312,50 @@ def test_im2col_winograd_form(rng, xs, ws, kw, dtype):
     assert_close(y, conv_reference(x, w, b, **kw), dtype)
     assert_close(numbaconv.conv(x, w, None, **kw, method="im2col"),
                  conv_reference(x, w, None, **kw), dtype)
+    assert winograd_calls == [True, True]
 
 
-def test_winograd_form_applies_where_it_pays(monkeypatch):
-    r50_3x3_56 = ((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))
-    assert _winograd_grid_of(*r50_3x3_56) == (1, 28, 29)
-    assert "Winograd" in str(numbaconv.explain(*r50_3x3_56[:2], padding=1))
-    # 49 tiles of 256 channels (r50_3x3_14): the weight transform costs more than it saves
-    assert _winograd_grid_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1)) is None
-    assert _winograd_grid_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1)) is None
-    assert _winograd_grid_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2)) is None
-    assert _winograd_grid_of((1, 64, 56, 56), (64, 64, 3, 5), dict()) is None
-    assert _winograd_grid_of((1, 64, 3000), (64, 64, 3), dict()) is None  # 1D
-    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)  # packed input: 1.5 MB
-    assert _winograd_grid_of(*r50_3x3_56) is None
+def test_winograd_form_steps_aside_for_nonfinite_data(rng, winograd_calls):
+    x = rng.standard_normal((1, 16, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x[0, 3, 10, 10] = np.inf
+    y = numbaconv.conv2d(x, w, padding=1, method="im2col")
+    bad = np.zeros((20, 20), dtype=bool)
+    bad[9:12, 9:12] = True  # the outputs whose 3x3 field holds (10, 10)
+    np.testing.assert_array_equal(~np.isfinite(y[0]), np.broadcast_to(bad, y[0].shape))
+    x[0, 3, 10, 10] = 0
+    w[2, 5, 1, 1] = np.nan
+    y = numbaconv.conv2d(x, w, padding=1, method="im2col")
+    np.testing.assert_array_equal(~np.isfinite(y[0]), np.broadcast_to(
+        np.arange(16)[:, None, None] == 2, y[0].shape))
+    assert winograd_calls == [False, False]  # both went to the shifted GEMMs
+
+
+def _form_of(xs, ws, kw, dtype="float32"):
+    geom = conv_geometry(xs, ws, **kw)
+    return _costs.im2col_form(*_costs._dims(geom), np.dtype(dtype).itemsize,
+                              _tuning.machine_constants())
+
+
+def test_winograd_form_where_it_pays(monkeypatch):
+    """The cost model's choice between Winograd and the other GEMM forms."""
+    form, estimate = _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))
+    assert form == "winograd" and estimate.detail.startswith("Winograd F(4x4,3x3)")
+    assert "Winograd" in str(numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1))
+    assert _form_of((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))[0] == "winograd"
+    assert _form_of((1, 64, 16, 56, 56), (128, 64, 3, 3, 3), dict(padding=1))[0] \
+        == "winograd"
+    # Few tiles for many channels: the weight transform costs more than it saves.
+    assert _form_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))[0] == "gemm"
+    assert _form_of((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1))[0] == "gemm"
+    # Where it cannot run at all.
+    assert _form_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1))[0] == "gemm"
+    assert _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2))[0] == "gemm"
+    assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "gemm"
+    assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "gemm"
+    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)  # packed input: 1.4 MB
+    assert _winograd.winograd_grid(1, 1, 64, (1, 3, 3), (1, 1, 1), (1, 1, 1),
+                                   (1, 56, 56), 4) is None
 
 
 @pytest.mark.parametrize("out_spatial,dilation", [
@@ -331,8 +365,8 @@ def test_winograd_form_applies_where_it_pays(monkeypatch):
 def test_winograd_tiles_and_tasks_cover_every_output_once(out_spatial, dilation):
     _, OH, OW = out_spatial
     _, dh, dw = dilation
-    # Brute force: an output's tile is (phase, its index within the phase // 2).
-    tiles = {(i % dh, j % dw, i // dh // 2, j // dw // 2) for i in range(OH)
+    # Brute force: an output's tile is (phase, its index within the phase // 4).
+    tiles = {(i % dh, j % dw, i // dh // 4, j // dw // 4) for i in range(OH)
              for j in range(OW)}
     assert _winograd.tiles_per_plane(out_spatial, dilation) == len(tiles)
     grid = _winograd.tile_grid(out_spatial, 3, dilation)

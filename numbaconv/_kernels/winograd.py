@@ -1,11 +1,11 @@
-"""Winograd F(2x2, 3x3) kernels (Numba, parallel over tasks).
+"""Winograd F(4x4, 3x3) kernels (Numba, parallel over tasks).
 
-A 3x3 correlation over a 4x4 input tile ``d`` gives a 2x2 output tile ``Y = A^T [(G g
-G^T) * (B^T d B)] A`` (Lavin and Gray, 2016): 16 products per tile and channel pair
-instead of 36. Summed over input channels, each of the 16 products is a matrix product
-``M[xi] = U[xi] @ V[xi]`` of the transformed weight ``U[xi]`` ``(COg, Cg)`` and the
-transformed input tiles ``V[xi]`` ``(Cg, tiles)``, run by a single-threaded BLAS GEMM.
-The transforms only add, subtract and halve, so they round no worse than the direct sum.
+A 3x3 correlation over a 6x6 input tile ``d`` gives a 4x4 output tile ``Y = A^T [(G g
+G^T) * (B^T d B)] A`` (Lavin and Gray, 2016, with interpolation points 0, +-1, +-2 and
+infinity): 36 multiplications per tile and channel pair instead of 144. Summed over input
+channels, each of the 36 products is a matrix product ``M[xi] = U[xi] @ V[xi]`` of the
+transformed weight ``U[xi]`` ``(COg, Cg)`` and the transformed input tiles ``V[xi]``
+``(Cg, tiles)``, run by a single-threaded BLAS GEMM.
 
 With dilation ``(dh, dw)``, outputs whose row is ``rh`` modulo ``dh`` (and column ``rw``
 modulo ``dw``) read only inputs of that phase, so each phase is its own grid of tiles
@@ -14,7 +14,6 @@ whose points lie ``dh`` rows (``dw`` columns) apart.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
@@ -23,211 +22,268 @@ from .blas import gemm
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
 
+# Rows of G (6x3) in F(4x4, 3x3).
+_G = ((0.25, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+      (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+
+
 @njit(parallel=True, **_JIT)
-def transform_weights(w6, u):
-    """``u[g, kd, co, xi, c] = (G w6[g, co, c, kd] G^T)[xi]`` for a ``(G, COg, Cg, KD,
-    3, 3)`` weight, ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]``."""
+def transform_weights(w6, u, tbufs):
+    """``u[g, kd, co, 6*a + b, c] = (G w6[g, co, c, kd] G^T)[a, b]`` for a ``(G, COg, Cg,
+    KD, 3, 3)`` weight (``G`` in ``_G``). ``tbufs`` ``(threads, 27, Cg)``: each thread's
+    weight taps of one output channel, over the input channels, then ``G k``. Returns
+    whether every weight is finite (see ``winograd_forward``)."""
     G, COg, Cg, KD = w6.shape[:4]
-    for row in prange(G * KD * COg):
-        g = row // (KD * COg)
-        kd = (row // COg) % KD
-        co = row % COg
-        # Over c innermost: the 16 results are contiguous rows of u, Cg apart.
-        for c in range(Cg):
-            k = w6[g, co, c, kd]
-            for a in range(4):
-                # Row a of G k.
-                if a == 0:
-                    k0, k1, k2 = k[0, 0], k[0, 1], k[0, 2]
-                elif a == 3:
-                    k0, k1, k2 = k[2, 0], k[2, 1], k[2, 2]
-                else:
-                    sign = 1.0 if a == 1 else -1.0
-                    k0 = 0.5 * (k[0, 0] + sign * k[1, 0] + k[2, 0])
-                    k1 = 0.5 * (k[0, 1] + sign * k[1, 1] + k[2, 1])
-                    k2 = 0.5 * (k[0, 2] + sign * k[1, 2] + k[2, 2])
-                u[g, kd, co, 4 * a, c] = k0
-                u[g, kd, co, 4 * a + 1, c] = 0.5 * (k0 + k1 + k2)
-                u[g, kd, co, 4 * a + 2, c] = 0.5 * (k0 - k1 + k2)
-                u[g, kd, co, 4 * a + 3, c] = k2
+    threads = tbufs.shape[0]
+    nonfinite = 0.0
+    for th in prange(threads):
+        taps = tbufs[th, :9]
+        gk = tbufs[th, 9:]
+        for row in range(th, G * KD * COg, threads):
+            g = row // (KD * COg)
+            kd = (row // COg) % KD
+            co = row % COg
+            # Every step a loop over the input channels (vectorised).
+            for ij in range(9):
+                src = w6[g, co, :, kd, ij // 3, ij % 3]
+                dst = taps[ij]
+                for c in range(Cg):
+                    dst[c] = src[c]
+                    nonfinite += src[c] * 0  # NaN from a NaN or an Inf, else 0
+            for a in range(6):
+                for j in range(3):
+                    t0, t1, t2 = taps[j], taps[3 + j], taps[6 + j]
+                    dst = gk[3 * a + j]
+                    g0, g1, g2 = _G[a]
+                    for c in range(Cg):
+                        dst[c] = g0 * t0[c] + g1 * t1[c] + g2 * t2[c]
+            for a in range(6):
+                k0, k1, k2 = gk[3 * a], gk[3 * a + 1], gk[3 * a + 2]
+                for b in range(6):
+                    dst = u[g, kd, co, 6 * a + b]
+                    g0, g1, g2 = _G[b]
+                    for c in range(Cg):
+                        dst[c] = g0 * k0[c] + g1 * k1[c] + g2 * k2[c]
+    return nonfinite == 0
 
 
 @njit(**_JIT)
-def pack_row_combinations(x6, s, rows, row, pad, dilation, grid):
+def pack_row_combinations(x6, s, buf, row, pad, dilation, grid):
     """``B^T`` applied to the rows of every tile of input channel ``row`` (over
-    ``N*G*Cg``) of ``x6``, zero padding included, into ``s`` ``(N, G, Cg, Dp, dh*dw, 4,
-    2, TH*TW1 + 1)``.
+    ``N*G*Cg``) of ``x6``, zero padding included, into ``s`` ``(N, G, Cg, Dp, dh*dw, 6,
+    4, TH*TW1 + 1)``.
 
     For dilation phase ``(rh, rw)``, tile ``(tr, t)`` reads padded rows ``rh +
-    dh*(2*tr + a)`` and columns ``rw + dw*(2*t + b)`` (a, b = 0..3). Entry ``[z, phase,
-    k, p, tr*TW1 + t]`` holds row combination ``k`` of ``B^T`` (``d0 - d2``, ``d1 + d2``,
-    ``d2 - d1``, ``d1 - d3``) at the tile's column ``2*t + p``, so column ``b = p + 2*e``
-    of the tile is entry ``t + e``: a tile row of the transform reads four unit-stride
-    runs. ``grid = (Dp, TH, TW1)``; ``TW1`` is one more than the tiles in a row.
-    ``rows`` ``(2*TH + 2, 2, TW1)`` is this thread's buffer for one plane's padded rows,
-    split into even and odd tile columns.
+    dh*(4*tr + a)`` and columns ``rw + dw*(4*t + b)`` (a, b = 0..5). Entry ``[z, phase,
+    k, p, tr*TW1 + t]`` holds row combination ``k`` of ``B^T`` at the tile's column
+    ``4*t + p``, so column ``b = p + 4*e`` of the tile is entry ``t + e``: a tile row of
+    the transform reads unit-stride runs. ``grid = (Dp, TH, TW1)``; ``TW1`` is one more
+    than the tiles in a row.
+
+    ``buf`` is this thread's scratch: the plane's padded rows (``4*TH + 2`` of ``L =
+    4*TW1`` columns), then their combinations ``(6, TH*L)``. With ``q = tr*TW1 + t``,
+    column ``4*t + p`` of combination row ``tr`` is element ``4*q + p``: splitting the
+    columns into their four phases is one long stride-4 pass over the whole plane
+    (split row by row, the loops were too short to vectorise: 3x slower).
+
+    Returns 0 if the plane is finite, else NaN.
     """
     N, G, Cg, D, H, W = x6.shape
     pd, ph, pw = pad
     _, dh, dw = dilation
     Dp, TH, TW1 = grid
+    L = 4 * TW1
+    Q = TH * TW1
     c = row % Cg
     g = (row // Cg) % G
     n = row // (Cg * G)
+    padded = buf[: (4 * TH + 2) * L].reshape((4 * TH + 2, L))
+    combos = buf[(4 * TH + 2) * L: (4 * TH + 2) * L + 6 * TH * L].reshape((6, TH * L))
+    nonfinite = 0.0
     for z in range(Dp):
         i_d = z - pd
         for phase in range(dh * dw):
             rh = phase // dw
             rw = phase % dw
-            # Tile columns t whose point 2*t + p falls inside the input.
-            lo0 = min(TW1, max(0, -((rw - pw) // (2 * dw))))
-            hi0 = min(TW1, max(lo0, -((rw - pw - W) // (2 * dw))))
-            lo1 = min(TW1, max(0, -((rw + dw - pw) // (2 * dw))))
-            hi1 = min(TW1, max(lo1, -((rw + dw - pw - W) // (2 * dw))))
-            for r in range(2 * TH + 2):
+            # Columns j of a padded row read input column rw + dw*j - pw: inside the
+            # input for lo <= j < hi.
+            lo = min(L, max(0, -((rw - pw) // dw)))
+            hi = min(L, max(lo, -((rw - pw - W) // dw)))
+            for r in range(4 * TH + 2):
                 i_h = rh + dh * r - ph
-                even = rows[r, 0]
-                odd = rows[r, 1]
+                dst = padded[r]
                 if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
-                    even[:] = 0
-                    odd[:] = 0
+                    dst[:] = 0
                     continue
                 src = x6[n, g, c, i_d, i_h]
-                off0 = rw - pw
-                off1 = rw + dw - pw
-                even[:lo0] = 0
-                even[hi0:] = 0
-                odd[:lo1] = 0
-                odd[hi1:] = 0
+                dst[:lo] = 0
+                dst[hi:] = 0
                 if dw == 1:
-                    # Both phases from one pass over the row: LLVM vectorises the pair
-                    # of stride-2 loads with shuffles (3x faster than two passes).
-                    lo = max(lo0, lo1)
-                    hi = max(lo, min(hi0, hi1))
-                    pairs = src[2 * lo + off0: 2 * hi + off0]
-                    ev = even[lo: hi]
-                    od_ = odd[lo: hi]
-                    for t in range(hi - lo):
-                        ev[t] = pairs[2 * t]
-                        od_[t] = pairs[2 * t + 1]
-                    for t in range(lo0, lo):
-                        even[t] = src[2 * t + off0]
-                    for t in range(hi, hi0):
-                        even[t] = src[2 * t + off0]
-                    for t in range(lo1, lo):
-                        odd[t] = src[2 * t + off1]
-                    for t in range(hi, hi1):
-                        odd[t] = src[2 * t + off1]
+                    seg = dst[lo: hi]
+                    run = src[lo + rw - pw: hi + rw - pw]
+                    for j in range(hi - lo):
+                        seg[j] = run[j]
+                        nonfinite += run[j] * 0
                 else:
-                    for t in range(lo0, hi0):
-                        even[t] = src[2 * dw * t + off0]
-                    for t in range(lo1, hi1):
-                        odd[t] = src[2 * dw * t + off1]
-            dst = s[n, g, c, z, phase]
+                    for j in range(lo, hi):
+                        dst[j] = src[rw + dw * j - pw]
+                        nonfinite += dst[j] * 0
             for tr in range(TH):
-                q = tr * TW1
-                for p in range(2):
-                    d0 = rows[2 * tr, p]
-                    d1 = rows[2 * tr + 1, p]
-                    d2 = rows[2 * tr + 2, p]
-                    d3 = rows[2 * tr + 3, p]
-                    s0 = dst[0, p, q: q + TW1]
-                    s1 = dst[1, p, q: q + TW1]
-                    s2 = dst[2, p, q: q + TW1]
-                    s3 = dst[3, p, q: q + TW1]
-                    for t in range(TW1):
-                        s0[t] = d0[t] - d2[t]
-                        s1[t] = d1[t] + d2[t]
-                        s2[t] = d2[t] - d1[t]
-                        s3[t] = d1[t] - d3[t]
+                d0 = padded[4 * tr]
+                d1 = padded[4 * tr + 1]
+                d2 = padded[4 * tr + 2]
+                d3 = padded[4 * tr + 3]
+                d4 = padded[4 * tr + 4]
+                d5 = padded[4 * tr + 5]
+                s0 = combos[0, tr * L: (tr + 1) * L]
+                s1 = combos[1, tr * L: (tr + 1) * L]
+                s2 = combos[2, tr * L: (tr + 1) * L]
+                s3 = combos[3, tr * L: (tr + 1) * L]
+                s4 = combos[4, tr * L: (tr + 1) * L]
+                s5 = combos[5, tr * L: (tr + 1) * L]
+                for j in range(L):
+                    s0[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
+                    s1[j] = d3[j] + d4[j] - 4 * (d1[j] + d2[j])
+                    s2[j] = 4 * (d1[j] - d2[j]) + d4[j] - d3[j]
+                    s3[j] = 2 * (d3[j] - d1[j]) + d4[j] - d2[j]
+                    s4[j] = 2 * (d1[j] - d3[j]) + d4[j] - d2[j]
+                    s5[j] = 4 * d1[j] - 5 * d3[j] + d5[j]
+            dst = s[n, g, c, z, phase]
+            for k in range(6):
+                src_k = combos[k]
+                p0 = dst[k, 0, :Q]
+                p1 = dst[k, 1, :Q]
+                p2 = dst[k, 2, :Q]
+                p3 = dst[k, 3, :Q]
+                for q in range(Q):
+                    p0[q] = src_k[4 * q]
+                    p1[q] = src_k[4 * q + 1]
+                    p2[q] = src_k[4 * q + 2]
+                    p3[q] = src_k[4 * q + 3]
             # The one entry past the last tile row, read by its unused last tile.
-            dst[:, :, TH * TW1] = 0
+            dst[:, :, Q] = 0
+    return nonfinite
 
 
 @njit(inline="always", **_JIT)
 def _input_tiles(combos, q0, nq, v, c, j0):
     """``v[c, :, j0 + j] = B^T d B`` for tiles ``q0 + j`` (``j < nq``) of one plane's
-    row combinations ``combos`` ``(4, 2, TH*TW1 + 1)`` (see ``pack_row_combinations``)."""
+    row combinations ``combos`` ``(6, 4, TH*TW1 + 1)`` (see ``pack_row_combinations``)."""
     out = v[c]
-    for k in range(4):
-        # Tile columns 0, 2 are the even entries t, t + 1; columns 1, 3 the odd ones.
+    for k in range(6):
+        # Tile columns 0-3 are entries t of the four phases, columns 4-5 entries t + 1.
         e0 = combos[k, 0, q0: q0 + nq]
-        o0 = combos[k, 1, q0: q0 + nq]
-        e1 = combos[k, 0, q0 + 1: q0 + 1 + nq]
-        o1 = combos[k, 1, q0 + 1: q0 + 1 + nq]
-        v0 = out[4 * k, j0: j0 + nq]
-        v1 = out[4 * k + 1, j0: j0 + nq]
-        v2 = out[4 * k + 2, j0: j0 + nq]
-        v3 = out[4 * k + 3, j0: j0 + nq]
-        # Written as four short loops rather than one: with 16 stores and 8 loads in
-        # one loop LLVM gave up vectorising (too many runtime alias checks).
+        e1 = combos[k, 1, q0: q0 + nq]
+        e2 = combos[k, 2, q0: q0 + nq]
+        e3 = combos[k, 3, q0: q0 + nq]
+        e4 = combos[k, 0, q0 + 1: q0 + 1 + nq]
+        e5 = combos[k, 1, q0 + 1: q0 + 1 + nq]
+        v0 = out[6 * k, j0: j0 + nq]
+        v1 = out[6 * k + 1, j0: j0 + nq]
+        v2 = out[6 * k + 2, j0: j0 + nq]
+        v3 = out[6 * k + 3, j0: j0 + nq]
+        v4 = out[6 * k + 4, j0: j0 + nq]
+        v5 = out[6 * k + 5, j0: j0 + nq]
+        # One loop per row: with all 36 stores in one loop LLVM gave up vectorising
+        # (too many runtime alias checks).
         for j in range(nq):
-            v0[j] = e0[j] - e1[j]
-            v1[j] = o0[j] + e1[j]
-            v2[j] = e1[j] - o0[j]
-            v3[j] = o0[j] - o1[j]
+            v0[j] = 4 * e0[j] - 5 * e2[j] + e4[j]
+            v1[j] = e3[j] + e4[j] - 4 * (e1[j] + e2[j])
+            v2[j] = 4 * (e1[j] - e2[j]) + e4[j] - e3[j]
+            v3[j] = 2 * (e3[j] - e1[j]) + e4[j] - e2[j]
+            v4[j] = 2 * (e1[j] - e3[j]) + e4[j] - e2[j]
+            v5[j] = 4 * e1[j] - 5 * e3[j] + e5[j]
 
 
 @njit(inline="always", **_JIT)
-def _output_tiles(mc, j0, nq, b, y):
-    """``y[r*2 + s, j] = (A^T M A)[r, s] + b`` for the products ``mc`` ``(16, pitch)`` of
-    one output channel at columns ``j0 + j`` (``j < nq``)."""
-    m0, m1, m2, m3 = mc[0, j0:j0 + nq], mc[1, j0:j0 + nq], mc[2, j0:j0 + nq], mc[3, j0:j0 + nq]
-    m4, m5, m6, m7 = mc[4, j0:j0 + nq], mc[5, j0:j0 + nq], mc[6, j0:j0 + nq], mc[7, j0:j0 + nq]
-    m8, m9, m10, m11 = (mc[8, j0:j0 + nq], mc[9, j0:j0 + nq], mc[10, j0:j0 + nq],
-                        mc[11, j0:j0 + nq])
-    m12, m13, m14, m15 = (mc[12, j0:j0 + nq], mc[13, j0:j0 + nq], mc[14, j0:j0 + nq],
-                          mc[15, j0:j0 + nq])
-    y0, y1, y2, y3 = y[0, :nq], y[1, :nq], y[2, :nq], y[3, :nq]
-    for j in range(nq):
-        # A^T M: rows 0 + 1 + 2 and 1 - 2 - 3; then the same on the columns.
-        z00 = m0[j] + m4[j] + m8[j]
-        z01 = m1[j] + m5[j] + m9[j]
-        z02 = m2[j] + m6[j] + m10[j]
-        z03 = m3[j] + m7[j] + m11[j]
-        z10 = m4[j] - m8[j] - m12[j]
-        z11 = m5[j] - m9[j] - m13[j]
-        z12 = m6[j] - m10[j] - m14[j]
-        z13 = m7[j] - m11[j] - m15[j]
-        y0[j] = z00 + z01 + z02 + b
-        y1[j] = z01 - z02 - z03 + b
-        y2[j] = z10 + z11 + z12 + b
-        y3[j] = z11 - z12 - z13 + b
+def _output_tiles(mc, j0, nq, b, z, y):
+    """``y[4*r + s, j] = (A^T M A)[r, s] + b`` for the products ``mc`` ``(36, pitch)`` of
+    one output channel at columns ``j0 + j`` (``j < nq``); ``z`` ``(24, pitch)`` holds
+    ``A^T M`` in between."""
+    for col in range(6):
+        # A^T M, one column at a time.
+        m0 = mc[col, j0: j0 + nq]
+        m1 = mc[6 + col, j0: j0 + nq]
+        m2 = mc[12 + col, j0: j0 + nq]
+        m3 = mc[18 + col, j0: j0 + nq]
+        m4 = mc[24 + col, j0: j0 + nq]
+        m5 = mc[30 + col, j0: j0 + nq]
+        z0 = z[col, :nq]
+        z1 = z[6 + col, :nq]
+        z2 = z[12 + col, :nq]
+        z3 = z[18 + col, :nq]
+        for j in range(nq):
+            z0[j] = m0[j] + m1[j] + m2[j] + m3[j] + m4[j]
+            z1[j] = m1[j] - m2[j] + 2 * (m3[j] - m4[j])
+            z2[j] = m1[j] + m2[j] + 4 * (m3[j] + m4[j])
+            z3[j] = m1[j] - m2[j] + 8 * (m3[j] - m4[j]) + m5[j]
+    for r in range(4):
+        # (A^T M) A, one output row at a time, plus the bias.
+        a0 = z[6 * r, :nq]
+        a1 = z[6 * r + 1, :nq]
+        a2 = z[6 * r + 2, :nq]
+        a3 = z[6 * r + 3, :nq]
+        a4 = z[6 * r + 4, :nq]
+        a5 = z[6 * r + 5, :nq]
+        y0 = y[4 * r, :nq]
+        y1 = y[4 * r + 1, :nq]
+        y2 = y[4 * r + 2, :nq]
+        y3 = y[4 * r + 3, :nq]
+        for j in range(nq):
+            y0[j] = a0[j] + a1[j] + a2[j] + a3[j] + a4[j] + b
+            y1[j] = a1[j] - a2[j] + 2 * (a3[j] - a4[j]) + b
+            y2[j] = a1[j] + a2[j] + 4 * (a3[j] + a4[j]) + b
+            y3[j] = a1[j] - a2[j] + 8 * (a3[j] - a4[j]) + a5[j] + b
 
 
 @njit(inline="always", **_JIT)
-def _scatter_row(orow, col0, dw, y_even, y_odd, full, last_odd):
-    """``orow[col0 + 2*dw*t] = y_even[t]`` and ``orow[col0 + 2*dw*t + dw] = y_odd[t]``
-    for the ``full`` whole tiles, then ``y_even`` of one more tile when ``last_odd``."""
+def _scatter_row(orow, col0, dw, y, r, j, full, rem):
+    """Row ``r`` of output tiles ``j, j + 1, ...`` (``y[4*r + s, j + t]``) into
+    ``orow[col0 + dw*(4*t + s)]``: ``full`` whole tiles, then ``rem`` columns of one
+    more."""
+    y0 = y[4 * r, j:]
+    y1 = y[4 * r + 1, j:]
+    y2 = y[4 * r + 2, j:]
+    y3 = y[4 * r + 3, j:]
     if dw == 1:
-        # Unit stride: LLVM interleaves the two columns into vector stores.
-        dst = orow[col0: col0 + 2 * full]
+        # Unit stride: LLVM interleaves the four columns into vector stores.
+        dst = orow[col0: col0 + 4 * full]
         for t in range(full):
-            dst[2 * t] = y_even[t]
-            dst[2 * t + 1] = y_odd[t]
+            dst[4 * t] = y0[t]
+            dst[4 * t + 1] = y1[t]
+            dst[4 * t + 2] = y2[t]
+            dst[4 * t + 3] = y3[t]
     else:
         for t in range(full):
-            orow[col0 + 2 * dw * t] = y_even[t]
-            orow[col0 + 2 * dw * t + dw] = y_odd[t]
-    if last_odd:
-        orow[col0 + 2 * dw * full] = y_even[full]
+            x = col0 + 4 * dw * t
+            orow[x] = y0[t]
+            orow[x + dw] = y1[t]
+            orow[x + 2 * dw] = y2[t]
+            orow[x + 3 * dw] = y3[t]
+    x = col0 + 4 * dw * full
+    for s in range(rem):
+        orow[x + dw * s] = y[4 * r + s, j + full]
 
 
 @njit(parallel=True, **_JIT)
 def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vbufs,
                      mbufs, ybufs, rbufs, pitch):
-    """Unit-stride convolution with a ``(KD, 3, 3)`` kernel by Winograd F(2x2, 3x3).
+    """Unit-stride convolution with a ``(KD, 3, 3)`` kernel by Winograd F(4x4, 3x3).
 
     ``x6`` ``(N, G, Cg, D, H, W)`` is packed into ``s`` (see ``pack_row_combinations``;
-    ``grid = (Dp, TH, TW1)``). ``u`` ``(G, KD, COg, 16, Cg)`` is the transformed weight.
+    ``grid = (Dp, TH, TW1)``). ``u`` ``(G, KD, COg, 36, Cg)`` is the transformed weight.
     ``units`` rows ``(n, g, od, phase, q0, q1, j0)`` are runs of tiles ``q0 <= q < q1``
     (``q = tr*TW1 + t``, the last in each row unused) of dilation phase ``phase`` of
     output plane ``od``, at columns ``j0 + q - q0`` of their task's buffers. ``tasks``
     rows ``(u0, u1, tiles)`` are runs of units in one group dealt to threads, each with
-    its own ``vbufs`` ``(Cg, 16, pitch)``, ``mbufs`` ``(COg, 16, pitch)`` and ``ybufs``
-    ``(4, pitch)`` (flat per thread). Each task transforms its input tiles, multiplies
-    them by ``u`` (one GEMM per transform point and depth tap) and transforms the
-    products back into ``out``.
+    its own ``vbufs`` ``(Cg, 36, pitch)``, ``mbufs`` ``(COg, 36, pitch)``, ``ybufs``
+    ``(40, pitch)`` and ``rbufs`` (flat per thread). Each task transforms its input
+    tiles, multiplies them by ``u`` (one GEMM per transform point and depth tap) and
+    transforms the products back into ``out``.
+
+    Returns False, with ``out`` untouched, if the input holds a NaN or an Inf: the
+    transforms mix all 36 points of a tile (an Inf times a zero coefficient is NaN), so
+    a non-finite input would reach outputs of its tile outside its receptive field.
     """
     N, G, Cg = x6.shape[:3]
     KD = u.shape[1]
@@ -236,16 +292,19 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vb
     dd, dh, dw = dilation
     TW1 = grid[2]
     packers = min(rbufs.shape[0], N * G * Cg)
+    nonfinite = 0.0
     for th in prange(packers):
         for row in range(th, N * G * Cg, packers):
-            pack_row_combinations(x6, s, rbufs[th], row, pad, dilation, grid)
+            nonfinite += pack_row_combinations(x6, s, rbufs[th], row, pad, dilation, grid)
+    if nonfinite != 0:
+        return False
     threads = min(vbufs.shape[0], tasks.shape[0])
     for th in prange(threads):
         for i in range(th, tasks.shape[0], threads):
             u0, u1, nt = tasks[i, 0], tasks[i, 1], tasks[i, 2]
-            v = vbufs[th, : Cg * 16 * pitch].reshape((Cg, 16, pitch))
-            m = mbufs[th, : COg * 16 * pitch].reshape((COg, 16, pitch))
-            y = ybufs[th].reshape((4, pitch))
+            v = vbufs[th, : Cg * 36 * pitch].reshape((Cg, 36, pitch))
+            m = mbufs[th, : COg * 36 * pitch].reshape((COg, 36, pitch))
+            zy = ybufs[th].reshape((40, pitch))
             g0 = units[u0, 1]  # every unit of a task is in one group
             for kd in range(KD):
                 for k in range(u0, u1):
@@ -253,37 +312,40 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vb
                     q0, q1, j0 = units[k, 4], units[k, 5], units[k, 6]
                     for c in range(Cg):
                         _input_tiles(s[n, g, c, od + kd * dd, phase], q0, q1 - q0, v, c, j0)
-                for xi in range(16):
+                for xi in range(36):
                     # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
-                    # column-major M^T = V^T @ U^T; rows 16*pitch (16*Cg) apart.
-                    gemm(78, 78, nt, COg, Cg, 1.0, v[0, xi], 16 * pitch, u[g0, kd, 0, xi],
-                         16 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 16 * pitch)
+                    # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
+                    gemm(78, 78, nt, COg, Cg, 1.0, v[0, xi], 36 * pitch, u[g0, kd, 0, xi],
+                         36 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 36 * pitch)
             for k in range(u0, u1):
                 n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
                 q0, q1, j0 = units[k, 4], units[k, 5], units[k, 6]
                 rh = phase // dw
                 rw = phase % dw
-                # Tiles per row of this phase, and whether its last one has one column.
-                tiles = (OW - rw + 2 * dw - 1) // (2 * dw)
-                full = max(0, (OW - rw + dw - 1) // (2 * dw))
+                # Outputs of this phase per row and column.
+                nh = (OH - rh + dh - 1) // dh
+                nw = (OW - rw + dw - 1) // dw
+                tiles = (nw + 3) // 4
                 for co in range(COg):
-                    _output_tiles(m[co], j0, q1 - q0, bias2[g, co], y)
+                    _output_tiles(m[co], j0, q1 - q0, bias2[g, co], zy[:24], zy[24:])
                     q = q0
                     while q < q1:
                         tr = q // TW1
                         t0 = q % TW1
                         run = min(TW1 - t0, q1 - q)
-                        orow = rh + 2 * dh * tr
-                        if t0 < tiles and orow < OH:
+                        if t0 < tiles and 4 * tr < nh:
                             t1 = min(t0 + run, tiles)
-                            nfull = max(0, min(t1, full) - t0)
-                            last_odd = t1 > full
-                            j = q - q0
-                            col0 = rw + 2 * dw * t0
+                            # Whole tiles, then the columns of a last partial one.
+                            full = min(t1, nw // 4) - t0
+                            rem = nw % 4 if t1 > nw // 4 else 0
+                            if full < 0:
+                                full = 0
+                            col0 = rw + 4 * dw * t0
                             plane = out[n, g, co, od]
-                            # One call site: Numba's IR inlining of this helper at two
-                            # sites miscompiled (wrong last columns).
-                            for r in range(2 if orow + dh < OH else 1):
-                                _scatter_row(plane[orow + r * dh], col0, dw, y[2 * r, j:],
-                                             y[2 * r + 1, j:], nfull, last_odd)
+                            # One call site: Numba's IR inlining of a helper at two sites
+                            # miscompiled (wrong last columns).
+                            for r in range(min(4, nh - 4 * tr)):
+                                _scatter_row(plane[rh + dh * (4 * tr + r)], col0, dw,
+                                             zy[24:], r, q - q0, full, rem)
                         q += run
+    return True
