@@ -6,6 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import scipy.fft
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import numbaconv
 from numbaconv import _costs, _dispatch, _fft, _im2col, _tuning, _winograd, config
@@ -313,6 +315,46 @@ def test_im2col_winograd_form(rng, winograd_calls, xs, ws, kw, dtype):
     assert_close(numbaconv.conv(x, w, None, **kw, method="im2col"),
                  conv_reference(x, w, None, **kw), dtype)
     assert winograd_calls == [True, True]
+
+
+@st.composite
+def winograd_configurations(draw):
+    d = draw(st.integers(2, 3))
+    groups = draw(st.integers(1, 2))
+    kernel = ((draw(st.integers(1, 3)),) if d == 3 else ()) + (3, 3)
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(d))
+    pads = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(d))
+    span = [dil * (k - 1) + 1 for k, dil in zip(kernel, dilation)]
+    spatial = tuple(draw(st.integers(max(1, s - lo - hi), 14))
+                    for s, (lo, hi) in zip(span, pads))
+    mode = "zeros" if any(max(p) > s for p, s in zip(pads, spatial)) else draw(
+        st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+    if mode == "reflect" and any(max(p) >= s for p, s in zip(pads, spatial)):
+        mode = "zeros"
+    return dict(groups=groups, kernel=kernel, dilation=dilation, padding=pads,
+                spatial=spatial, mode=mode, n=draw(st.integers(1, 2)),
+                c_out=groups * draw(st.integers(1, 5)), bias=draw(st.booleans()),
+                dtype=draw(st.sampled_from([np.float32, np.float64])))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=winograd_configurations(), seed=st.integers(0, 2**31))
+def test_winograd_form_on_random_configurations(cfg, seed):
+    rng = np.random.default_rng(seed)
+    c_in = 16 * cfg["groups"]
+    x = rng.standard_normal((cfg["n"], c_in) + cfg["spatial"]).astype(cfg["dtype"])
+    w = rng.standard_normal((cfg["c_out"], 16) + cfg["kernel"]).astype(cfg["dtype"])
+    b = rng.standard_normal(cfg["c_out"]).astype(cfg["dtype"]) if cfg["bias"] else None
+    kw = dict(padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"],
+              padding_mode=cfg["mode"])
+    calls = []
+    real = _im2col.conv_winograd
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_im2col, "_form", lambda *args: "winograd")
+        patch.setattr(_im2col, "conv_winograd", lambda *a: calls.append(real(*a)) or calls[-1])
+        y = numbaconv.conv(x, w, b, method="im2col", **kw)
+    assert calls == [True]
+    assert_close(y, conv_reference(x, w, b, **kw), cfg["dtype"])
 
 
 def test_winograd_form_steps_aside_for_nonfinite_data(rng, winograd_calls):
