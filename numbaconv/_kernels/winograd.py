@@ -197,7 +197,7 @@ def _input_tiles(combos, q0, nq, v, c, j0):
 
 @njit(inline="always", **_JIT)
 def _output_tiles(mc, j0, nq, b, z, y):
-    """``y[4*r + s, j] = (A^T M A)[r, s] + b`` for the products ``mc`` ``(36, pitch)`` of
+    """``y[r, 4*j + s] = (A^T M A)[r, s] + b`` for the products ``mc`` ``(36, pitch)`` of
     one output channel at columns ``j0 + j`` (``j < nq``); ``z`` ``(24, pitch)`` holds
     ``A^T M`` in between."""
     for col in range(6):
@@ -225,44 +225,27 @@ def _output_tiles(mc, j0, nq, b, z, y):
         a3 = z[6 * r + 3, :nq]
         a4 = z[6 * r + 4, :nq]
         a5 = z[6 * r + 5, :nq]
-        y0 = y[4 * r, :nq]
-        y1 = y[4 * r + 1, :nq]
-        y2 = y[4 * r + 2, :nq]
-        y3 = y[4 * r + 3, :nq]
+        # Written interleaved, y[r, 4*j + s]: each output row of a tile row is then one
+        # contiguous run (scattered to stride 4 one tile row at a time, the stores ran
+        # scalar: a tile row is shorter than a vector loop).
+        yr = y[r, : 4 * nq]
         for j in range(nq):
-            y0[j] = a0[j] + a1[j] + a2[j] + a3[j] + a4[j] + b
-            y1[j] = a1[j] - a2[j] + 2 * (a3[j] - a4[j]) + b
-            y2[j] = a1[j] + a2[j] + 4 * (a3[j] + a4[j]) + b
-            y3[j] = a1[j] - a2[j] + 8 * (a3[j] - a4[j]) + a5[j] + b
+            yr[4 * j] = a0[j] + a1[j] + a2[j] + a3[j] + a4[j] + b
+            yr[4 * j + 1] = a1[j] - a2[j] + 2 * (a3[j] - a4[j]) + b
+            yr[4 * j + 2] = a1[j] + a2[j] + 4 * (a3[j] + a4[j]) + b
+            yr[4 * j + 3] = a1[j] - a2[j] + 8 * (a3[j] - a4[j]) + a5[j] + b
 
 
 @njit(inline="always", **_JIT)
-def _scatter_row(orow, col0, dw, y, r, j, full, rem):
-    """Row ``r`` of output tiles ``j, j + 1, ...`` (``y[4*r + s, j + t]``) into
-    ``orow[col0 + dw*(4*t + s)]``: ``full`` whole tiles, then ``rem`` columns of one
-    more."""
-    y0 = y[4 * r, j:]
-    y1 = y[4 * r + 1, j:]
-    y2 = y[4 * r + 2, j:]
-    y3 = y[4 * r + 3, j:]
+def _scatter_row(orow, col0, dw, yr, j, count):
+    """``count`` outputs of one row, ``yr[4*j:]`` (tiles ``j, j + 1, ...`` interleaved,
+    see ``_output_tiles``), into ``orow[col0 + dw*i]``."""
+    src = yr[4 * j: 4 * j + count]
     if dw == 1:
-        # Unit stride: LLVM interleaves the four columns into vector stores.
-        dst = orow[col0: col0 + 4 * full]
-        for t in range(full):
-            dst[4 * t] = y0[t]
-            dst[4 * t + 1] = y1[t]
-            dst[4 * t + 2] = y2[t]
-            dst[4 * t + 3] = y3[t]
+        orow[col0: col0 + count] = src
     else:
-        for t in range(full):
-            x = col0 + 4 * dw * t
-            orow[x] = y0[t]
-            orow[x + dw] = y1[t]
-            orow[x + 2 * dw] = y2[t]
-            orow[x + 3 * dw] = y3[t]
-    x = col0 + 4 * dw * full
-    for s in range(rem):
-        orow[x + dw * s] = y[4 * r + s, j + full]
+        for i in range(count):
+            orow[col0 + dw * i] = src[i]
 
 
 @njit(parallel=True, **_JIT)
@@ -305,6 +288,7 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vb
             v = vbufs[th, : Cg * 36 * pitch].reshape((Cg, 36, pitch))
             m = mbufs[th, : COg * 36 * pitch].reshape((COg, 36, pitch))
             zy = ybufs[th].reshape((40, pitch))
+            y = zy[24:].reshape((4, 4 * pitch))
             g0 = units[u0, 1]  # every unit of a task is in one group
             for kd in range(KD):
                 for k in range(u0, u1):
@@ -327,25 +311,20 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vb
                 nw = (OW - rw + dw - 1) // dw
                 tiles = (nw + 3) // 4
                 for co in range(COg):
-                    _output_tiles(m[co], j0, q1 - q0, bias2[g, co], zy[:24], zy[24:])
+                    _output_tiles(m[co], j0, q1 - q0, bias2[g, co], zy[:24], y)
                     q = q0
                     while q < q1:
                         tr = q // TW1
                         t0 = q % TW1
                         run = min(TW1 - t0, q1 - q)
                         if t0 < tiles and 4 * tr < nh:
-                            t1 = min(t0 + run, tiles)
-                            # Whole tiles, then the columns of a last partial one.
-                            full = min(t1, nw // 4) - t0
-                            rem = nw % 4 if t1 > nw // 4 else 0
-                            if full < 0:
-                                full = 0
+                            # Outputs of this run of tiles in each row: up to the
+                            # row's end (the last tile may be partial).
+                            count = min(4 * min(t0 + run, tiles), nw) - 4 * t0
                             col0 = rw + 4 * dw * t0
                             plane = out[n, g, co, od]
-                            # One call site: Numba's IR inlining of a helper at two sites
-                            # miscompiled (wrong last columns).
                             for r in range(min(4, nh - 4 * tr)):
                                 _scatter_row(plane[rh + dh * (4 * tr + r)], col0, dw,
-                                             zy[24:], r, q - q0, full, rem)
+                                             y[r], q - q0, count)
                         q += run
     return True
