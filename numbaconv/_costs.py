@@ -41,7 +41,7 @@ from ._im2col import (
     shifted_positions,
 )
 from ._winograd import POINTS as WINOGRAD_POINTS
-from ._winograd import packed_elements, winograd_grid
+from ._winograd import extra_elements, winograd_grid
 from ._winograd import task_tiles as winograd_task_tiles
 
 PACK_BYTES_PER_THREAD = 1 << 17
@@ -155,15 +155,17 @@ def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
     eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
            * (per_task / (per_task + c.gemm_half_p)))
     gemm = tiles * kernel[0] * WINOGRAD_POINTS * cog * cg / (c.gemm_macs * prec * eff)
-    packed = packed_elements(n, g, cg, grid, dilation)
+    # Packing, per tile and input channel: 16 padded-row elements copied, 24 row
+    # combinations, 24 of them split into column phases; once per depth tap for a 2D
+    # kernel, once in all for a 3D one (which packs every input plane first).
+    packed = tiles * cg * 64
     weights = g * kernel[0] * WINOGRAD_POINTS * cog * cg
     # The weight transform writes its output at about half the column rate (4.5e9
     # elements/s measured for 64 to 512 channels: bound by memory writes).
     transforms = (packed + 2 * weights
                   + tiles * WINOGRAD_POINTS * (kernel[0] * cg + cog))
     seconds = c.call + transforms / (c.columns * prec) + gemm
-    buffers = threads * WINOGRAD_POINTS * (cg + cog) * per_task
-    extra = (packed + weights + buffers) * itemsize
+    extra = extra_elements(n, g, cg, cog, kernel[0], grid, phases, threads) * itemsize
     return Estimate(seconds, extra, f"Winograd F(4x4,3x3): {WINOGRAD_POINTS * kernel[0]} "
                                     f"GEMMs {cog}x{cg}x{tiles} in tasks of {per_task} tiles")
 
@@ -212,7 +214,7 @@ def im2col_form(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out, item
     since the runner asks on every call."""
     other = _estimate_gemm(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out,
                            itemsize, constants)
-    grid = winograd_grid(n, g, cg, kernel, stride, dilation, out, itemsize)
+    grid = winograd_grid(n, g, cg, cog, kernel, stride, dilation, out, itemsize)
     if grid is not None:
         winograd = _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize,
                                       constants)

@@ -189,7 +189,8 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
     kernel = tuple(w6.shape[3:])
     out_spatial = tuple(out.shape[3:])
     if _form(x6, w6, out, stride, dilation, pad) == "winograd":
-        grid = winograd_grid(N, G, Cg, kernel, stride, dilation, out_spatial, out.itemsize)
+        grid = winograd_grid(N, G, Cg, w6.shape[1], kernel, stride, dilation,
+                             out_spatial, out.itemsize)
         if conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), grid):
             return out
         # NaN or Inf in the data: the GEMM forms below keep them in their receptive

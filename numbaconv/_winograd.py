@@ -60,22 +60,31 @@ def tiles_per_plane(out_spatial, dilation) -> int:
     return rows * cols
 
 
-def packed_elements(n, groups, cg, grid, dilation) -> int:
-    """Elements of the packed input (the rows' half of the input transform)."""
-    dp, th, tw1 = grid
-    return n * groups * cg * dp * dilation[1] * dilation[2] * 24 * (th * tw1 + 1)
-
-
-def winograd_grid(n, groups, cg, kernel, stride, dilation, out_spatial, itemsize):
+def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, itemsize):
     """The tile grid ``(Dp, TH, TW1)`` if the Winograd form can take this convolution:
     a ``(KD, 3, 3)`` kernel, unit stride, ``MIN_CHANNELS`` input channels per group and
-    a packed input within ``config.IM2COL_BUDGET_BYTES``; else None."""
+    buffers within ``config.IM2COL_BUDGET_BYTES``; else None."""
     if tuple(kernel[1:]) != (3, 3) or tuple(stride) != (1, 1, 1) or cg < MIN_CHANNELS:
         return None
     grid = tile_grid(out_spatial, kernel[0], dilation)
-    if packed_elements(n, groups, cg, grid, dilation) * itemsize > config.IM2COL_BUDGET_BYTES:
+    extra = extra_elements(n, groups, cg, cog, kernel[0], grid, dilation[1] * dilation[2])
+    if extra * itemsize > config.IM2COL_BUDGET_BYTES:
         return None
     return grid
+
+
+def extra_elements(n, groups, cg, cog, kd, grid, phases, threads=None) -> int:
+    """Elements the Winograd form allocates besides the output: the transformed weight,
+    each thread's buffers (at most ``TASK_BYTES`` of tiles, or a tile row), and with a
+    depth kernel the packed input."""
+    threads = numba.get_num_threads() if threads is None else threads
+    dp, th, tw1 = grid
+    tiles = max(tw1, min(th * tw1, task_tiles(cg, cog, 4)))
+    rows = th if kd > 1 else -(-tiles // tw1)
+    per_thread = (POINTS * (cg + cog) * tiles + 40 * tiles + 24 * (rows * tw1 + 1)
+                  + (4 * rows + 2) * 4 * tw1 + 24 * rows * tw1)
+    packed = n * groups * cg * dp * phases * 24 * (th * tw1 + 1) if kd > 1 else 0
+    return groups * kd * POINTS * cog * cg + threads * per_thread + packed
 
 
 def task_tiles(cg, cog, itemsize) -> int:
@@ -84,32 +93,33 @@ def task_tiles(cg, cog, itemsize) -> int:
 
 
 def plan_tasks(n, groups, od, phases, grid, cg, cog, itemsize, threads):
-    """Unit rows ``(n, g, od, phase, q0, q1, j0)`` (runs of tiles of one plane and
+    """Unit rows ``(n, g, od, phase, tr0, tr1, j0)`` (runs of tile rows of one plane and
     phase, at column ``j0`` of their task) and task rows ``(u0, u1, tiles)`` (runs of
-    units in one group): tasks of at most ``task_tiles`` tiles, as many as a multiple
-    of the threads, so that no thread idles at the end."""
+    units in one group): tasks of at most ``task_tiles`` tiles (but a tile row at
+    least), as many as a multiple of the threads where there are rows enough, so that
+    no thread idles at the end."""
     _, th, tw1 = grid
-    plane = th * tw1
-    total = n * groups * od * phases * plane
-    count = max(threads, math.ceil(total / task_tiles(cg, cog, itemsize)))
+    rows_total = n * groups * od * phases * th
+    limit = max(1, task_tiles(cg, cog, itemsize) // tw1)
+    count = max(threads, math.ceil(rows_total / limit))
     count = threads * math.ceil(count / threads)
-    target = math.ceil(total / count)
+    target = math.ceil(rows_total / count)
     units, tasks = [], []
     for i in range(n):
         for g in range(groups):
-            start, tiles = len(units), 0
+            start, rows = len(units), 0
             for z in range(od):
                 for phase in range(phases):
-                    q = 0
-                    while q < plane:
-                        if tiles == target:
-                            tasks.append((start, len(units), tiles))
-                            start, tiles = len(units), 0
-                        step = min(plane - q, target - tiles)
-                        units.append((i, g, z, phase, q, q + step, tiles))
-                        tiles += step
-                        q += step
-            tasks.append((start, len(units), tiles))
+                    tr = 0
+                    while tr < th:
+                        if rows == target:
+                            tasks.append((start, len(units), rows * tw1))
+                            start, rows = len(units), 0
+                        step = min(th - tr, target - rows)
+                        units.append((i, g, z, phase, tr, tr + step, rows * tw1))
+                        rows += step
+                        tr += step
+            tasks.append((start, len(units), rows * tw1))
     return (np.array(units, dtype=np.int64).reshape(-1, 7),
             np.array(tasks, dtype=np.int64).reshape(-1, 3))
 
@@ -127,8 +137,9 @@ def tile_pitch(tiles, itemsize) -> int:
 def conv_winograd(x6, w6, bias2, out, dilation, pad, grid) -> bool:
     """Run the Winograd form on normalised arrays, writing ``out``: arrays and tuples as
     for :func:`numbaconv._direct.conv_direct` (unit stride), ``grid`` from
-    :func:`winograd_grid`. Returns False, with ``out`` untouched, if the input or the
-    weight holds a NaN or an Inf (which the transforms would spread across a tile)."""
+    :func:`winograd_grid`. Returns False if the input or the weight holds a NaN or an
+    Inf (which the transforms would spread across a tile), with ``out`` possibly partly
+    written: the caller then runs another form, which writes all of it."""
     register_blas()
     N, G, Cg = x6.shape[:3]
     COg, KD = w6.shape[1], w6.shape[3]
@@ -136,18 +147,30 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid) -> bool:
     threads = numba.get_num_threads()
     units, tasks = plan_tasks(N, G, out.shape[3], phases, grid, Cg, COg, out.itemsize,
                               threads)
-    pitch = tile_pitch(int(tasks[:, 2].max()), out.itemsize)
+    most = int(tasks[:, 2].max())
+    pitch = tile_pitch(most, out.itemsize)
     _, th, tw1 = grid
+    rows = int((units[:, 5] - units[:, 4]).max())
     with single_threaded_blas, kernel_launch:
         u = scratch("winograd_weight", (G, KD, COg, POINTS, Cg), out.dtype)
         if not transform_weights(w6, u, scratch("winograd_taps", (threads, 27, Cg),
                                                 out.dtype)):
             return False
-        s = scratch("padded", (N, G, Cg, grid[0], phases, 6, 4, th * tw1 + 1), out.dtype)
         vbufs = scratch("winograd_input", (threads, Cg * POINTS * pitch), out.dtype)
         mbufs = scratch("winograd_products", (threads, COg * POINTS * pitch), out.dtype)
         ybufs = scratch("winograd_output", (threads, 40 * pitch), out.dtype)
-        # Per thread: a plane's padded rows, then their row combinations.
-        rbufs = scratch("winograd_rows", (threads, (10 * th + 2) * 4 * tw1), out.dtype)
-        return winograd_forward(x6, u, bias2, out, tuple(dilation), tuple(pad), grid, s,
-                                units, tasks, vbufs, mbufs, ybufs, rbufs, pitch)
+        # Per thread: a unit's packed rows of one channel; and, while packing them, the
+        # padded input rows and their row combinations (of a whole plane with KD > 1,
+        # where all planes are packed first, into ``planes``).
+        if KD > 1:
+            rows = th
+            planes = scratch("padded", (N, G, Cg, grid[0], phases, 6, 4, th * tw1 + 1),
+                             out.dtype)
+        else:
+            planes = np.empty((1,) * 8, out.dtype)
+        sbufs = scratch("winograd_packed", (threads, 24 * (rows * tw1 + 1)), out.dtype)
+        rbufs = scratch("winograd_rows", (threads, (4 * rows + 2) * 4 * tw1
+                                          + 24 * rows * tw1), out.dtype)
+        return winograd_forward(x6, u, bias2, out, tuple(dilation), tuple(pad), tw1,
+                                units, tasks, vbufs, mbufs, ybufs, sbufs, rbufs, pitch,
+                                planes)

@@ -396,7 +396,7 @@ def test_winograd_form_where_it_pays(monkeypatch):
     assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "gemm"
     assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "gemm"
     monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)  # packed input: 1.4 MB
-    assert _winograd.winograd_grid(1, 1, 64, (1, 3, 3), (1, 1, 1), (1, 1, 1),
+    assert _winograd.winograd_grid(1, 1, 64, 64, (1, 3, 3), (1, 1, 1), (1, 1, 1),
                                    (1, 56, 56), 4) is None
 
 
@@ -417,17 +417,19 @@ def test_winograd_tiles_and_tasks_cover_every_output_once(out_spatial, dilation)
     for threads in (1, 2, 3):
         units, tasks = _winograd.plan_tasks(2, 3, out_spatial[0], dh * dw, grid, 16, 16,
                                             4, threads)
-        assert len(tasks) % threads == 0
+        # Every thread has work, if there are tile rows enough.
+        assert len(tasks) >= min(threads, 2 * 3 * out_spatial[0] * dh * dw * TH)
         covered = {}
         for u0, u1, count in tasks:
             assert len({units[k, 1] for k in range(u0, u1)}) == 1  # one group
+            rows = [units[k, 5] - units[k, 4] for k in range(u0, u1)]
             assert [units[k, 6] for k in range(u0, u1)] == list(
-                np.cumsum([0] + [units[k, 5] - units[k, 4] for k in range(u0, u1 - 1)]))
-            assert count == sum(units[k, 5] - units[k, 4] for k in range(u0, u1))
-        for n, g, od, phase, q0, q1, _ in units:
-            covered.setdefault((n, g, od, phase), []).extend(range(q0, q1))
+                TW1 * np.cumsum([0] + rows[:-1]))
+            assert count == TW1 * sum(rows)
+        for n, g, od, phase, tr0, tr1, _ in units:
+            covered.setdefault((n, g, od, phase), []).extend(range(tr0, tr1))
         assert len(covered) == 2 * 3 * out_spatial[0] * dh * dw
-        assert all(sorted(q) == list(range(TH * TW1)) for q in covered.values())
+        assert all(sorted(rows) == list(range(TH)) for rows in covered.values())
 
 
 def test_winograd_tile_pitch_avoids_cache_set_conflicts():

@@ -68,100 +68,93 @@ def transform_weights(w6, u, tbufs):
 
 
 @njit(**_JIT)
-def pack_row_combinations(x6, s, buf, row, pad, dilation, grid):
-    """``B^T`` applied to the rows of every tile of input channel ``row`` (over
-    ``N*G*Cg``) of ``x6``, zero padding included, into ``s`` ``(N, G, Cg, Dp, dh*dw, 6,
-    4, TH*TW1 + 1)``.
+def pack_row_combinations(x6, n, g, c, z, phase, tr0, tr1, pad, dilation, TW1, buf, dst):
+    """``B^T`` applied to the rows of tile rows ``tr0 <= tr < tr1`` of input plane
+    ``x6[n, g, c, z]``, zero padding included, into ``dst`` ``(6, 4, (tr1 - tr0)*TW1 +
+    1)``.
 
-    For dilation phase ``(rh, rw)``, tile ``(tr, t)`` reads padded rows ``rh +
-    dh*(4*tr + a)`` and columns ``rw + dw*(4*t + b)`` (a, b = 0..5). Entry ``[z, phase,
-    k, p, tr*TW1 + t]`` holds row combination ``k`` of ``B^T`` at the tile's column
+    For dilation phase ``phase = (rh, rw)``, tile ``(tr, t)`` reads padded rows ``rh +
+    dh*(4*tr + a)`` and columns ``rw + dw*(4*t + b)`` (a, b = 0..5). Entry ``[k, p,
+    (tr - tr0)*TW1 + t]`` holds row combination ``k`` of ``B^T`` at the tile's column
     ``4*t + p``, so column ``b = p + 4*e`` of the tile is entry ``t + e``: a tile row of
-    the transform reads unit-stride runs. ``grid = (Dp, TH, TW1)``; ``TW1`` is one more
-    than the tiles in a row.
+    the transform reads unit-stride runs. ``TW1`` is one more than the tiles in a row.
 
-    ``buf`` is this thread's scratch: the plane's padded rows (``4*TH + 2`` of ``L =
-    4*TW1`` columns), then their combinations ``(6, TH*L)``. With ``q = tr*TW1 + t``,
-    column ``4*t + p`` of combination row ``tr`` is element ``4*q + p``: splitting the
-    columns into their four phases is one long stride-4 pass over the whole plane
-    (split row by row, the loops were too short to vectorise: 3x slower).
+    ``buf`` is scratch: the padded rows (``4*(tr1 - tr0) + 2`` of ``L = 4*TW1``
+    columns), then their combinations. With ``q = tr*TW1 + t``, column ``4*t + p`` of
+    combination row ``tr`` is element ``4*q + p``: splitting the columns into their four
+    phases is one long stride-4 pass (split row by row, the loops were too short to
+    vectorise: 3x slower).
 
-    Returns 0 if the plane is finite, else NaN.
+    Returns 0 if the rows read are finite, else NaN.
     """
-    N, G, Cg, D, H, W = x6.shape
+    D, H, W = x6.shape[3], x6.shape[4], x6.shape[5]
     pd, ph, pw = pad
     _, dh, dw = dilation
-    Dp, TH, TW1 = grid
     L = 4 * TW1
-    Q = TH * TW1
-    c = row % Cg
-    g = (row // Cg) % G
-    n = row // (Cg * G)
-    padded = buf[: (4 * TH + 2) * L].reshape((4 * TH + 2, L))
-    combos = buf[(4 * TH + 2) * L: (4 * TH + 2) * L + 6 * TH * L].reshape((6, TH * L))
+    rows_count = 4 * (tr1 - tr0) + 2
+    Q = (tr1 - tr0) * TW1
+    padded = buf[: rows_count * L].reshape((rows_count, L))
+    combos = buf[rows_count * L: rows_count * L + 6 * Q * 4].reshape((6, 4 * Q))
     nonfinite = 0.0
-    for z in range(Dp):
-        i_d = z - pd
-        for phase in range(dh * dw):
-            rh = phase // dw
-            rw = phase % dw
-            # Columns j of a padded row read input column rw + dw*j - pw: inside the
-            # input for lo <= j < hi.
-            lo = min(L, max(0, -((rw - pw) // dw)))
-            hi = min(L, max(lo, -((rw - pw - W) // dw)))
-            for r in range(4 * TH + 2):
-                i_h = rh + dh * r - ph
-                dst = padded[r]
-                if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
-                    dst[:] = 0
-                    continue
-                src = x6[n, g, c, i_d, i_h]
-                dst[:lo] = 0
-                dst[hi:] = 0
-                if dw == 1:
-                    seg = dst[lo: hi]
-                    run = src[lo + rw - pw: hi + rw - pw]
-                    for j in range(hi - lo):
-                        seg[j] = run[j]
-                        nonfinite += run[j] * 0
-                else:
-                    for j in range(lo, hi):
-                        dst[j] = src[rw + dw * j - pw]
-                        nonfinite += dst[j] * 0
-            for tr in range(TH):
-                d0 = padded[4 * tr]
-                d1 = padded[4 * tr + 1]
-                d2 = padded[4 * tr + 2]
-                d3 = padded[4 * tr + 3]
-                d4 = padded[4 * tr + 4]
-                d5 = padded[4 * tr + 5]
-                s0 = combos[0, tr * L: (tr + 1) * L]
-                s1 = combos[1, tr * L: (tr + 1) * L]
-                s2 = combos[2, tr * L: (tr + 1) * L]
-                s3 = combos[3, tr * L: (tr + 1) * L]
-                s4 = combos[4, tr * L: (tr + 1) * L]
-                s5 = combos[5, tr * L: (tr + 1) * L]
-                for j in range(L):
-                    s0[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
-                    s1[j] = d3[j] + d4[j] - 4 * (d1[j] + d2[j])
-                    s2[j] = 4 * (d1[j] - d2[j]) + d4[j] - d3[j]
-                    s3[j] = 2 * (d3[j] - d1[j]) + d4[j] - d2[j]
-                    s4[j] = 2 * (d1[j] - d3[j]) + d4[j] - d2[j]
-                    s5[j] = 4 * d1[j] - 5 * d3[j] + d5[j]
-            dst = s[n, g, c, z, phase]
-            for k in range(6):
-                src_k = combos[k]
-                p0 = dst[k, 0, :Q]
-                p1 = dst[k, 1, :Q]
-                p2 = dst[k, 2, :Q]
-                p3 = dst[k, 3, :Q]
-                for q in range(Q):
-                    p0[q] = src_k[4 * q]
-                    p1[q] = src_k[4 * q + 1]
-                    p2[q] = src_k[4 * q + 2]
-                    p3[q] = src_k[4 * q + 3]
-            # The one entry past the last tile row, read by its unused last tile.
-            dst[:, :, Q] = 0
+    i_d = z - pd
+    rh = phase // dw
+    rw = phase % dw
+    # Columns j of a padded row read input column rw + dw*j - pw: inside the input for
+    # lo <= j < hi.
+    lo = min(L, max(0, -((rw - pw) // dw)))
+    hi = min(L, max(lo, -((rw - pw - W) // dw)))
+    for r in range(rows_count):
+        i_h = rh + dh * (4 * tr0 + r) - ph
+        row = padded[r]
+        if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
+            row[:] = 0
+            continue
+        src = x6[n, g, c, i_d, i_h]
+        row[:lo] = 0
+        row[hi:] = 0
+        if dw == 1:
+            seg = row[lo: hi]
+            run = src[lo + rw - pw: hi + rw - pw]
+            for j in range(hi - lo):
+                seg[j] = run[j]
+                nonfinite += run[j] * 0  # NaN from a NaN or an Inf, else 0
+        else:
+            for j in range(lo, hi):
+                row[j] = src[rw + dw * j - pw]
+                nonfinite += row[j] * 0
+    for tr in range(tr1 - tr0):
+        d0 = padded[4 * tr]
+        d1 = padded[4 * tr + 1]
+        d2 = padded[4 * tr + 2]
+        d3 = padded[4 * tr + 3]
+        d4 = padded[4 * tr + 4]
+        d5 = padded[4 * tr + 5]
+        s0 = combos[0, tr * L: (tr + 1) * L]
+        s1 = combos[1, tr * L: (tr + 1) * L]
+        s2 = combos[2, tr * L: (tr + 1) * L]
+        s3 = combos[3, tr * L: (tr + 1) * L]
+        s4 = combos[4, tr * L: (tr + 1) * L]
+        s5 = combos[5, tr * L: (tr + 1) * L]
+        for j in range(L):
+            s0[j] = 4 * d0[j] - 5 * d2[j] + d4[j]
+            s1[j] = d3[j] + d4[j] - 4 * (d1[j] + d2[j])
+            s2[j] = 4 * (d1[j] - d2[j]) + d4[j] - d3[j]
+            s3[j] = 2 * (d3[j] - d1[j]) + d4[j] - d2[j]
+            s4[j] = 2 * (d1[j] - d3[j]) + d4[j] - d2[j]
+            s5[j] = 4 * d1[j] - 5 * d3[j] + d5[j]
+    for k in range(6):
+        src_k = combos[k]
+        p0 = dst[k, 0, :Q]
+        p1 = dst[k, 1, :Q]
+        p2 = dst[k, 2, :Q]
+        p3 = dst[k, 3, :Q]
+        for q in range(Q):
+            p0[q] = src_k[4 * q]
+            p1[q] = src_k[4 * q + 1]
+            p2[q] = src_k[4 * q + 2]
+            p3[q] = src_k[4 * q + 3]
+    # The one entry past the last tile row, read by its unused last tile.
+    dst[:, :, Q] = 0
     return nonfinite
 
 
@@ -249,39 +242,56 @@ def _scatter_row(orow, col0, dw, yr, j, count):
 
 
 @njit(parallel=True, **_JIT)
-def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vbufs,
-                     mbufs, ybufs, rbufs, pitch):
+def winograd_forward(x6, u, bias2, out, dilation, pad, TW1, units, tasks, vbufs, mbufs,
+                     ybufs, sbufs, rbufs, pitch, planes):
     """Unit-stride convolution with a ``(KD, 3, 3)`` kernel by Winograd F(4x4, 3x3).
 
-    ``x6`` ``(N, G, Cg, D, H, W)`` is packed into ``s`` (see ``pack_row_combinations``;
-    ``grid = (Dp, TH, TW1)``). ``u`` ``(G, KD, COg, 36, Cg)`` is the transformed weight.
-    ``units`` rows ``(n, g, od, phase, q0, q1, j0)`` are runs of tiles ``q0 <= q < q1``
-    (``q = tr*TW1 + t``, the last in each row unused) of dilation phase ``phase`` of
-    output plane ``od``, at columns ``j0 + q - q0`` of their task's buffers. ``tasks``
-    rows ``(u0, u1, tiles)`` are runs of units in one group dealt to threads, each with
-    its own ``vbufs`` ``(Cg, 36, pitch)``, ``mbufs`` ``(COg, 36, pitch)``, ``ybufs``
-    ``(40, pitch)`` and ``rbufs`` (flat per thread). Each task transforms its input
-    tiles, multiplies them by ``u`` (one GEMM per transform point and depth tap) and
-    transforms the products back into ``out``.
+    ``x6`` ``(N, G, Cg, D, H, W)``; ``u`` ``(G, KD, COg, 36, Cg)`` is the transformed
+    weight. ``units`` rows ``(n, g, od, phase, tr0, tr1, j0)`` are tile rows ``tr0 <= tr
+    < tr1`` (``TW1`` tiles each, the last unused) of dilation phase ``phase`` of output
+    plane ``od``, at columns ``j0`` on of their task's buffers. ``tasks`` rows ``(u0,
+    u1, tiles)`` are runs of units in one group dealt to threads, each with its own
+    buffers (flat per thread): ``vbufs`` ``(Cg, 36, pitch)``, ``mbufs`` ``(COg, 36,
+    pitch)``, ``ybufs`` ``(40, pitch)``, ``sbufs`` and ``rbufs`` for packing. Per depth
+    tap, each task packs and transforms its input tiles channel by channel (so the
+    packed rows stay in L1) and multiplies them by ``u`` (one GEMM per transform point);
+    then it transforms the products back into ``out``.
 
-    Returns False, with ``out`` untouched, if the input holds a NaN or an Inf: the
+    With a depth kernel (KD > 1) each input plane feeds KD output planes, so all planes
+    are packed once, first, into ``planes`` ``(N, G, Cg, Dp, dh*dw, 6, 4, TH*TW1 + 1)``
+    (c3d: packing per task and tap was 1.17x slower); otherwise ``planes`` is unused
+    (any 8-dimensional array).
+
+    Returns False if the input holds a NaN or an Inf, with ``out`` partly written: the
     transforms mix all 36 points of a tile (an Inf times a zero coefficient is NaN), so
-    a non-finite input would reach outputs of its tile outside its receptive field.
+    a non-finite input would reach outputs of its tile outside its receptive field, and
+    the caller must use another form.
     """
-    N, G, Cg = x6.shape[:3]
+    Cg = x6.shape[2]
     KD = u.shape[1]
     COg = u.shape[2]
     OH, OW = out.shape[4], out.shape[5]
     dd, dh, dw = dilation
-    TW1 = grid[2]
-    packers = min(rbufs.shape[0], N * G * Cg)
-    nonfinite = 0.0
-    for th in prange(packers):
-        for row in range(th, N * G * Cg, packers):
-            nonfinite += pack_row_combinations(x6, s, rbufs[th], row, pad, dilation, grid)
-    if nonfinite != 0:
-        return False
     threads = min(vbufs.shape[0], tasks.shape[0])
+    nonfinite = 0.0
+    prepacked = KD > 1
+    if prepacked:
+        N, G = x6.shape[0], x6.shape[1]
+        Dp, phases, TH = planes.shape[3], planes.shape[4], (planes.shape[7] - 1) // TW1
+        jobs = N * G * Cg * Dp * phases
+        packers = min(threads, jobs)
+        for th in prange(packers):
+            for job in range(th, jobs, packers):
+                phase = job % phases
+                z = (job // phases) % Dp
+                c = (job // (phases * Dp)) % Cg
+                g = (job // (phases * Dp * Cg)) % G
+                n = job // (phases * Dp * Cg * G)
+                nonfinite += pack_row_combinations(x6, n, g, c, z, phase, 0, TH, pad,
+                                                   dilation, TW1, rbufs[th],
+                                                   planes[n, g, c, z, phase])
+        if nonfinite != 0:
+            return False
     for th in prange(threads):
         for i in range(th, tasks.shape[0], threads):
             u0, u1, nt = tasks[i, 0], tasks[i, 1], tasks[i, 2]
@@ -293,9 +303,20 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vb
             for kd in range(KD):
                 for k in range(u0, u1):
                     n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
-                    q0, q1, j0 = units[k, 4], units[k, 5], units[k, 6]
-                    for c in range(Cg):
-                        _input_tiles(s[n, g, c, od + kd * dd, phase], q0, q1 - q0, v, c, j0)
+                    tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
+                    nq = (tr1 - tr0) * TW1
+                    z = od + kd * dd
+                    if prepacked:
+                        for c in range(Cg):
+                            _input_tiles(planes[n, g, c, z, phase], tr0 * TW1, nq, v, c,
+                                         j0)
+                    else:
+                        packed = sbufs[th, : 24 * (nq + 1)].reshape((6, 4, nq + 1))
+                        for c in range(Cg):
+                            nonfinite += pack_row_combinations(
+                                x6, n, g, c, z, phase, tr0, tr1, pad, dilation, TW1,
+                                rbufs[th], packed)
+                            _input_tiles(packed, 0, nq, v, c, j0)
                 for xi in range(36):
                     # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
                     # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
@@ -303,28 +324,18 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, grid, s, units, tasks, vb
                          36 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 36 * pitch)
             for k in range(u0, u1):
                 n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
-                q0, q1, j0 = units[k, 4], units[k, 5], units[k, 6]
+                tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
                 rh = phase // dw
                 rw = phase % dw
                 # Outputs of this phase per row and column.
                 nh = (OH - rh + dh - 1) // dh
                 nw = (OW - rw + dw - 1) // dw
-                tiles = (nw + 3) // 4
                 for co in range(COg):
-                    _output_tiles(m[co], j0, q1 - q0, bias2[g, co], zy[:24], y)
-                    q = q0
-                    while q < q1:
-                        tr = q // TW1
-                        t0 = q % TW1
-                        run = min(TW1 - t0, q1 - q)
-                        if t0 < tiles and 4 * tr < nh:
-                            # Outputs of this run of tiles in each row: up to the
-                            # row's end (the last tile may be partial).
-                            count = min(4 * min(t0 + run, tiles), nw) - 4 * t0
-                            col0 = rw + 4 * dw * t0
-                            plane = out[n, g, co, od]
-                            for r in range(min(4, nh - 4 * tr)):
-                                _scatter_row(plane[rh + dh * (4 * tr + r)], col0, dw,
-                                             y[r], q - q0, count)
-                        q += run
-    return True
+                    _output_tiles(m[co], j0, (tr1 - tr0) * TW1, bias2[g, co], zy[:24], y)
+                    plane = out[n, g, co, od]
+                    for tr in range(tr0, min(tr1, (nh + 3) // 4)):
+                        j = j0 + (tr - tr0) * TW1
+                        for r in range(min(4, nh - 4 * tr)):
+                            _scatter_row(plane[rh + dh * (4 * tr + r)], rw, dw, y[r],
+                                         j - j0, nw)
+    return nonfinite == 0
