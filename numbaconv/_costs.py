@@ -21,6 +21,13 @@ picked the fastest path on all 17 cases of those timings. The machine is shared 
 noisy: repeated runs move single timings by 20-50%. On other machines run
 :func:`numbaconv.tune`.
 
+The Winograd form of the GEMM path reuses these constants (its transforms count as
+column writes, its GEMMs as GEMMs of its task shape, the weight transform at half the
+column rate as measured). On 12 unit-stride 3x3 layers (16 to 512 channels, 7x7 to
+224x224, one 3D) its estimates were 0.97 to 1.9x the measured times, and the GEMM path
+took the faster of its forms on 9 of the 12; the misses cost 1.33x (128 channels at
+28x28, estimated too slow) and 1.06-1.22x on two layers under 0.2 ms.
+
 float64 runs every compute term at half the float32 rate (half as many lanes per
 vector); measured float64/float32 time ratios on 7 suite cases ranged from 1.3 to 2.4,
 mostly 1.6 to 2.0.
@@ -156,9 +163,10 @@ def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
            * (per_task / (per_task + c.gemm_half_p)))
     gemm = tiles * kernel[0] * WINOGRAD_POINTS * cog * cg / (c.gemm_macs * prec * eff)
     # Packing, per tile and input channel: 16 padded-row elements copied, 24 row
-    # combinations, 24 of them split into column phases; once per depth tap for a 2D
+    # combinations, 24 of them split into column phases, all in L1: counted as 32
+    # column writes (fitted, see the module docstring). Once per depth tap for a 2D
     # kernel, once in all for a 3D one (which packs every input plane first).
-    packed = tiles * cg * 64
+    packed = tiles * cg * 32
     weights = g * kernel[0] * WINOGRAD_POINTS * cog * cg
     # The weight transform writes its output at about half the column rate (4.5e9
     # elements/s measured for 64 to 512 channels: bound by memory writes).
