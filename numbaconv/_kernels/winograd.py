@@ -22,48 +22,61 @@ from .blas import gemm
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
 
-# Rows of G (6x3) in F(4x4, 3x3).
-_G = ((0.25, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
-      (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+@njit(inline="always", **_JIT)
+def _g_rows(dst, a, r0, r1, r2):
+    """``dst[:] = (G @ [r0; r1; r2])[a]`` for row ``a`` of ``G`` (6x3) in F(4x4, 3x3):
+    ``(1/4, 0, 0)``, ``-(1, 1, 1)/6``, ``-(1, -1, 1)/6``, ``(1/24, 1/12, 1/6)``,
+    ``(1/24, -1/12, 1/6)``, ``(0, 0, 1)``; rows are vectors over the input channels."""
+    if a == 0:
+        for c in range(dst.shape[0]):
+            dst[c] = 0.25 * r0[c]
+    elif a == 1 or a == 2:
+        sign = 1.0 if a == 1 else -1.0
+        for c in range(dst.shape[0]):
+            dst[c] = -(r0[c] + sign * r1[c] + r2[c]) * (1 / 6)
+    elif a == 3 or a == 4:
+        sign = 1.0 if a == 3 else -1.0
+        for c in range(dst.shape[0]):
+            dst[c] = r0[c] * (1 / 24) + sign * r1[c] * (1 / 12) + r2[c] * (1 / 6)
+    else:
+        for c in range(dst.shape[0]):
+            dst[c] = r2[c]
+
+
+@njit(**_JIT)
+def _transform_channel(w6, u, g, kd, co, taps, gk):
+    """``u[g, kd, co]`` from ``w6[g, co, :, kd]`` (see ``transform_weights``)."""
+    Cg = w6.shape[2]
+    nonfinite = 0.0
+    for ij in range(9):
+        src = w6[g, co, :, kd, ij // 3, ij % 3]
+        dst = taps[ij]
+        for c in range(Cg):
+            dst[c] = src[c]
+            nonfinite += src[c] * 0  # NaN from a NaN or an Inf, else 0
+    for a in range(6):
+        for j in range(3):
+            _g_rows(gk[3 * a + j], a, taps[j], taps[3 + j], taps[6 + j])
+    for a in range(6):
+        for b in range(6):
+            _g_rows(u[g, kd, co, 6 * a + b], b, gk[3 * a], gk[3 * a + 1], gk[3 * a + 2])
+    return nonfinite
 
 
 @njit(parallel=True, **_JIT)
 def transform_weights(w6, u, tbufs):
     """``u[g, kd, co, 6*a + b, c] = (G w6[g, co, c, kd] G^T)[a, b]`` for a ``(G, COg, Cg,
-    KD, 3, 3)`` weight (``G`` in ``_G``). ``tbufs`` ``(threads, 27, Cg)``: each thread's
-    weight taps of one output channel, over the input channels, then ``G k``. Returns
-    whether every weight is finite (see ``winograd_forward``)."""
+    KD, 3, 3)`` weight (``G`` in ``_g_rows``). ``tbufs`` ``(threads, 27, Cg)``: each
+    thread's weight taps of one output channel, over the input channels, then ``G k``
+    (every step a vectorised loop over the input channels). Returns whether every weight
+    is finite (see ``winograd_forward``)."""
     G, COg, Cg, KD = w6.shape[:4]
     threads = tbufs.shape[0]
     nonfinite = 0.0
     for th in prange(threads):
-        taps = tbufs[th, :9]
-        gk = tbufs[th, 9:]
         for row in range(th, G * KD * COg, threads):
-            g = row // (KD * COg)
-            kd = (row // COg) % KD
-            co = row % COg
-            # Every step a loop over the input channels (vectorised).
-            for ij in range(9):
-                src = w6[g, co, :, kd, ij // 3, ij % 3]
-                dst = taps[ij]
-                for c in range(Cg):
-                    dst[c] = src[c]
-                    nonfinite += src[c] * 0  # NaN from a NaN or an Inf, else 0
-            for a in range(6):
-                for j in range(3):
-                    t0, t1, t2 = taps[j], taps[3 + j], taps[6 + j]
-                    dst = gk[3 * a + j]
-                    g0, g1, g2 = _G[a]
-                    for c in range(Cg):
-                        dst[c] = g0 * t0[c] + g1 * t1[c] + g2 * t2[c]
-            for a in range(6):
-                k0, k1, k2 = gk[3 * a], gk[3 * a + 1], gk[3 * a + 2]
-                for b in range(6):
-                    dst = u[g, kd, co, 6 * a + b]
-                    g0, g1, g2 = _G[b]
-                    for c in range(Cg):
-                        dst[c] = g0 * k0[c] + g1 * k1[c] + g2 * k2[c]
+            nonfinite += _transform_channel(w6, u, row // (KD * COg), (row // COg) % KD,
+                                            row % COg, tbufs[th, :9], tbufs[th, 9:])
     return nonfinite == 0
 
 
@@ -241,6 +254,63 @@ def _scatter_row(orow, col0, dw, yr, j, count):
             orow[col0 + dw * i] = src[i]
 
 
+@njit(**_JIT)
+def _run_task(x6, u, bias2, out, dilation, pad, TW1, units, task, vbuf, mbuf, ybuf, sbuf,
+              rbuf, pitch, planes, prepacked):
+    """One task of ``winograd_forward`` on one thread's buffers; returns 0, or NaN if
+    the input it packed holds a NaN or an Inf. (A function of its own rather than the
+    body of the parallel loop: Numba's parallel passes over that body took seconds of
+    compile time.)"""
+    Cg = x6.shape[2]
+    KD = u.shape[1]
+    COg = u.shape[2]
+    OH, OW = out.shape[4], out.shape[5]
+    dd, dh, dw = dilation
+    nonfinite = 0.0
+    u0, u1, nt = task[0], task[1], task[2]
+    v = vbuf[: Cg * 36 * pitch].reshape((Cg, 36, pitch))
+    m = mbuf[: COg * 36 * pitch].reshape((COg, 36, pitch))
+    zy = ybuf.reshape((40, pitch))
+    y = zy[24:].reshape((4, 4 * pitch))
+    g0 = units[u0, 1]  # every unit of a task is in one group
+    for kd in range(KD):
+        for k in range(u0, u1):
+            n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
+            tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
+            nq = (tr1 - tr0) * TW1
+            z = od + kd * dd
+            if prepacked:
+                for c in range(Cg):
+                    _input_tiles(planes[n, g, c, z, phase], tr0 * TW1, nq, v, c, j0)
+            else:
+                packed = sbuf[: 24 * (nq + 1)].reshape((6, 4, nq + 1))
+                for c in range(Cg):
+                    nonfinite += pack_row_combinations(x6, n, g, c, z, phase, tr0, tr1,
+                                                       pad, dilation, TW1, rbuf, packed)
+                    _input_tiles(packed, 0, nq, v, c, j0)
+        for xi in range(36):
+            # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
+            # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
+            gemm(78, 78, nt, COg, Cg, 1.0, v[0, xi], 36 * pitch, u[g0, kd, 0, xi],
+                 36 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 36 * pitch)
+    for k in range(u0, u1):
+        n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
+        tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
+        rh = phase // dw
+        rw = phase % dw
+        # Outputs of this phase per row and column.
+        nh = (OH - rh + dh - 1) // dh
+        nw = (OW - rw + dw - 1) // dw
+        for co in range(COg):
+            _output_tiles(m[co], j0, (tr1 - tr0) * TW1, bias2[g, co], zy[:24], y)
+            plane = out[n, g, co, od]
+            for tr in range(tr0, min(tr1, (nh + 3) // 4)):
+                j = (tr - tr0) * TW1
+                for r in range(min(4, nh - 4 * tr)):
+                    _scatter_row(plane[rh + dh * (4 * tr + r)], rw, dw, y[r], j, nw)
+    return nonfinite
+
+
 @njit(parallel=True, **_JIT)
 def winograd_forward(x6, u, bias2, out, dilation, pad, TW1, units, tasks, vbufs, mbufs,
                      ybufs, sbufs, rbufs, pitch, planes):
@@ -268,13 +338,9 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, TW1, units, tasks, vbufs,
     the caller must use another form.
     """
     Cg = x6.shape[2]
-    KD = u.shape[1]
-    COg = u.shape[2]
-    OH, OW = out.shape[4], out.shape[5]
-    dd, dh, dw = dilation
     threads = min(vbufs.shape[0], tasks.shape[0])
     nonfinite = 0.0
-    prepacked = KD > 1
+    prepacked = u.shape[1] > 1
     if prepacked:
         N, G = x6.shape[0], x6.shape[1]
         Dp, phases, TH = planes.shape[3], planes.shape[4], (planes.shape[7] - 1) // TW1
@@ -294,48 +360,7 @@ def winograd_forward(x6, u, bias2, out, dilation, pad, TW1, units, tasks, vbufs,
             return False
     for th in prange(threads):
         for i in range(th, tasks.shape[0], threads):
-            u0, u1, nt = tasks[i, 0], tasks[i, 1], tasks[i, 2]
-            v = vbufs[th, : Cg * 36 * pitch].reshape((Cg, 36, pitch))
-            m = mbufs[th, : COg * 36 * pitch].reshape((COg, 36, pitch))
-            zy = ybufs[th].reshape((40, pitch))
-            y = zy[24:].reshape((4, 4 * pitch))
-            g0 = units[u0, 1]  # every unit of a task is in one group
-            for kd in range(KD):
-                for k in range(u0, u1):
-                    n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
-                    tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
-                    nq = (tr1 - tr0) * TW1
-                    z = od + kd * dd
-                    if prepacked:
-                        for c in range(Cg):
-                            _input_tiles(planes[n, g, c, z, phase], tr0 * TW1, nq, v, c,
-                                         j0)
-                    else:
-                        packed = sbufs[th, : 24 * (nq + 1)].reshape((6, 4, nq + 1))
-                        for c in range(Cg):
-                            nonfinite += pack_row_combinations(
-                                x6, n, g, c, z, phase, tr0, tr1, pad, dilation, TW1,
-                                rbufs[th], packed)
-                            _input_tiles(packed, 0, nq, v, c, j0)
-                for xi in range(36):
-                    # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
-                    # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
-                    gemm(78, 78, nt, COg, Cg, 1.0, v[0, xi], 36 * pitch, u[g0, kd, 0, xi],
-                         36 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 36 * pitch)
-            for k in range(u0, u1):
-                n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
-                tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
-                rh = phase // dw
-                rw = phase % dw
-                # Outputs of this phase per row and column.
-                nh = (OH - rh + dh - 1) // dh
-                nw = (OW - rw + dw - 1) // dw
-                for co in range(COg):
-                    _output_tiles(m[co], j0, (tr1 - tr0) * TW1, bias2[g, co], zy[:24], y)
-                    plane = out[n, g, co, od]
-                    for tr in range(tr0, min(tr1, (nh + 3) // 4)):
-                        j = j0 + (tr - tr0) * TW1
-                        for r in range(min(4, nh - 4 * tr)):
-                            _scatter_row(plane[rh + dh * (4 * tr + r)], rw, dw, y[r],
-                                         j - j0, nw)
+            nonfinite += _run_task(x6, u, bias2, out, dilation, pad, TW1, units, tasks[i],
+                                   vbufs[th], mbufs[th], ybufs[th], sbufs[th], rbufs[th],
+                                   pitch, planes, prepacked)
     return nonfinite == 0
