@@ -2,12 +2,12 @@
 
 A ``(KD, 3, 3)`` kernel (2D, or 3D of any depth) with unit stride takes, per 4x4 block
 of outputs and pair of channels, 36 multiplications instead of 144: 4x fewer, run as 36
-GEMMs per depth tap (see :mod:`numbaconv._kernels.winograd`). The price is a pass over
-the input (the row half of the input transform, into a tile layout), the column half per
-task, the output transform, and the weight transform on every call (``36 * C_out *
-C_in/groups * KD`` elements). Whether that pays is the cost model's call
-(:func:`numbaconv._costs.im2col_form`): it does for r50_3x3_56 (0.56 against the shifted
-GEMMs' 0.82 ms) and c3d (32 against 66 ms), not for deeplab_d2 (256 channels, 64 tiles
+GEMMs per depth tap (see :mod:`numbaconv._kernels.winograd`). The price is packing the
+input (the row half of the input transform, into a tile layout), the column half, the
+output transform, and the weight transform on every call (``36 * C_out * C_in/groups *
+KD`` elements). Whether that pays is the cost model's call
+(:func:`numbaconv._costs.im2col_form`): it does for r50_3x3_56 (0.43 against the shifted
+GEMMs' 0.8 ms) and c3d (31 against 66 ms), not for deeplab_d2 (256 channels, 64 tiles
 in 4 dilation phases).
 
 F(2x2, 3x3) (16 multiplications per 2x2 block, 2.25x fewer) came first; F(4x4) ran
@@ -15,8 +15,8 @@ F(2x2, 3x3) (16 multiplications per 2x2 block, 2.25x fewer) came first; F(4x4) r
 of the output's scale with 256 input channels against 5e-7 for F(2x2), stays well
 inside SPEC.md's 1e-4.
 
-Tasks are runs of tiles in one group, sized by ``TASK_BYTES``, and dealt evenly to the
-threads.
+Tasks are runs of tile rows in one group, sized by ``TASK_BYTES``, and dealt evenly to
+the threads.
 """
 
 from __future__ import annotations
