@@ -5,10 +5,13 @@ This is the only module that allocates outputs; kernels receive normalised array
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ._dispatch import METHODS, check_method, rank_paths
 from ._padding import pad_input
+from ._tuning import machine_constants
 from ._spec import (
     as_arrays,
     check_bias,
@@ -27,57 +30,98 @@ def _to_3d(values, d, fill):
     return (fill,) * (3 - d) + tuple(values)
 
 
-def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
-    x, weight, bias = as_arrays(x, weight, bias)
+class _Plan(NamedTuple):
+    """Everything about a call that its arrays' shapes and dtypes and its arguments fix:
+    validated once, reused by later calls with the same ones (layers call with the same
+    shapes over and over, and this Python costed as much as a small depthwise layer)."""
+
+    geom: object
+    dtype: np.dtype
+    method: str            # the path; for "auto", its choice for finite data
+    nonfinite_method: str  # "auto"'s choice when the data holds NaN or Inf
+    pre_pad: bool          # pad explicitly (a non-zero padding mode)
+    x6_shape: tuple
+    w6_shape: tuple
+    bias2_shape: tuple
+    out6_shape: tuple
+    stride: tuple
+    dilation: tuple
+    pad: tuple
+    constants: object      # the cost model's constants the choice was made with
+
+
+_PLANS: dict = {}
+
+
+def _plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
+    """Validate a call (raising its errors) and work out its :class:`_Plan`."""
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
     check_bias(bias, geom.out_channels)
     padding_mode = check_padding_mode(padding_mode, geom)
     method = check_method(method)
     dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
-
+    constants = machine_constants()
+    nonfinite_method = method
+    if method == "auto" and geom.batch != 0:  # an empty batch runs nothing
+        method = rank_paths(geom, dtype.itemsize)[1]
+        nonfinite_method = rank_paths(geom, dtype.itemsize, finite=False)[1]
     d = geom.d
-    batched = geom.batch is not None
-    if not batched:
-        x = x[None]
-    n = x.shape[0]
-    if n == 0:
-        return np.zeros(geom.output_shape, dtype=dtype)
-    if method == "auto":
-        method = _auto_method(geom, dtype, x, weight)
+    n = 1 if geom.batch is None else geom.batch
     pads = geom.padding
-    if padding_mode != "zeros" and any(p for pair in pads for p in pair):
-        x = pad_input(x.astype(dtype, copy=False), pads, padding_mode)
-        pads = ((0, 0),) * d
-    groups, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
-    x6 = np.ascontiguousarray(x, dtype=dtype).reshape(
-        (n, groups, c_in // groups) + _to_3d(x.shape[2:], d, 1)
+    pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)
+    spatial = tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads)) if pre_pad \
+        else geom.spatial
+    g, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
+    return _Plan(
+        geom=geom, dtype=dtype, method=method, nonfinite_method=nonfinite_method,
+        pre_pad=pre_pad,
+        x6_shape=(n, g, c_in // g) + _to_3d(spatial, d, 1),
+        w6_shape=(g, c_out // g, c_in // g) + _to_3d(geom.kernel, d, 1),
+        bias2_shape=(g, c_out // g),
+        out6_shape=(n, g, c_out // g) + _to_3d(geom.out_spatial, d, 1),
+        stride=_to_3d(geom.stride, d, 1),
+        dilation=_to_3d(geom.dilation, d, 1),
+        pad=((0, 0, 0) if pre_pad else _to_3d((lo for lo, _ in pads), d, 0)),
+        constants=constants,
     )
-    w6 = np.ascontiguousarray(weight, dtype=dtype).reshape(
-        (groups, c_out // groups, c_in // groups) + _to_3d(geom.kernel, d, 1)
-    )
+
+
+def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
+    x, weight, bias = as_arrays(x, weight, bias)
+    # Keyed by repr for the arguments, as conv_geometry is: 1 == 1.0 == True, but only
+    # 1 is a valid stride.
+    key = (x.shape, x.dtype.str, weight.shape, weight.dtype.str,
+           None if bias is None else (bias.shape, bias.dtype.str),
+           repr((stride, padding, dilation, groups, padding_mode, method)), d)
+    plan = _PLANS.get(key)
+    if plan is None or plan.constants is not machine_constants():
+        plan = _plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                     method, d)
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    dtype = plan.dtype
+    if plan.out6_shape[0] == 0:
+        return np.zeros(plan.geom.output_shape, dtype=dtype)
+    if plan.geom.batch is None:
+        x = x[None]
+    method = plan.method
+    if method == "fft" and method != plan.nonfinite_method and not (
+            np.isfinite(x).all() and np.isfinite(weight).all()):
+        # The FFT path would spread a NaN or Inf to every output instead of only those
+        # whose receptive field holds it.
+        method = plan.nonfinite_method
+    if plan.pre_pad:
+        x = pad_input(x.astype(dtype, copy=False), plan.geom.padding, padding_mode)
+    x6 = np.ascontiguousarray(x, dtype=dtype).reshape(plan.x6_shape)
+    w6 = np.ascontiguousarray(weight, dtype=dtype).reshape(plan.w6_shape)
     if bias is None:
-        bias2 = np.zeros((groups, c_out // groups), dtype=dtype)
+        bias2 = np.zeros(plan.bias2_shape, dtype=dtype)
     else:
-        bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(groups, c_out // groups)
-    out = np.empty(
-        (n, groups, c_out // groups) + _to_3d(geom.out_spatial, d, 1), dtype=dtype
-    )
-    METHODS[method](
-        x6, w6, bias2, out,
-        _to_3d(geom.stride, d, 1),
-        _to_3d(geom.dilation, d, 1),
-        _to_3d((lo for lo, _ in pads), d, 0),
-    )
-    return out.reshape(geom.output_shape)
-
-
-def _auto_method(geom, dtype, x, weight) -> str:
-    """The dispatcher's path; the FFT path only for finite data, since it would spread a
-    NaN or Inf to every output instead of only those whose receptive field holds it."""
-    choice = rank_paths(geom, dtype.itemsize)[1]
-    if choice == "fft" and not (np.isfinite(x).all() and np.isfinite(weight).all()):
-        return rank_paths(geom, dtype.itemsize, finite=False)[1]
-    return choice
+        bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(plan.bias2_shape)
+    out = np.empty(plan.out6_shape, dtype=dtype)
+    METHODS[method](x6, w6, bias2, out, plan.stride, plan.dilation, plan.pad)
+    return out.reshape(plan.geom.output_shape)
 
 
 _CONV_DOC = """{summary}

@@ -87,6 +87,27 @@ def test_choices_on_the_suite_pin_the_cost_model():
         == "im2col"
 
 
+def test_call_plans_follow_new_machine_constants(monkeypatch, rng):
+    """Calls reuse their validated plan (and auto's choice) for the same shapes, until
+    the cost model's constants change, as after ``tune()``."""
+    from numbaconv import functional
+
+    ran = []
+    for name, run in list(_dispatch.METHODS.items()):
+        monkeypatch.setitem(functional.METHODS, name,
+                            lambda *args, name=name, run=run: ran.append(name) or run(*args))
+    x = rng.standard_normal((1, 16, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    y = numbaconv.conv2d(x, w, padding=1)
+    numbaconv.conv2d(x, w, padding=1)
+    assert ran == ["im2col", "im2col"]
+    slow_gemm = _tuning.machine_constants().scaled(
+        gemm_macs=1e-4, direct_macs=1e3, direct_pack=1e3, channelwise_macs=1e3)
+    monkeypatch.setattr(_tuning, "_CONSTANTS", slow_gemm)
+    assert_close(numbaconv.conv2d(x, w, padding=1), y.astype(np.float64), np.float32)
+    assert ran == ["im2col", "im2col", "direct"]
+
+
 def test_auto_never_sends_nonfinite_data_through_fft(rng):
     shape, wshape = (1, 1, 300, 300), (1, 1, 41, 41)
     assert numbaconv.choose_method(shape, wshape, padding=20) == "fft"
