@@ -22,7 +22,7 @@ from .blas import gemm
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _g_rows(dst, a, r0, r1, r2):
     """``dst[:] = (G @ [r0; r1; r2])[a]`` for row ``a`` of ``G`` (6x3) in F(4x4, 3x3):
     ``(1/4, 0, 0)``, ``-(1, 1, 1)/6``, ``-(1, -1, 1)/6``, ``(1/24, 1/12, 1/6)``,
@@ -281,15 +281,19 @@ def _run_task(x6, u, bias2, out, dilation, pad, TW1, units, task, vbuf, mbuf, yb
             tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
             nq = (tr1 - tr0) * TW1
             z = od + kd * dd
-            if prepacked:
-                for c in range(Cg):
-                    _input_tiles(planes[n, g, c, z, phase], tr0 * TW1, nq, v, c, j0)
-            else:
-                packed = sbuf[: 24 * (nq + 1)].reshape((6, 4, nq + 1))
-                for c in range(Cg):
+            packed = sbuf[: 24 * (nq + 1)].reshape((6, 4, nq + 1))
+            for c in range(Cg):
+                if prepacked:
+                    combos = planes[n, g, c, z, phase]
+                    q0 = tr0 * TW1
+                else:
                     nonfinite += pack_row_combinations(x6, n, g, c, z, phase, tr0, tr1,
                                                        pad, dilation, TW1, rbuf, packed)
-                    _input_tiles(packed, 0, nq, v, c, j0)
+                    combos = packed
+                    q0 = 0
+                # One call site per inlined helper: Numba's IR inlining of a helper at
+                # two sites of one function miscompiled it once (wrong last columns).
+                _input_tiles(combos, q0, nq, v, c, j0)
         for xi in range(36):
             # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
             # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
