@@ -173,7 +173,8 @@ def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
     transforms = (packed + 2 * weights
                   + tiles * WINOGRAD_POINTS * (kernel[0] * cg + cog))
     seconds = c.call + transforms / (c.columns * prec) + gemm
-    extra = extra_elements(n, g, cg, cog, kernel[0], grid, phases, threads) * itemsize
+    extra = extra_elements(n, g, cg, cog, kernel[0], grid, phases, itemsize,
+                           threads) * itemsize
     return Estimate(seconds, extra, f"Winograd F(4x4,3x3): {WINOGRAD_POINTS * kernel[0]} "
                                     f"GEMMs {cog}x{cg}x{tiles} in tasks of {per_task} tiles")
 

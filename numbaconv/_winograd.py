@@ -51,15 +51,6 @@ def tile_grid(out_spatial, kernel_depth, dilation) -> tuple:
     return (OD + (kernel_depth - 1) * dd, -(-OH // (TILE * dh)), -(-OW // (TILE * dw)) + 1)
 
 
-def tiles_per_plane(out_spatial, dilation) -> int:
-    """The 4x4 output tiles of one output plane, over all dilation phases."""
-    _, OH, OW = out_spatial
-    _, dh, dw = dilation
-    rows = sum(-(-((OH - rh + dh - 1) // dh) // TILE) for rh in range(dh))
-    cols = sum(-(-((OW - rw + dw - 1) // dw) // TILE) for rw in range(dw))
-    return rows * cols
-
-
 def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, itemsize):
     """The tile grid ``(Dp, TH, TW1)`` if the Winograd form can take this convolution:
     a ``(KD, 3, 3)`` kernel, unit stride, ``MIN_CHANNELS`` input channels per group and
@@ -67,19 +58,20 @@ def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, ite
     if tuple(kernel[1:]) != (3, 3) or tuple(stride) != (1, 1, 1) or cg < MIN_CHANNELS:
         return None
     grid = tile_grid(out_spatial, kernel[0], dilation)
-    extra = extra_elements(n, groups, cg, cog, kernel[0], grid, dilation[1] * dilation[2])
+    extra = extra_elements(n, groups, cg, cog, kernel[0], grid, dilation[1] * dilation[2],
+                           itemsize)
     if extra * itemsize > config.IM2COL_BUDGET_BYTES:
         return None
     return grid
 
 
-def extra_elements(n, groups, cg, cog, kd, grid, phases, threads=None) -> int:
+def extra_elements(n, groups, cg, cog, kd, grid, phases, itemsize, threads=None) -> int:
     """Elements the Winograd form allocates besides the output: the transformed weight,
     each thread's buffers (at most ``TASK_BYTES`` of tiles, or a tile row), and with a
     depth kernel the packed input."""
     threads = numba.get_num_threads() if threads is None else threads
     dp, th, tw1 = grid
-    tiles = max(tw1, min(th * tw1, task_tiles(cg, cog, 4)))
+    tiles = max(tw1, min(th * tw1, task_tiles(cg, cog, itemsize)))
     rows = th if kd > 1 else -(-tiles // tw1)
     per_thread = (POINTS * (cg + cog) * tiles + 40 * tiles + 24 * (rows * tw1 + 1)
                   + (4 * rows + 2) * 4 * tw1 + 24 * rows * tw1)

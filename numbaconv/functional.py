@@ -33,7 +33,7 @@ def _to_3d(values, d, fill):
 class _Plan(NamedTuple):
     """Everything about a call that its arrays' shapes and dtypes and its arguments fix:
     validated once, reused by later calls with the same ones (layers call with the same
-    shapes over and over, and this Python costed as much as a small depthwise layer)."""
+    shapes over and over, and this Python cost as much as a small depthwise layer)."""
 
     geom: object
     dtype: np.dtype
