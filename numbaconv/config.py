@@ -18,9 +18,10 @@ MIN_JOBS_PER_THREAD
 IM2COL_BUDGET_BYTES
     The most memory the im2col path's buffers may take (default 256 MiB): the column
     buffers of all threads together (at most 8 MiB each), the shared columns of a small
-    output, the padded input of the shifted-GEMM form, or the packed input of the
-    Winograd form; beyond it those forms give way to the column form. Column matrices are built and multiplied in blocks of output positions
-    (or channels).
+    output, the padded input of the shifted-GEMM form, or the Winograd form's transformed
+    weight and buffers (with the packed input of a 3D kernel); beyond it those forms give
+    way to the column form. Column matrices are built and multiplied in blocks of output
+    positions (or channels).
 FFT_BUDGET_BYTES
     The most memory the FFT path's spectra of one block of output channels may take
     (default 256 MiB); more output channels are processed in turns.
