@@ -44,44 +44,40 @@ def demo() -> None:
           f"first call {first:.2f} s (includes compiling or loading the kernel)")
 
 
-# (name, input shape, weight shape, groups, method): one call per forward kernel. The
-# shifted-GEMM form needs 16 channels and 2048 output positions (a 3x3 kernel there takes
-# the Winograd form instead); 64 output channels on a 5x5 output make the column form
-# share its columns between channel blocks.
-_WARMUP_FORWARD = (
-    ("dense", (1, 2, 5, 5), (4, 2, 3, 3), 1, "direct"),
-    ("channel-wise", (1, 2, 5, 5), (2, 1, 3, 3), 2, "direct"),
-    ("im2col columns", (1, 2, 5, 5), (4, 2, 3, 3), 1, "im2col"),
-    ("im2col shared", (1, 16, 5, 5), (64, 16, 3, 3), 1, "im2col"),
-    ("im2col shifted", (1, 16, 48, 48), (16, 16, 3, 2), 1, "im2col"),
-    ("im2col Winograd", (1, 16, 48, 48), (16, 16, 3, 3), 1, "im2col"),
-)
-# (name, input shape, weight shape, groups): one backward per weight-gradient kernel.
-_WARMUP_BACKWARD = (
-    ("weight grad", (1, 2, 5, 5), (2, 2, 3, 3), 1),
-    ("shifted grad", (1, 16, 48, 48), (16, 16, 3, 3), 1),
-    ("depthwise grad", (1, 2, 5, 5), (2, 1, 3, 3), 2),
-)
-
-
 def warmup() -> None:
-    """Compile every kernel for float32 and float64 into Numba's on-disk cache."""
-    from . import conv, conv_backward
+    """Compile every kernel form for float32 and float64 into Numba's on-disk cache.
 
-    for dtype in (np.float32, np.float64):
-        for name, x_shape, w_shape, groups, method in _WARMUP_FORWARD:
-            t0 = time.perf_counter()
-            conv(np.ones(x_shape, dtype), np.ones(w_shape, dtype), padding=1, groups=groups,
-                 method=method)
-            print(f"  {name:<15} {np.dtype(dtype).name:<8} {time.perf_counter() - t0:6.2f} s")
-        for name, x_shape, w_shape, groups in _WARMUP_BACKWARD:
-            x = np.ones(x_shape, dtype)
-            w = np.ones(w_shape, dtype)
-            t0 = time.perf_counter()
-            conv_backward(np.ones_like(conv(x, w, padding=1, groups=groups)), x, w,
-                          padding=1, groups=groups)
-            print(f"  {name:<15} {np.dtype(dtype).name:<8} "
-                  f"{time.perf_counter() - t0:6.2f} s")
+    One worker process per kernel group (``_registry.GROUPS``: no two write one cache
+    index), as many at once as there are cores; each prints its forms' times as they
+    finish.
+    """
+    import os
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._registry import DTYPES, FORMS, GROUPS
+
+    def run_group(group):
+        forms = [name for name, form in FORMS.items() if form.group == group]
+        return subprocess.run([sys.executable, "-m", "numbaconv._warm", *forms, *DTYPES],
+                              capture_output=True, text=True)
+
+    t0 = time.perf_counter()
+    workers = max(1, min(len(GROUPS), os.cpu_count() or 1))
+    # The slowest group first, so that the others fill the remaining workers.
+    order = sorted(GROUPS, key=lambda g: g != "winograd")
+    failed = []
+    with ThreadPoolExecutor(workers) as pool:
+        for group, result in zip(order, pool.map(run_group, order)):
+            for line in result.stdout.splitlines():
+                form, dtype, seconds = line.split()
+                print(f"  {form:<17} {dtype:<8} {float(seconds):6.2f} s")
+            if result.returncode:
+                failed.append((group, result.stderr[-2000:]))
+    print(f"  {'all':<17} {'':<8} {time.perf_counter() - t0:6.2f} s "
+          f"({workers} worker processes)")
+    if failed:
+        raise SystemExit("warmup failed: " + "; ".join(f"{g}: {e}" for g, e in failed))
 
 
 def latency() -> None:

@@ -265,4 +265,24 @@ def estimate_fft(geom, itemsize: int, c: MachineConstants) -> Estimate:
     return Estimate(seconds, extra, detail)
 
 
+def estimate_taps(geom, itemsize: int, c: MachineConstants) -> Estimate:
+    """The no-compile NumPy fallback (:mod:`numbaconv._fallback`): per tap, a copy of
+    the inputs it reads, a stacked GEMM (or a multiply) and an addition, all at NumPy's
+    element rate (``fft_elems``, which measures the same kind of copies) but the GEMM."""
+    n, g, cg, cog, kernel, _, _, _, _, out = _dims(geom)
+    taps = math.prod(kernel)
+    p = math.prod(out)
+    prec = _precision(itemsize)
+    elements = taps * n * g * p * (cg + 2 * cog)
+    if cg == 1 and cog == 1:
+        gemm = 0.0
+    else:
+        eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
+               * (p / (p + c.gemm_half_p)))
+        gemm = geom.macs / (c.gemm_macs * prec * eff)
+    seconds = c.call * taps + elements / (c.fft_elems * prec) + gemm
+    extra = n * g * (cg + cog) * p * itemsize
+    return Estimate(seconds, extra, f"{taps} NumPy GEMMs (no compiled kernel)")
+
+
 ESTIMATORS = {"direct": estimate_direct, "im2col": estimate_im2col, "fft": estimate_fft}

@@ -8,7 +8,11 @@ import numba
 import numpy as np
 
 from . import config
-from ._kernels.direct import channelwise_conv, dense_conv
+from ._compile import Kernel
+from ._kernels import direct as _kernels
+
+dense_conv = Kernel(_kernels.dense_conv, "dense")
+channelwise_conv = Kernel(_kernels.channelwise_conv, "channelwise")
 from ._threads import kernel_launch
 
 # One input channel per group: whole-plane axpys (the channel-wise kernel) beat dot

@@ -26,16 +26,17 @@ import numpy as np
 from . import config
 from ._blas import single_threaded_blas
 from ._kernels.blas import register_blas
-from ._kernels.im2col import (
-    im2col_forward,
-    im2col_forward_shared,
-    im2col_weight_grad,
-    shifted_gemm_forward,
-    shifted_weight_grad,
-)
+from ._compile import Kernel
+from ._kernels import im2col as _kernels
 from ._threads import kernel_launch
 from ._winograd import conv_winograd, winograd_grid
 from ._workspace import scratch
+
+im2col_forward = Kernel(_kernels.im2col_forward, "columns")
+im2col_forward_shared = Kernel(_kernels.im2col_forward_shared, "shared")
+shifted_gemm_forward = Kernel(_kernels.shifted_gemm_forward, "shifted")
+im2col_weight_grad = Kernel(_kernels.im2col_weight_grad, "weight_grad")
+shifted_weight_grad = Kernel(_kernels.shifted_weight_grad, "shifted_grad")
 
 # Bytes of columns per task at most (measured: smaller tasks make slower GEMMs).
 TASK_BYTES = 8 << 20

@@ -29,9 +29,13 @@ import numpy as np
 from . import config
 from ._blas import single_threaded_blas
 from ._kernels.blas import register_blas
-from ._kernels.winograd import transform_weights, winograd_forward
+from ._compile import Kernel
+from ._kernels import winograd as _kernels
 from ._threads import kernel_launch
 from ._workspace import scratch
+
+transform_weights = Kernel(_kernels.transform_weights, "winograd")
+winograd_forward = Kernel(_kernels.winograd_forward, "winograd")
 
 # Bytes of transformed input tiles and products per task, at most (2-8 MiB measured
 # alike; 1 MiB made the GEMMs of 256-channel layers too thin).

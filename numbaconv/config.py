@@ -22,6 +22,15 @@ IM2COL_BUDGET_BYTES
     weight and buffers (with the packed input of a 3D kernel); beyond it those forms give
     way to the column form. Column matrices are built and multiplied in blocks of output
     positions (or channels).
+BACKGROUND_COMPILE
+    With ``method="auto"``, a call whose kernel is neither compiled nor in Numba's
+    on-disk cache does not wait seconds for it: a separate process compiles it into the
+    cache, and until that is done the call runs on NumPy/SciPy (one GEMM per kernel tap,
+    or the FFT path), at a fraction of the kernel's speed but with the same results
+    within SPEC.md's tolerances. Later calls use the kernel. Named paths
+    (``method="direct"`` and so on) always compile in the foreground. The environment
+    variable ``NUMBACONV_BACKGROUND_COMPILE=0`` turns this off too (then a cold call
+    compiles its kernel before it returns, saying so once on the ``numbaconv`` logger).
 FFT_BUDGET_BYTES
     The most memory the FFT path's spectra of one block of output channels may take
     (default 256 MiB); more output channels are processed in turns.
@@ -32,3 +41,4 @@ CACHE = True
 MIN_JOBS_PER_THREAD = 4
 IM2COL_BUDGET_BYTES = 256 << 20
 FFT_BUDGET_BYTES = 256 << 20
+BACKGROUND_COMPILE = True

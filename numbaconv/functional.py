@@ -9,7 +9,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._blas import single_threaded_blas
+from ._compile import KernelNotReady, fallback_allowed
+from ._costs import estimate_fft, estimate_taps
 from ._dispatch import METHODS, check_method, rank_paths
+from ._fallback import conv_taps
+from ._fft import conv_fft
 from ._padding import pad_input
 from ._tuning import machine_constants
 from ._spec import (
@@ -39,6 +44,7 @@ class _Plan(NamedTuple):
     dtype: np.dtype
     method: str            # the path; for "auto", its choice for finite data
     nonfinite_method: str  # "auto"'s choice when the data holds NaN or Inf
+    fallback: str          # "auto"'s path while its kernel compiles: "taps" or "fft"
     pre_pad: bool          # pad explicitly (a non-zero padding mode)
     x6_shape: tuple
     w6_shape: tuple
@@ -62,9 +68,12 @@ def _plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
     constants = machine_constants()
     nonfinite_method = method
+    fallback = "none"
     if method == "auto" and geom.batch != 0:  # an empty batch runs nothing
         method = rank_paths(geom, dtype.itemsize)[1]
         nonfinite_method = rank_paths(geom, dtype.itemsize, finite=False)[1]
+        fallback = ("fft" if estimate_fft(geom, dtype.itemsize, constants).seconds
+                    < estimate_taps(geom, dtype.itemsize, constants).seconds else "taps")
     d = geom.d
     n = 1 if geom.batch is None else geom.batch
     pads = geom.padding
@@ -74,6 +83,7 @@ def _plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     g, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
     return _Plan(
         geom=geom, dtype=dtype, method=method, nonfinite_method=nonfinite_method,
+        fallback=fallback,
         pre_pad=pre_pad,
         x6_shape=(n, g, c_in // g) + _to_3d(spatial, d, 1),
         w6_shape=(g, c_out // g, c_in // g) + _to_3d(geom.kernel, d, 1),
@@ -120,7 +130,22 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     else:
         bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(plan.bias2_shape)
     out = np.empty(plan.out6_shape, dtype=dtype)
-    METHODS[method](x6, w6, bias2, out, plan.stride, plan.dilation, plan.pad)
+    arrays = (x6, w6, bias2, out, plan.stride, plan.dilation, plan.pad)
+    if plan.fallback == "none" or method == "fft":
+        METHODS[method](*arrays)
+    else:
+        try:
+            with fallback_allowed():
+                METHODS[method](*arrays)
+        except KernelNotReady:
+            # The kernel compiles in a background process: meanwhile, a path that needs
+            # none (see numbaconv._compile).
+            use_fft = (plan.fallback == "fft" and np.isfinite(x6).all()
+                       and np.isfinite(w6).all())
+            # One BLAS thread: the compile job has the other core (two BLAS threads
+            # against it ran the fallback 6x slower).
+            with single_threaded_blas:
+                (conv_fft if use_fft else conv_taps)(*arrays)
     return out.reshape(plan.geom.output_shape)
 
 

@@ -22,7 +22,10 @@ import numpy as np
 
 from ._dispatch import check_method
 from ._im2col import im2col_weight_grad_of
-from ._kernels.grad import channelwise_weight_grad
+from ._blas import single_threaded_blas
+from ._compile import Kernel, KernelNotReady, fallback_allowed
+from ._fallback import weight_grad_taps
+from ._kernels import grad as _grad_kernels
 from ._padding import pad_input
 from ._threads import kernel_launch
 from ._spec import (
@@ -36,6 +39,8 @@ from ._spec import (
 )
 
 __all__ = ["conv_backward", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
+
+channelwise_weight_grad = Kernel(_grad_kernels.channelwise_weight_grad, "channelwise_grad")
 
 
 def _source_index(j: int, size: int, mode: str) -> int:
@@ -115,7 +120,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     return full
 
 
-def _weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
+def weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
     """im2col columns of ``x`` times the output gradient ``g``, summed over samples.
 
     ``g`` ``(N, C_out, *out)``, ``x`` ``(N, C_in, *spatial)`` (both of the computation
@@ -130,17 +135,37 @@ def _weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
     cog = c_out // groups
     out = g.shape[2:]
     x6 = np.ascontiguousarray(x).reshape((n, groups, c_in_g) + _to_3d(x.shape[2:], d, 1))
+    args = (_to_3d(kernel, d, 1), _to_3d(stride, d, 1), _to_3d(dilation, d, 1),
+            _to_3d(pad_before, d, 0))
+    try:
+        with fallback_allowed():
+            return _weight_grad_kernels(g, x6, weight_shape, *args)
+    except KernelNotReady:
+        # The kernel compiles in a background process (see numbaconv._compile).
+        with single_threaded_blas:
+            gw = weight_grad_taps(x6, g.reshape((n, groups, cog) + _to_3d(out, d, 1)),
+                                  *args)
+        return gw.reshape(weight_shape)
+
+
+def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_before):
+    """:func:`weight_grad` by the compiled kernels (arguments as ``(d, h, w)``)."""
+    from .functional import _to_3d
+
+    n, groups, c_in_g = x6.shape[:3]
+    cog = weight_shape[0] // groups
+    out = g.shape[2:]
+    d = len(out)
     if c_in_g == 1:
-        gw = np.empty((groups, cog) + _to_3d(kernel, d, 1), dtype=g.dtype)
+        gw = np.empty((groups, cog) + kernel, dtype=g.dtype)
         with kernel_launch:
             channelwise_weight_grad(
                 x6.reshape((n, groups) + x6.shape[3:]),
                 g.reshape((n, groups, cog) + _to_3d(out, d, 1)), gw,
-                _to_3d(stride, d, 1), _to_3d(dilation, d, 1), _to_3d(pad_before, d, 0))
+                stride, dilation, pad_before)
         return gw.reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
-    gw = im2col_weight_grad_of(x6, g4, _to_3d(kernel, d, 1), _to_3d(stride, d, 1),
-                               _to_3d(dilation, d, 1), _to_3d(pad_before, d, 0),
+    gw = im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad_before,
                                _to_3d(out, d, 1))
     return gw.reshape(weight_shape)
 
@@ -209,7 +234,7 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
         pad_before = (0,) * d
     else:
         pad_before = tuple(lo for lo, _ in pads)
-    grad_weight = _weight_grad(g, xd, weight.shape, geom.stride, geom.dilation,
+    grad_weight = weight_grad(g, xd, weight.shape, geom.stride, geom.dilation,
                                pad_before, geom.groups)
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads))
     if padding_mode == "zeros":

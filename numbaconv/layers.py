@@ -14,7 +14,7 @@ import numpy as np
 from ._spec import PADDING_MODES, conv_geometry
 from .functional import conv, count_macs, count_params
 from .gradients import (
-    _weight_grad,
+    weight_grad,
     conv_backward,
     conv_transpose1d,
     conv_transpose2d,
@@ -210,7 +210,7 @@ class _ConvTransposeNd(_Layer):
         pad_per_axis = padding if isinstance(padding, tuple) else (padding,) * self.d
         stride_t = stride if isinstance(stride, tuple) else (stride,) * self.d
         dil_t = dilation if isinstance(dilation, tuple) else (dilation,) * self.d
-        gw = _weight_grad(xb.astype(dtype), np.ascontiguousarray(g, dtype=dtype),
+        gw = weight_grad(xb.astype(dtype), np.ascontiguousarray(g, dtype=dtype),
                           self.weight.shape, stride_t, dil_t, pad_per_axis, self.groups)
         self.grad_weight = gw.astype(self.dtype, copy=False)
         self.grad_bias = (None if self.bias is None else

@@ -1,5 +1,11 @@
-import numpy as np
-import pytest
+import os
+
+# Cold kernels compile in the foreground during tests, so that every call of a test runs
+# the path it names; tests/test_cold_start.py covers the background compile.
+os.environ.setdefault("NUMBACONV_BACKGROUND_COMPILE", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 try:
     import torch

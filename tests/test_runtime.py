@@ -125,8 +125,13 @@ def test_cli_warmup_and_usage():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    # 9 kernels (6 forward, 3 weight-gradient) x 2 dtypes, each with its time
-    assert len(lines) == 18 and all(line.endswith(" s") for line in lines), lines
+    # 9 forms (6 forward, 3 weight-gradient) x 2 dtypes, each with its time, and the total
+    from numbaconv._registry import FORMS
+
+    timed = sorted(tuple(line.split()[:2]) for line in lines[:-1])
+    assert timed == sorted((f, d) for f in FORMS for d in ("float32", "float64")), lines
+    assert all(line.endswith(" s") for line in lines[:-1]), lines
+    assert lines[-1].split()[0] == "all" and "worker processes" in lines[-1], lines
     bad = subprocess.run([sys.executable, "-m", "numbaconv", "nonsense"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -19,7 +19,6 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
-from ..config import CACHE
 
 _registered = False
 
@@ -49,7 +48,10 @@ def _ptr(typingctx, array):
     return types.voidptr(array), codegen
 
 
-@njit(cache=CACHE, nogil=True)
+# Not cached on its own: it is compiled into each kernel that calls it (and cached with
+# it), so that kernels of different modules, compiled by different processes at once
+# (``warmup``), never share a cache index.
+@njit(nogil=True)
 def gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """Fortran ``?gemm``: ``c = alpha * op(a) @ op(b) + beta * c``, column-major.
 

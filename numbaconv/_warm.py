@@ -1,0 +1,66 @@
+"""``python -m numbaconv._warm FORM [FORM ...] DTYPE [DTYPE]``: compile into Numba's cache.
+
+The background compile job of :mod:`numbaconv._compile` and the worker processes of
+``warmup``; prints a line ``form dtype seconds`` per form and dtype. Jobs on one machine take turns under a file lock (per user and cache
+directory and kernel group), so that no two processes write one cache index at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+
+
+@contextmanager
+def group_locks(groups):
+    """Hold the machine-wide locks of these kernel groups (see ``_registry.GROUPS``) for
+    this user and cache directory, taken in a fixed order."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: jobs do not take turns
+        yield
+        return
+    import numba
+
+    where = hashlib.sha256(str(numba.config.CACHE_DIR).encode()).hexdigest()[:12]
+    handles = []
+    try:
+        for group in sorted(set(groups)):
+            path = os.path.join(tempfile.gettempdir(),
+                                f"numbaconv-{os.getuid()}-{where}-{group}.lock")
+            handle = open(path, "a")
+            handles.append(handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        for handle in reversed(handles):
+            handle.close()  # closing releases the lock
+
+
+def main(argv) -> int:
+    import time
+
+    from ._registry import DTYPES, FORMS, run_example
+
+    # A compile job compiles: it never falls back, nor starts jobs of its own.
+    os.environ["NUMBACONV_BACKGROUND_COMPILE"] = "0"
+    forms = [a for a in argv if a in FORMS]
+    dtypes = [a for a in argv if a in DTYPES]
+    if not forms or not dtypes or len(forms) + len(dtypes) != len(argv):
+        print(f"usage: python -m numbaconv._warm FORM [FORM ...] DTYPE [DTYPE]; forms: "
+              f"{', '.join(FORMS)}; dtypes: {', '.join(DTYPES)}", file=sys.stderr)
+        return 2
+    with group_locks(FORMS[f].group for f in forms):
+        for dtype in dtypes:
+            for form in forms:
+                t0 = time.perf_counter()
+                run_example(form, dtype)
+                print(f"{form} {dtype} {time.perf_counter() - t0:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
