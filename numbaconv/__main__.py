@@ -81,18 +81,11 @@ def warmup() -> None:
 
 
 def latency() -> None:
-    """First-call latency of fresh processes, cold cache then warm cache (float32)."""
-    import tempfile
+    """A new user's first calls, per layer kind: first-call time, time to full speed and
+    the warm-cache first call, each in fresh processes."""
+    from .bench import cold_start, format_cold_start
 
-    from .bench import first_call_latency
-
-    with tempfile.TemporaryDirectory() as cache_dir:
-        rows = first_call_latency(cache_dir)
-    print(f"{'path':<22}{'d':>3}  {'cache':<6}{'import s':>10}{'first call s':>14}")
-    for kernel, d, cache, imp, first in rows:
-        print(f"{kernel:<22}{d:>3}  {cache:<6}{imp:>10.2f}{first:>14.2f}")
-    print("(one kernel per dtype serves 1D, 2D and 3D: the first cold call compiles it, "
-          "later dimensionalities reuse it; 'auto' compiles only the path it picks)")
+    print(format_cold_start(cold_start()))
 
 
 def bench(compare: bool, cases=None) -> None:
@@ -175,7 +168,8 @@ def main(argv=None) -> int:
     what = b.add_mutually_exclusive_group()
     what.add_argument("--compare", action="store_true", help="also time PyTorch (ratios)")
     what.add_argument("--latency", action="store_true",
-                      help="instead, time import and first call in fresh processes")
+                      help="instead, time first calls and the time to full speed in "
+                           "fresh processes")
     what.add_argument("--backward", action="store_true",
                       help="instead, time conv_backward against PyTorch's")
     b.add_argument("--cases", type=lambda t: t.split(","),

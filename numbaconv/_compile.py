@@ -37,6 +37,8 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from . import config
 
 log = logging.getLogger("numbaconv")
@@ -117,16 +119,39 @@ class Kernel:
         self.dispatcher = dispatcher
         self.form = form
         self.name = getattr(dispatcher, "__name__", repr(dispatcher))
-        self._ready = set()  # dtypes of the first argument whose code is loaded
+        self._ready = set()  # dtypes of the first array argument whose code is loaded
+        self._addresses = {}  # dtype -> address of the compiled code (see address)
 
     def __getattr__(self, name):
         return getattr(self.dispatcher, name)
 
     def __call__(self, *args):
-        dtype = args[0].dtype
+        self.prepare(*args)
+        return self.dispatcher(*args)
+
+    def prepare(self, *args) -> None:
+        """Make sure the code for these arguments is loaded, compiling it if need be,
+        or raise :class:`KernelNotReady` (see the module docstring)."""
+        dtype = _dtype_of(args)
         if dtype not in self._ready:
             self._prepare(dtype, args)
-        return self.dispatcher(*args)
+
+    def address(self, *args):
+        """The address of the compiled code for these arguments (after :meth:`prepare`),
+        for ``_kernels.shares.call_share``; None under ``NUMBA_DISABLE_JIT=1``."""
+        disp = self.dispatcher
+        if not hasattr(disp, "overloads"):
+            return None
+        dtype = _dtype_of(args)
+        address = self._addresses.get(dtype)
+        if address is None:  # looking it up costs 50-100 us: once per dtype
+            sig = tuple(disp.typeof_pyval(a) for a in args)
+            if sig not in disp.overloads:
+                disp.compile(sig)  # what a call would have compiled (prepare said so)
+            cres = disp.overloads[sig]
+            address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            self._addresses[dtype] = address
+        return address
 
     def _prepare(self, dtype, args) -> None:
         disp = self.dispatcher
@@ -138,14 +163,14 @@ class Kernel:
         if sig in disp.overloads or _load_cached(disp, sig):
             self._ready.add(dtype)
             return
-        key = (self.form, dtype.name)
+        key = (self.form, np.dtype(dtype).name)
         with _JOBS_LOCK:
             job = _JOBS.get(key)
         if getattr(_LOCAL, "allowed", False):
             if job is None:
                 job = _start_job(*key)
             if job is not None and job.poll() is None:
-                raise KernelNotReady(f"{self.name} ({dtype.name}) is compiling")
+                raise KernelNotReady(f"{self.name} ({key[1]}) is compiling")
         elif job is not None:
             job.wait()  # it is nearly done, and it must not share the cache index
         if job is not None and _load_cached(disp, sig):
@@ -153,8 +178,20 @@ class Kernel:
             return
         # Compiled here and now: the first call of a named path, or a job that failed.
         log.warning("numbaconv: compiling %s for %s (seconds, once: it is cached for "
-                    "later processes)", self.name, dtype.name)
+                    "later processes)", self.name, key[1])
         self._ready.add(dtype)
+
+
+def _dtype_of(args):
+    """The dtype of the first array among ``args`` (searching tuples too): with the
+    kernel, it fixes the compiled signature, since kernels take normalised arrays."""
+    for a in args:
+        if isinstance(a, tuple):
+            a = _dtype_of(a)
+        dtype = getattr(a, "dtype", a if isinstance(a, np.dtype) else None)
+        if dtype is not None:
+            return dtype
+    return None
 
 
 def _load_cached(disp, sig) -> bool:

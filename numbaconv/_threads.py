@@ -44,3 +44,4 @@ class _Launch:
 
 kernel_launch = _Launch()
 
+

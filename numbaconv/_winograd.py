@@ -35,7 +35,9 @@ from ._threads import kernel_launch
 from ._workspace import scratch
 
 transform_weights = Kernel(_kernels.transform_weights, "winograd")
+pack_planes = Kernel(_kernels.pack_planes, "winograd")
 winograd_forward = Kernel(_kernels.winograd_forward, "winograd")
+run_shares = Kernel(_kernels.run_shares, "winograd")
 
 # Bytes of transformed input tiles and products per task, at most (2-8 MiB measured
 # alike; 1 MiB made the GEMMs of 256-channel layers too thin).
@@ -149,8 +151,8 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid) -> bool:
     rows = int((units[:, 5] - units[:, 4]).max())
     with single_threaded_blas, kernel_launch:
         u = scratch("winograd_weight", (G, KD, COg, POINTS, Cg), out.dtype)
-        if not transform_weights(w6, u, scratch("winograd_taps", (threads, 27, Cg),
-                                                out.dtype)):
+        tbufs = scratch("winograd_taps", (threads, 27, Cg), out.dtype)
+        if not _all_finite(transform_weights, threads, (w6, u, tbufs)):
             return False
         vbufs = scratch("winograd_input", (threads, Cg * POINTS * pitch), out.dtype)
         mbufs = scratch("winograd_products", (threads, COg * POINTS * pitch), out.dtype)
@@ -167,6 +169,19 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid) -> bool:
         sbufs = scratch("winograd_packed", (threads, 24 * (rows * tw1 + 1)), out.dtype)
         rbufs = scratch("winograd_rows", (threads, (4 * rows + 2) * 4 * tw1
                                           + 24 * rows * tw1), out.dtype)
-        return winograd_forward(x6, u, bias2, out, tuple(dilation), tuple(pad), tw1,
-                                units, tasks, vbufs, mbufs, ybufs, sbufs, rbufs, pitch,
-                                planes)
+        if KD > 1 and not _all_finite(pack_planes, threads,
+                                      (x6, planes, *pad, *dilation, tw1, rbufs)):
+            return False
+        return _all_finite(winograd_forward, threads,
+                           (x6, u, bias2, out, *dilation, *pad, tw1, units, tasks, vbufs,
+                            mbufs, ybufs, sbufs, rbufs, pitch, planes))
+
+
+def _all_finite(share, threads, args) -> bool:
+    """Run ``share(th, threads, *args)`` for every thread ``th`` at once (by
+    ``run_shares``); whether every share returned 0 (none met a NaN or an Inf)."""
+    share.prepare(0, threads, *args)
+    address = share.address(0, threads, *args)
+    if address is None:  # NUMBA_DISABLE_JIT=1: the shares one after another
+        return sum(share(th, threads, *args) for th in range(threads)) == 0
+    return run_shares(address, threads, args) == 0

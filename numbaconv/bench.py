@@ -395,55 +395,111 @@ def format_backward(rows) -> str:
     return "\n".join(lines)
 
 
-_FIRST_CALL = """
-import sys, time
-t0 = time.perf_counter()
+_COLD_START = """
+import json, sys, time
+start = float(sys.argv[1])
+t0 = time.time()
 import numpy as np
 import numbaconv
-t1 = time.perf_counter()
-d, groups, method, stride = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-size = int(sys.argv[5].split(",")[d - 1])
-taps = int(sys.argv[6])
-x = np.ones((1, 16) + (size,) * d, np.float32)
-w = np.ones((16, 16 // groups) + (taps,) * d, np.float32)
-numbaconv.conv(x, w, padding=1, stride=stride, groups=groups, method=method)
-print(t1 - t0, time.perf_counter() - t1)
+from numbaconv import _compile
+t1 = time.time()
+x_shape, w_shape, kwargs, dtype, seconds = json.loads(sys.argv[2])
+x = np.random.default_rng(0).standard_normal(x_shape).astype(dtype)
+w = np.random.default_rng(1).standard_normal(w_shape).astype(dtype)
+calls, compiled = [], None
+while True:
+    a = time.time()
+    numbaconv.conv(x, w, **kwargs)
+    b = time.time()
+    calls.append((b - start, b - a))
+    if compiled is None and not any(_compile.background_jobs().values()):
+        compiled = len(calls)
+    if b - start > seconds or (compiled is not None and len(calls) >= compiled + 20):
+        break
+    time.sleep(max(0.0, 0.02 - (b - a)))
+_compile.wait_for_jobs()
+print(json.dumps(dict(interpreter=t0 - start, imp=t1 - t0, calls=calls)))
 """
 
-# (label, groups, method, stride, input size for d = 1, 2, 3 ("-": not this d), kernel
-# taps per axis): every kernel the forward paths compile (the shifted GEMM needs unit
-# stride and 2048 output positions; Winograd a 3x3 kernel and 128 tiles).
-LATENCY_CASES = (
-    ("direct dense", 1, "direct", 1, "12,12,12", 3),
-    ("direct channel-wise", 16, "direct", 1, "12,12,12", 3),
-    ("im2col shifted GEMM", 1, "im2col", 1, "3000,48,14", 4),
-    ("im2col Winograd", 1, "im2col", 1, "-,48,14", 3),
-    ("im2col columns", 1, "im2col", 2, "12,12,12", 3),
-    ("fft", 1, "fft", 1, "12,12,12", 3),
+# The layer kinds of a new user's first calls (``method="auto"``, float32 but the last).
+COLD_START_CASES = (
+    ("dense 3x3", (1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "float32"),
+    ("1x1", (1, 64, 56, 56), (256, 64, 1, 1), {}, "float32"),
+    ("stride 2", (1, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), "float32"),
+    ("depthwise", (1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144),
+     "float32"),
+    ("1D", (1, 64, 16000), (64, 64, 3), dict(padding=1), "float32"),
+    ("3D", (1, 16, 16, 32, 32), (32, 16, 3, 3, 3), dict(padding=1), "float32"),
+    ("large kernel", (1, 1, 512, 512), (1, 1, 31, 31), dict(padding=15), "float32"),
+    ("float64 3x3", (1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), "float64"),
 )
+FULL_SPEED_FACTOR = 1.5
 
 
-def first_call_latency(cache_dir: str):
-    """Import and first-call times of a fresh process, with a cold and then a warm cache.
-
-    Each measurement runs in a new interpreter with ``NUMBA_CACHE_DIR=cache_dir`` (which
-    should start empty) on a 16-channel input (kernel taps per ``LATENCY_CASES``);
-    returns rows ``(kernel, d, cache, import_s, first_call_s)``.
-    """
+def _fresh_process(case, cache_dir, seconds, env=None):
+    import json
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    _, x_shape, w_shape, kwargs, dtype = case
+    env = dict(os.environ if env is None else env, NUMBA_CACHE_DIR=cache_dir)
+    start = time.time()
+    out = subprocess.run([sys.executable, "-c", _COLD_START, repr(start),
+                          json.dumps([x_shape, w_shape, kwargs, dtype, seconds])],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cold_start(cases=COLD_START_CASES, seconds: float = 40.0, progress=True):
+    """A new user's first calls of each layer kind, each in a fresh process.
+
+    Per case: a process with an empty ``NUMBA_CACHE_DIR`` imports numbaconv and calls
+    ``conv`` every 20 ms for up to ``seconds`` (or until 20 calls after its background
+    compile is done); then a second process with the now warm cache does the same.
+    Returns rows ``dict(case, import_s, first_s, full_speed_s, warm_first_s, warm_ms,
+    cold_ms_at_end)``: ``first_s`` is the first call's time, ``full_speed_s`` the time
+    from the cold process's start until a call ran within ``FULL_SPEED_FACTOR`` of the
+    warm process's median call, ``warm_first_s`` import plus first call with the warm
+    cache.
+    """
+    import statistics
+    import tempfile
+
     rows = []
-    for cache in ("cold", "warm"):
-        for label, groups, method, stride, sizes, taps in LATENCY_CASES:
-            for d in (2, 1, 3):
-                if sizes.split(",")[d - 1] == "-":
-                    continue
-                out = subprocess.run([sys.executable, "-c", _FIRST_CALL, str(d), str(groups),
-                                      method, str(stride), sizes, str(taps)],
-                                     env=env, capture_output=True, text=True, check=True)
-                imp, first = map(float, out.stdout.split())
-                rows.append((label, d, cache, imp, first))
+    bar = _progress(2 * len(cases)) if progress else None
+    for case in cases:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cold = _fresh_process(case, cache_dir, seconds)
+            if bar:
+                bar.update(1)
+            warm = _fresh_process(case, cache_dir, 2.0)
+            if bar:
+                bar.update(1)
+        warm_ms = statistics.median(d for _, d in warm["calls"][1:]) * 1e3
+        full = next((t for t, d in cold["calls"] if d * 1e3 <= FULL_SPEED_FACTOR * warm_ms),
+                    float("nan"))
+        rows.append(dict(case=case[0], import_s=cold["interpreter"] + cold["imp"],
+                         first_s=cold["calls"][0][1], full_speed_s=full,
+                         warm_first_s=warm["interpreter"] + warm["imp"]
+                         + warm["calls"][0][1], warm_ms=warm_ms,
+                         cold_ms_at_end=statistics.median(
+                             d for _, d in cold["calls"][-5:]) * 1e3))
+    if bar:
+        bar.close()
     return rows
+
+
+def format_cold_start(rows) -> str:
+    """The table of :func:`cold_start`."""
+    lines = [f"{'layer kind':<14}{'import s':>9}{'1st call s':>11}{'full speed s':>13}"
+             f"{'warm: import+1st s':>20}{'warm call ms':>13}",
+             "-" * 80]
+    for r in rows:
+        lines.append(f"{r['case']:<14}{r['import_s']:>9.2f}{r['first_s']:>11.2f}"
+                     f"{r['full_speed_s']:>13.1f}{r['warm_first_s']:>20.2f}"
+                     f"{r['warm_ms']:>13.2f}")
+    lines.append(f"(fresh processes, empty NUMBA_CACHE_DIR; 'full speed': from the process's "
+                 f"start until a call ran within {FULL_SPEED_FACTOR}x of the warm-cache "
+                 f"call)")
+    return "\n".join(lines)

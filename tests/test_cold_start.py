@@ -33,12 +33,10 @@ CASES = [
 @pytest.fixture
 def cold_kernels(monkeypatch):
     """Every kernel behaves as if it were compiling in the background."""
-    def not_ready(self, dtype, args):
+    def not_ready(self, *args):
         if getattr(_compile._LOCAL, "allowed", False):
             raise _compile.KernelNotReady(self.name)
-    monkeypatch.setattr(_compile.Kernel, "_prepare", not_ready)
-    monkeypatch.setattr(_compile.Kernel, "__call__", lambda self, *args: (
-        self._prepare(args[0].dtype, args), self.dispatcher(*args))[1])
+    monkeypatch.setattr(_compile.Kernel, "prepare", not_ready)
     monkeypatch.setenv("NUMBACONV_BACKGROUND_COMPILE", "1")
     numbaconv.functional._PLANS.clear()
     yield

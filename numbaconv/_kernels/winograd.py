@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
 from .blas import gemm
+from .shares import call_share
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
@@ -63,21 +64,21 @@ def _transform_channel(w6, u, g, kd, co, taps, gk):
     return nonfinite
 
 
-@njit(parallel=True, **_JIT)
-def transform_weights(w6, u, tbufs):
+@njit(**_JIT)
+def transform_weights(th, threads, w6, u, tbufs):
     """``u[g, kd, co, 6*a + b, c] = (G w6[g, co, c, kd] G^T)[a, b]`` for a ``(G, COg, Cg,
-    KD, 3, 3)`` weight (``G`` in ``_g_rows``). ``tbufs`` ``(threads, 27, Cg)``: each
-    thread's weight taps of one output channel, over the input channels, then ``G k``
-    (every step a vectorised loop over the input channels). Returns whether every weight
-    is finite (see ``winograd_forward``)."""
+    KD, 3, 3)`` weight (``G`` in ``_g_rows``), for the output channels ``th, th +
+    threads, ...`` (of all groups and depth taps) of thread ``th``. ``tbufs[th]`` ``(27,
+    Cg)``: the thread's weight taps of one output channel, over the input channels, then
+    ``G k`` (every step a vectorised loop over the input channels). Returns 0 if those
+    weights are finite, else NaN (see ``winograd_forward``)."""
     G, COg, Cg, KD = w6.shape[:4]
-    threads = tbufs.shape[0]
+    tbuf = tbufs[th]
     nonfinite = 0.0
-    for th in prange(threads):
-        for row in range(th, G * KD * COg, threads):
-            nonfinite += _transform_channel(w6, u, row // (KD * COg), (row // COg) % KD,
-                                            row % COg, tbufs[th, :9], tbufs[th, 9:])
-    return nonfinite == 0
+    for row in range(th, G * KD * COg, threads):
+        nonfinite += _transform_channel(w6, u, row // (KD * COg), (row // COg) % KD,
+                                        row % COg, tbuf[:9], tbuf[9:])
+    return nonfinite
 
 
 @njit(**_JIT)
@@ -257,116 +258,128 @@ def _scatter_row(orow, col0, dw, yr, j, count):
 
 
 @njit(**_JIT)
-def _run_task(x6, u, bias2, out, dilation, pad, TW1, units, task, vbuf, mbuf, ybuf, sbuf,
-              rbuf, pitch, planes, prepacked):
-    """One task of ``winograd_forward`` on one thread's buffers; returns 0, or NaN if
-    the input it packed holds a NaN or an Inf. (A function of its own rather than the
-    body of the parallel loop: Numba's parallel passes over that body took seconds of
-    compile time.)"""
+def pack_planes(th, threads, x6, planes, pd, ph, pw, dd, dh, dw, TW1, rbufs):
+    """Thread ``th``'s share (jobs ``th, th + threads, ...``) of packing every input
+    plane and phase once, for a depth kernel (see ``winograd_forward``): returns 0, or
+    NaN if the input holds a NaN or an Inf. (The padding and dilation come as ints: a
+    ``prange`` cannot pass on tuples nested in ``run_shares``' arguments.)"""
+    pad = (pd, ph, pw)
+    dilation = (dd, dh, dw)
+    N, G, Cg = x6.shape[0], x6.shape[1], x6.shape[2]
+    Dp, phases, TH = planes.shape[3], planes.shape[4], (planes.shape[7] - 1) // TW1
+    jobs = N * G * Cg * Dp * phases
+    first_row = TH - TH  # a run-time 0: a literal would compile a second signature
+    nonfinite = 0.0
+    for job in range(th, jobs, threads):
+        phase = job % phases
+        z = (job // phases) % Dp
+        c = (job // (phases * Dp)) % Cg
+        g = (job // (phases * Dp * Cg)) % G
+        n = job // (phases * Dp * Cg * G)
+        nonfinite += pack_row_combinations(x6, n, g, c, z, phase, first_row, TH, pad,
+                                           dilation, TW1, rbufs[th],
+                                           planes[n, g, c, z, phase])
+    return nonfinite
+
+
+@njit(**_JIT)
+def winograd_forward(th, threads, x6, u, bias2, out, dd, dh, dw, pd, ph, pw, TW1, units,
+                     tasks, vbufs, mbufs, ybufs, sbufs, rbufs, pitch, planes):
+    """Thread ``th``'s share (tasks ``th, th + threads, ...``) of a unit-stride
+    convolution with a ``(KD, 3, 3)`` kernel by Winograd F(4x4, 3x3).
+
+    ``x6`` ``(N, G, Cg, D, H, W)``; ``u`` ``(G, KD, COg, 36, Cg)`` is the transformed
+    weight; ``dd, dh, dw`` the dilation and ``pd, ph, pw`` the padding before each
+    axis. ``units`` rows ``(n, g, od, phase, tr0, tr1, j0)`` are tile rows ``tr0 <= tr
+    < tr1`` (``TW1`` tiles each, the last unused) of dilation phase ``phase`` of output
+    plane ``od``, at columns ``j0`` on of their task's buffers. ``tasks`` rows ``(u0,
+    u1, tiles)`` are runs of units in one group; each thread has its own buffers (flat,
+    row ``th`` of each): ``vbufs`` ``(Cg, 36, pitch)``, ``mbufs`` ``(COg, 36, pitch)``,
+    ``ybufs`` ``(40, pitch)``, ``sbufs`` and ``rbufs`` for packing. Per depth tap, each
+    task packs and transforms its input tiles channel by channel (so the packed rows
+    stay in L1) and multiplies them by ``u`` (one GEMM per transform point); then it
+    transforms the products back into ``out``.
+
+    With a depth kernel (KD > 1) each input plane feeds KD output planes, so all planes
+    are packed once, first (``pack_planes``), into ``planes`` ``(N, G, Cg, Dp, dh*dw, 6,
+    4, TH*TW1 + 1)`` (c3d: packing per task and tap was 1.17x slower); otherwise
+    ``planes`` is unused (any 8-dimensional array).
+
+    Returns 0, or NaN if the input holds a NaN or an Inf, with ``out`` partly written:
+    the transforms mix all 36 points of a tile (an Inf times a zero coefficient is NaN),
+    so a non-finite input would reach outputs of its tile outside its receptive field,
+    and the caller must use another form.
+
+    A share of ``run_shares``, like ``transform_weights`` and ``pack_planes``.
+    """
+    dilation = (dd, dh, dw)
+    pad = (pd, ph, pw)
     Cg = x6.shape[2]
     KD = u.shape[1]
     COg = u.shape[2]
     OH, OW = out.shape[4], out.shape[5]
-    dd, dh, dw = dilation
-    nonfinite = 0.0
-    u0, u1, nt = task[0], task[1], task[2]
-    v = vbuf[: Cg * 36 * pitch].reshape((Cg, 36, pitch))
-    m = mbuf[: COg * 36 * pitch].reshape((COg, 36, pitch))
-    zy = ybuf.reshape((40, pitch))
+    prepacked = KD > 1
+    sbuf = sbufs[th]
+    rbuf = rbufs[th]
+    v = vbufs[th, : Cg * 36 * pitch].reshape((Cg, 36, pitch))
+    m = mbufs[th, : COg * 36 * pitch].reshape((COg, 36, pitch))
+    zy = ybufs[th].reshape((40, pitch))
     y = zy[24:].reshape((4, 4 * pitch))
-    g0 = units[u0, 1]  # every unit of a task is in one group
-    for kd in range(KD):
+    nonfinite = 0.0
+    for i in range(th, tasks.shape[0], threads):
+        u0, u1, nt = tasks[i, 0], tasks[i, 1], tasks[i, 2]
+        g0 = units[u0, 1]  # every unit of a task is in one group
+        for kd in range(KD):
+            for k in range(u0, u1):
+                n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
+                tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
+                nq = (tr1 - tr0) * TW1
+                z = od + kd * dd
+                packed = sbuf[: 24 * (nq + 1)].reshape((6, 4, nq + 1))
+                for c in range(Cg):
+                    if prepacked:
+                        combos = planes[n, g, c, z, phase]
+                        q0 = tr0 * TW1
+                    else:
+                        nonfinite += pack_row_combinations(
+                            x6, n, g, c, z, phase, tr0, tr1, pad, dilation, TW1, rbuf,
+                            packed)
+                        combos = packed
+                        q0 = 0
+                    # One call site per inlined helper: Numba's IR inlining of a helper
+                    # at two sites of one function miscompiled it once (wrong last
+                    # columns).
+                    _input_tiles(combos, q0, nq, v, c, j0)
+            for xi in range(36):
+                # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
+                # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
+                gemm(78, 78, nt, COg, Cg, 1.0, v[0, xi], 36 * pitch, u[g0, kd, 0, xi],
+                     36 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 36 * pitch)
         for k in range(u0, u1):
             n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
             tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
-            nq = (tr1 - tr0) * TW1
-            z = od + kd * dd
-            packed = sbuf[: 24 * (nq + 1)].reshape((6, 4, nq + 1))
-            for c in range(Cg):
-                if prepacked:
-                    combos = planes[n, g, c, z, phase]
-                    q0 = tr0 * TW1
-                else:
-                    nonfinite += pack_row_combinations(x6, n, g, c, z, phase, tr0, tr1,
-                                                       pad, dilation, TW1, rbuf, packed)
-                    combos = packed
-                    q0 = 0
-                # One call site per inlined helper: Numba's IR inlining of a helper at
-                # two sites of one function miscompiled it once (wrong last columns).
-                _input_tiles(combos, q0, nq, v, c, j0)
-        for xi in range(36):
-            # Row-major M[xi] (COg, nt) (+)= U[xi] (COg, Cg) @ V[xi] (Cg, nt), as
-            # column-major M^T = V^T @ U^T; rows 36*pitch (36*Cg) apart.
-            gemm(78, 78, nt, COg, Cg, 1.0, v[0, xi], 36 * pitch, u[g0, kd, 0, xi],
-                 36 * Cg, 0.0 if kd == 0 else 1.0, m[0, xi], 36 * pitch)
-    for k in range(u0, u1):
-        n, g, od, phase = units[k, 0], units[k, 1], units[k, 2], units[k, 3]
-        tr0, tr1, j0 = units[k, 4], units[k, 5], units[k, 6]
-        rh = phase // dw
-        rw = phase % dw
-        # Outputs of this phase per row and column.
-        nh = (OH - rh + dh - 1) // dh
-        nw = (OW - rw + dw - 1) // dw
-        for co in range(COg):
-            _output_tiles(m[co], j0, (tr1 - tr0) * TW1, bias2[g, co], zy[:24], y)
-            plane = out[n, g, co, od]
-            for tr in range(tr0, min(tr1, (nh + 3) // 4)):
-                j = (tr - tr0) * TW1
-                for r in range(min(4, nh - 4 * tr)):
-                    _scatter_row(plane[rh + dh * (4 * tr + r)], rw, dw, y[r], j, nw)
+            rh = phase // dw
+            rw = phase % dw
+            # Outputs of this phase per row and column.
+            nh = (OH - rh + dh - 1) // dh
+            nw = (OW - rw + dw - 1) // dw
+            for co in range(COg):
+                _output_tiles(m[co], j0, (tr1 - tr0) * TW1, bias2[g, co], zy[:24], y)
+                plane = out[n, g, co, od]
+                for tr in range(tr0, min(tr1, (nh + 3) // 4)):
+                    j = (tr - tr0) * TW1
+                    for r in range(min(4, nh - 4 * tr)):
+                        _scatter_row(plane[rh + dh * (4 * tr + r)], rw, dw, y[r], j,
+                                     nw)
     return nonfinite
 
 
 @njit(parallel=True, **_JIT)
-def winograd_forward(x6, u, bias2, out, dilation, pad, TW1, units, tasks, vbufs, mbufs,
-                     ybufs, sbufs, rbufs, pitch, planes):
-    """Unit-stride convolution with a ``(KD, 3, 3)`` kernel by Winograd F(4x4, 3x3).
-
-    ``x6`` ``(N, G, Cg, D, H, W)``; ``u`` ``(G, KD, COg, 36, Cg)`` is the transformed
-    weight. ``units`` rows ``(n, g, od, phase, tr0, tr1, j0)`` are tile rows ``tr0 <= tr
-    < tr1`` (``TW1`` tiles each, the last unused) of dilation phase ``phase`` of output
-    plane ``od``, at columns ``j0`` on of their task's buffers. ``tasks`` rows ``(u0,
-    u1, tiles)`` are runs of units in one group dealt to threads, each with its own
-    buffers (flat per thread): ``vbufs`` ``(Cg, 36, pitch)``, ``mbufs`` ``(COg, 36,
-    pitch)``, ``ybufs`` ``(40, pitch)``, ``sbufs`` and ``rbufs`` for packing. Per depth
-    tap, each task packs and transforms its input tiles channel by channel (so the
-    packed rows stay in L1) and multiplies them by ``u`` (one GEMM per transform point);
-    then it transforms the products back into ``out``.
-
-    With a depth kernel (KD > 1) each input plane feeds KD output planes, so all planes
-    are packed once, first, into ``planes`` ``(N, G, Cg, Dp, dh*dw, 6, 4, TH*TW1 + 1)``
-    (c3d: packing per task and tap was 1.17x slower); otherwise ``planes`` is unused
-    (any 8-dimensional array).
-
-    Returns False if the input holds a NaN or an Inf, with ``out`` partly written: the
-    transforms mix all 36 points of a tile (an Inf times a zero coefficient is NaN), so
-    a non-finite input would reach outputs of its tile outside its receptive field, and
-    the caller must use another form.
-    """
-    Cg = x6.shape[2]
-    threads = min(vbufs.shape[0], tasks.shape[0])
-    nonfinite = 0.0
-    prepacked = u.shape[1] > 1
-    if prepacked:
-        N, G = x6.shape[0], x6.shape[1]
-        Dp, phases, TH = planes.shape[3], planes.shape[4], (planes.shape[7] - 1) // TW1
-        jobs = N * G * Cg * Dp * phases
-        packers = min(threads, jobs)
-        for th in prange(packers):
-            for job in range(th, jobs, packers):
-                phase = job % phases
-                z = (job // phases) % Dp
-                c = (job // (phases * Dp)) % Cg
-                g = (job // (phases * Dp * Cg)) % G
-                n = job // (phases * Dp * Cg * G)
-                nonfinite += pack_row_combinations(x6, n, g, c, z, phase, 0, TH, pad,
-                                                   dilation, TW1, rbufs[th],
-                                                   planes[n, g, c, z, phase])
-        if nonfinite != 0:
-            return False
+def run_shares(address, threads, args):
+    """Run the share compiled at ``address`` (``transform_weights``, ``pack_planes`` or
+    ``winograd_forward``) on ``threads`` threads at once, with arguments ``args``; the
+    sum of what the shares returned (see :mod:`numbaconv._kernels.shares`)."""
+    total = 0.0
     for th in prange(threads):
-        for i in range(th, tasks.shape[0], threads):
-            nonfinite += _run_task(x6, u, bias2, out, dilation, pad, TW1, units, tasks[i],
-                                   vbufs[th], mbufs[th], ybufs[th], sbufs[th], rbufs[th],
-                                   pitch, planes, prepacked)
-    return nonfinite == 0
+        total += call_share(address, th, threads, args)
+    return total
