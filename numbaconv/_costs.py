@@ -35,20 +35,14 @@ mostly 1.6 to 2.0.
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
-from ._fft import fft_plans
-from ._im2col import (
-    SHIFTED_CHUNK,
-    im2col_extra_bytes,
-    plan_tasks,
-    shifted_layout,
-    shifted_positions,
-)
+from ._constants import MachineConstants
+from ._im2col import SHIFTED_CHUNK, columns_extra_bytes, is_pointwise, shifted_positions
+from ._spec import to_3d
 from ._winograd import POINTS as WINOGRAD_POINTS
-from ._winograd import extra_elements, winograd_grid
+from ._winograd import extra_elements
 from ._winograd import task_tiles as winograd_task_tiles
 
 PACK_BYTES_PER_THREAD = 1 << 17
@@ -56,72 +50,37 @@ L2_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
-class MachineConstants:
-    """Rates (per second, float32) and fixed costs the estimates are built from."""
-
-    direct_macs: float = 1.4e11        # dense direct kernel, long dot products
-    direct_dot_half: float = 40.0      # dot-product length at which it runs at half rate
-    direct_pack: float = 1.75e9         # input elements packed per second
-    direct_weight: float = 7.0e10      # bytes/s of a weight too big for L2, reread per row
-    channelwise_macs: float = 7.0e10   # depthwise (one input channel per group) kernel
-    gemm_macs: float = 2.65e11          # BLAS GEMM, large matrices
-    gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
-    gemm_half_k: float = 24.0          # GEMM depth at half rate
-    gemm_half_p: float = 64.0          # GEMM columns (output positions) at half rate
-    columns: float = 8.0e9             # im2col elements written per second
-    fft_flops: float = 5.0e11           # 2.5 N log2 N "flops" per FFT, per second
-    fft_cmacs: float = 7.0e9           # complex multiply-adds of the spectral product
-    fft_elems: float = 1.0e9           # elements copied (padding, tiling) per second
-    fft_products: float = 3.9e7        # small per-frequency channel matrix products
-    call: float = 2.0e-5               # fixed cost per kernel or BLAS call
-
-    def scaled(self, **factors) -> MachineConstants:
-        """A copy with the named rates multiplied by the given factors."""
-        return replace(self, **{k: getattr(self, k) * v for k, v in factors.items()})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> MachineConstants:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in values.items() if k in known})
-
-
-@dataclass(frozen=True)
 class Estimate:
-    """One path's estimated cost."""
+    """One form's estimated cost."""
 
     seconds: float
     extra_bytes: int
     detail: str
 
 
-def _dims(geom):
-    """(N, G, Cg, COg, kernel, stride, dilation, pad_before, in, out) as (d, h, w) triples."""
-    def lift(values, fill):
-        return (fill,) * (3 - geom.d) + tuple(values)
-
+def problem_dims(geom):
+    """(N, G, Cg, COg, kernel, stride, dilation, pad_before, in, out), the per-axis
+    values as (d, h, w) triples."""
     n = 1 if geom.batch is None else geom.batch
     return (n, geom.groups, geom.in_channels // geom.groups,
-            geom.out_channels // geom.groups, lift(geom.kernel, 1), lift(geom.stride, 1),
-            lift(geom.dilation, 1), lift((lo for lo, _ in geom.padding), 0),
-            lift(geom.spatial, 1), lift(geom.out_spatial, 1))
+            geom.out_channels // geom.groups, to_3d(geom.kernel, geom.d, 1),
+            to_3d(geom.stride, geom.d, 1), to_3d(geom.dilation, geom.d, 1),
+            to_3d((lo for lo, _ in geom.padding), geom.d, 0),
+            to_3d(geom.spatial, geom.d, 1), to_3d(geom.out_spatial, geom.d, 1))
 
 
 def _precision(itemsize: int) -> float:
     return 1.0 if itemsize <= 4 else 0.5
 
 
-def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
-    """The direct kernels: dense packed-row dot products, or channel-wise axpys."""
-    from ._direct import use_channelwise
-
-    n, g, cg, cog, kernel, stride, dilation, _, _, out = _dims(geom)
+def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+    """The direct kernels (a :class:`numbaconv._direct.DirectForm`): dense packed-row
+    dot products, or channel-wise axpys."""
+    n, g, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
     macs = geom.macs
     taps = math.prod(kernel)
     prec = _precision(itemsize)
-    if use_channelwise(cg, taps, n * g * cog * out[0]):
+    if form.name == "channelwise":
         # Strided depthwise reads every stride-th input: gathers, not vector loads.
         slow = math.prod(stride)
         # With unit stride each row's axpys also run over the padded row's extra
@@ -140,23 +99,21 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants) -> Estimate:
     seconds = (c.call + macs / rate + packed / (c.direct_pack * prec)
                + streamed / c.direct_weight)
     extra = geom.out_channels * cg * taps * itemsize  # the repacked weight
-    import numba
-
-    extra += numba.get_num_threads() * PACK_BYTES_PER_THREAD
+    extra += form.threads * PACK_BYTES_PER_THREAD
     return Estimate(seconds, extra, f"dot products of length {dot}")
 
 
-def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
-    """Winograd F(4x4, 3x3): 36 GEMMs ``(COg, Cg) @ (Cg, tiles)`` per task and depth
-    tap, and the transforms (element operations, at the rate columns are written)."""
-    import numba
-
-    _, th, tw1 = grid
+def estimate_winograd(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+    """Winograd F(4x4, 3x3) (a ``GemmForm`` with its tile grid): 36 GEMMs ``(COg, Cg)
+    @ (Cg, tiles)`` per task and depth tap, and the transforms (element operations, at
+    the rate columns are written)."""
+    n, g, cg, cog, kernel, _, dilation, _, _, out = problem_dims(geom)
+    _, th, tw1 = form.grid
+    threads = form.threads
     prec = _precision(itemsize)
     phases = dilation[1] * dilation[2]
     tiles = n * g * out[0] * phases * th * tw1
     # As ``_winograd.plan_tasks`` deals them: a multiple of the threads.
-    threads = numba.get_num_threads()
     tasks = max(threads, math.ceil(tiles / winograd_task_tiles(cg, cog, itemsize)))
     per_task = math.ceil(tiles / (threads * math.ceil(tasks / threads)))
     eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
@@ -173,74 +130,60 @@ def _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize, c):
     transforms = (packed + 2 * weights
                   + tiles * WINOGRAD_POINTS * (kernel[0] * cg + cog))
     seconds = c.call + transforms / (c.columns * prec) + gemm
-    extra = extra_elements(n, g, cg, cog, kernel[0], grid, phases, itemsize,
+    extra = extra_elements(n, g, cg, cog, kernel[0], form.grid, phases, itemsize,
                            threads) * itemsize
     return Estimate(seconds, extra, f"Winograd F(4x4,3x3): {WINOGRAD_POINTS * kernel[0]} "
                                     f"GEMMs {cog}x{cg}x{tiles} in tasks of {per_task} tiles")
 
 
-def _estimate_gemm(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out, itemsize,
-                   c):
-    """The shifted form (unit stride), a padded copy plus one GEMM ``(COg, Cg) @ (Cg,
-    chunk)`` per tap; else column building plus one GEMM ``(COg, K) @ (K, pc)`` per
-    task."""
+def estimate_shifted(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+    """The shifted form (a ``GemmForm`` with its padded layout): a padded copy plus one
+    GEMM ``(COg, Cg) @ (Cg, chunk)`` per tap."""
+    n, g, cg, cog, kernel, _, _, _, _, out = problem_dims(geom)
+    p = math.prod(out)
+    prec = _precision(itemsize)
+    q = shifted_positions(form.padded, out)
+    copied = n * g * cg * math.prod(form.padded)
+    eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
+           * (SHIFTED_CHUNK / (SHIFTED_CHUNK + c.gemm_half_p)))
+    macs = n * g * cog * cg * math.prod(kernel) * p
+    gemm = macs * (q / p) / (c.gemm_macs * prec * eff)
+    seconds = c.call + copied / (c.columns * prec) + gemm
+    return Estimate(seconds, copied * itemsize,
+                    f"{math.prod(kernel)} shifted GEMMs {cog}x{cg}x{q}"
+                    + (f" x{n * g}" if n * g > 1 else ""))
+
+
+def estimate_columns(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+    """The column form (a ``GemmForm`` with its tasks): column building plus one GEMM
+    ``(COg, K) @ (K, pc)`` per task."""
+    n, g, cg, cog, kernel, stride, _, pad, spatial, out = problem_dims(geom)
     k = cg * math.prod(kernel)
     p = math.prod(out)
     prec = _precision(itemsize)
-    padded = shifted_layout(n, g, cg, kernel, stride, dilation, pad, spatial, out, itemsize)
-    if padded is not None:
-        q = shifted_positions(padded, out)
-        copied = n * g * cg * math.prod(padded)
-        eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
-               * (SHIFTED_CHUNK / (SHIFTED_CHUNK + c.gemm_half_p)))
-        macs = n * g * cog * cg * math.prod(kernel) * p
-        gemm = macs * (q / p) / (c.gemm_macs * prec * eff)
-        seconds = c.call + copied / (c.columns * prec) + gemm
-        extra = copied * itemsize
-        return Estimate(seconds, extra, f"{math.prod(kernel)} shifted GEMMs {cog}x{cg}x{q}"
-                                        + (f" x{n * g}" if n * g > 1 else ""))
-    pointwise = (kernel == (1, 1, 1) and stride == (1, 1, 1) and pad == (0, 0, 0)
-                 and spatial == out)
+    pointwise = is_pointwise(kernel, stride, pad, spatial, out)
     # Strided columns gather their inputs, at about half the speed of copies.
     cols = 0 if pointwise else n * g * k * p * (2 if stride[2] > 1 else 1)
     # Each task's GEMM is (COg, K) x (K, pc): thin blocks of positions run slower.
-    pc, _ = plan_tasks(n, g, k, cog, p, itemsize)
+    pc = form.positions
     eff = ((cog / (cog + c.gemm_half_m)) * (k / (k + c.gemm_half_k))
            * (pc / (pc + c.gemm_half_p)))
     gemm = n * g * cog * k * p / (c.gemm_macs * prec * eff)
     seconds = c.call + cols / (c.columns * prec) + gemm
-    extra = 0 if pointwise else im2col_extra_bytes(n, g, k, cog, p, itemsize)
+    extra = 0 if pointwise else columns_extra_bytes(form, n, g, k, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
 
 
-@functools.lru_cache(maxsize=1024)
-def im2col_form(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out, itemsize,
-                constants):
-    """``(form, Estimate)`` of the GEMM path: ``"winograd"`` where the Winograd form
-    can take the convolution and is estimated faster, else ``"gemm"`` (the shifted or
-    the column form, whichever applies). Arguments as ``(d, h, w)`` tuples; cached,
-    since the runner asks on every call."""
-    other = _estimate_gemm(n, g, cg, cog, kernel, stride, dilation, pad, spatial, out,
-                           itemsize, constants)
-    grid = winograd_grid(n, g, cg, cog, kernel, stride, dilation, out, itemsize)
-    if grid is not None:
-        winograd = _estimate_winograd(n, g, cg, cog, kernel, dilation, out, grid, itemsize,
-                                      constants)
-        if winograd.seconds < other.seconds:
-            return "winograd", winograd
-    return "gemm", other
+GEMM_ESTIMATORS = {"winograd": estimate_winograd, "shifted": estimate_shifted,
+                   "shared": estimate_columns, "columns": estimate_columns}
 
 
-def estimate_im2col(geom, itemsize: int, c: MachineConstants) -> Estimate:
-    """The GEMM path in the form it will take (see :func:`im2col_form`)."""
-    return im2col_form(*_dims(geom), itemsize, c)[1]
-
-
-def estimate_fft(geom, itemsize: int, c: MachineConstants) -> Estimate:
-    """FFTs of input segments, kernels and outputs, and the spectral channel product."""
-    n, g, cg, cog, kernel, stride, dilation, _, _, out = _dims(geom)
-    plans = fft_plans(kernel, stride, dilation, out)
+def estimate_fft(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+    """FFTs of input segments, kernels and outputs, and the spectral channel product (a
+    :class:`numbaconv._fft.FftForm`)."""
+    n, g, cg, cog, *_ = problem_dims(geom)
+    plans = form.plans
     points = math.prod(p.length for p in plans)
     blocks = math.prod(p.blocks for p in plans)
     half = points // max(1, max(p.length for p in plans)) * (
@@ -269,7 +212,7 @@ def estimate_taps(geom, itemsize: int, c: MachineConstants) -> Estimate:
     """The no-compile NumPy fallback (:mod:`numbaconv._fallback`): per tap, a copy of
     the inputs it reads, a stacked GEMM (or a multiply) and an addition, all at NumPy's
     element rate (``fft_elems``, which measures the same kind of copies) but the GEMM."""
-    n, g, cg, cog, kernel, _, _, _, _, out = _dims(geom)
+    n, g, cg, cog, kernel, _, _, _, _, out = problem_dims(geom)
     taps = math.prod(kernel)
     p = math.prod(out)
     prec = _precision(itemsize)
@@ -284,5 +227,3 @@ def estimate_taps(geom, itemsize: int, c: MachineConstants) -> Estimate:
     extra = n * g * (cg + cog) * p * itemsize
     return Estimate(seconds, extra, f"{taps} NumPy GEMMs (no compiled kernel)")
 
-
-ESTIMATORS = {"direct": estimate_direct, "im2col": estimate_im2col, "fft": estimate_fft}

@@ -1,19 +1,23 @@
-"""The direct path: chooses between the dense and channel-wise kernels and splits work."""
+"""The direct path: the dense and channel-wise kernels, the form that picks one, and the
+split of the work into jobs.
+
+:func:`plan_direct` decides everything before the data is seen (a :class:`DirectForm`);
+:func:`conv_direct` only runs it.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
-import numba
 import numpy as np
 
-from . import config
 from ._compile import Kernel
 from ._kernels import direct as _kernels
+from ._threads import kernel_launch
 
 dense_conv = Kernel(_kernels.dense_conv, "dense")
 channelwise_conv = Kernel(_kernels.channelwise_conv, "channelwise")
-from ._threads import kernel_launch
 
 # One input channel per group: whole-plane axpys (the channel-wise kernel) beat dot
 # products of length taps, 3x on a 31x31 depthwise and on a 1->8 5x5x5 layer here. That
@@ -21,64 +25,84 @@ from ._threads import kernel_launch
 # single image or signal with a large kernel) the dense kernel, which splits rows, wins.
 CHANNELWISE_MAX_TAPS = 32
 CHANNELWISE_MIN_PLANES_PER_THREAD = 4
+# Bytes of packed input per job: small enough to stay in L2 next to the weights.
+PACK_BYTES = 1 << 17
 
 
-def use_channelwise(groups_in: int, taps: int, planes: int) -> bool:
+class DirectForm(NamedTuple):
+    """How the direct path runs one convolution."""
+
+    name: str        # "channelwise" or "dense"
+    threads: int
+    ow_chunk: int    # dense: output columns per job
+    co_chunk: int    # dense: output channels per job
+
+
+def use_channelwise(groups_in: int, taps: int, planes: int, threads: int) -> bool:
     """Whether the channel-wise kernel takes a convolution with ``groups_in`` input
     channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD)."""
     if groups_in != 1:
         return False
     if taps <= CHANNELWISE_MAX_TAPS:
         return True
-    return planes >= CHANNELWISE_MIN_PLANES_PER_THREAD * numba.get_num_threads()
-# Bytes of packed input per job: small enough to stay in L2 next to the weights.
-PACK_BYTES = 1 << 17
+    return planes >= CHANNELWISE_MIN_PLANES_PER_THREAD * threads
 
 
-def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int):
+def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,
+                jobs_wanted: int):
     """Output columns and channels per job for the dense kernel.
 
     Rows are the natural job; long rows are cut so the packed buffer stays near
-    PACK_BYTES, and if there are still too few jobs to keep every thread busy, rows are
-    cut further, then output channels (in multiples of the 4-channel register block).
+    PACK_BYTES, and if there are still fewer than ``jobs_wanted`` jobs, rows are cut
+    further, then output channels (in multiples of the 4-channel register block).
     """
-    target = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
     ow_chunk = max(8, min(out_width, PACK_BYTES // max(row_bytes, 1)))
     jobs = rows * math.ceil(out_width / ow_chunk)
-    if jobs < target:
-        ow_chunk = max(16, math.ceil(out_width * jobs / target))
+    if jobs < jobs_wanted:
+        ow_chunk = max(16, math.ceil(out_width * jobs / jobs_wanted))
         ow_chunk = min(ow_chunk, out_width)
         jobs = rows * math.ceil(out_width / ow_chunk)
     co_chunk = out_per_group
-    if jobs < target and out_per_group >= 16:
-        pieces = min(math.ceil(target / jobs), out_per_group // 8)
+    if jobs < jobs_wanted and out_per_group >= 16:
+        pieces = min(math.ceil(jobs_wanted / jobs), out_per_group // 8)
         co_chunk = 4 * math.ceil(out_per_group / pieces / 4)
     return ow_chunk, co_chunk
 
 
-def conv_direct(x6, w6, bias2, out, stride, dilation, pad):
+def plan_direct(n, groups, cg, cog, kernel, stride, dilation, out_spatial, itemsize,
+                threads, jobs_per_thread) -> DirectForm:
+    """The :class:`DirectForm` of a convolution (per-axis arguments as ``(d, h, w)``)."""
+    taps = math.prod(kernel)
+    if use_channelwise(cg, taps, n * groups * cog * out_spatial[0], threads):
+        return DirectForm("channelwise", threads, 0, 0)
+    # Packed bytes per output column: sw input columns, or all KW taps when dilated.
+    per_column = kernel[2] if dilation[2] > 1 else stride[2]
+    row_bytes = per_column * kernel[0] * kernel[1] * cg * itemsize
+    ow_chunk, co_chunk = _work_split(n * groups * out_spatial[0] * out_spatial[1],
+                                     out_spatial[2], cog, row_bytes,
+                                     jobs_per_thread * threads)
+    return DirectForm("dense", threads, ow_chunk, co_chunk)
+
+
+def conv_direct(x6, w6, bias2, out, stride, dilation, pad, form: DirectForm):
     """Run the direct path on normalised arrays, writing ``out``.
 
     ``x6`` ``(N, G, Cg, D, H, W)``, ``w6`` ``(G, COg, Cg, KD, KH, KW)``, ``bias2``
     ``(G, COg)``, ``out`` ``(N, G, COg, OD, OH, OW)``; all C-contiguous, one dtype. The
     tuples are per axis (d, h, w); ``pad`` holds the zero padding before each axis.
+    ``form`` comes from :func:`plan_direct`.
     """
     G, COg, Cg, KD, KH, KW = w6.shape
-    if use_channelwise(Cg, KD * KH * KW, out.shape[0] * G * COg * out.shape[3]):
+    if form.name == "channelwise":
         with kernel_launch:
             channelwise_conv(x6, w6.reshape(G, COg, KD, KH, KW), bias2, out,
-                             stride, dilation, pad, numba.get_num_threads())
+                             stride, dilation, pad, form.threads)
         return out
     # Match the packed rows' order [kw, kd, kh, c] so each dot product is contiguous.
     wt = np.ascontiguousarray(w6.transpose(0, 1, 5, 3, 4, 2)).reshape(
         G, COg, KW, KD * KH * Cg
     )
-    N, OD, OH, OW = out.shape[0], out.shape[3], out.shape[4], out.shape[5]
-    # Packed bytes per output column: sw input columns, or all KW taps when dilated.
-    per_column = KW if dilation[2] > 1 else stride[2]
-    row_bytes = per_column * KD * KH * Cg * out.itemsize
-    ow_chunk, co_chunk = _work_split(N * G * OD * OH, OW, COg, row_bytes)
     with kernel_launch:
         dense_conv(x6, wt, bias2, out, (KD, KH, KW), stride, dilation, pad,
-                   ow_chunk, co_chunk)
+                   form.ow_chunk, form.co_chunk)
     return out

@@ -1,34 +1,19 @@
-"""The registry of computation paths and the choice among them.
+"""``choose_method`` and ``explain``: the dispatcher's choice, and why.
 
-``METHODS`` maps each path's name to its runner; every runner takes the same normalised
-arrays (see :func:`numbaconv._direct.conv_direct`). ``choose_method`` ranks the paths
-by the cost model in :mod:`numbaconv._costs`, with the machine constants that
-:func:`numbaconv.tune` stored for this user, or the built-in defaults.
+Both rank the paths by the cost model (:mod:`numbaconv._costs`) through the plan's
+ranking (:func:`numbaconv._plan.rank_paths`), with the machine constants that
+:func:`numbaconv.tune` stored for this user, or the built-in defaults, and this
+process's thread count and ``config`` budgets.
 """
 
 from __future__ import annotations
 
-import functools
-
+import numba
 import numpy as np
 
-from . import _tuning
-from ._costs import ESTIMATORS
-from ._direct import conv_direct
-from ._fft import conv_fft
-from ._im2col import conv_im2col
+from ._constants import machine_constants
+from ._plan import current_budgets, path_forms, rank_paths
 from ._spec import conv_geometry
-
-METHODS = {"direct": conv_direct, "im2col": conv_im2col, "fft": conv_fft}
-
-
-def check_method(method) -> str:
-    """``method`` itself if it is "auto" or a known path; otherwise a ValueError that
-    lists the valid names."""
-    if isinstance(method, str) and (method == "auto" or method in METHODS):
-        return method
-    valid = ", ".join(repr(m) for m in ("auto", *METHODS))
-    raise ValueError(f"method={method!r} is not one of {valid}")
 
 
 def _float_itemsize(dtype) -> int:
@@ -41,33 +26,8 @@ def _float_itemsize(dtype) -> int:
     return 4 if dt.kind == "f" and dt.itemsize <= 4 else 8
 
 
-def rank_paths(geom, itemsize: int, finite: bool = True):
-    """Every path's estimate, fastest first, and the chosen path with its reason.
-
-    Returns ``(estimates, choice, reason)`` where ``estimates`` is a list of
-    ``(name, Estimate)`` sorted by estimated time. With ``finite=False`` (the input holds
-    NaN or Inf) the FFT path is passed over, since it would spread them to every output.
-    """
-    return _ranked(geom, itemsize, finite, _tuning.machine_constants())
-
-
-@functools.lru_cache(maxsize=1024)
-def _ranked(geom, itemsize, finite, constants):
-    # Cached: layers call with the same shapes over and over, and the estimates cost
-    # tens of microseconds of Python, as much as a small depthwise convolution.
-    estimates = sorted(((name, est(geom, itemsize, constants))
-                        for name, est in ESTIMATORS.items()),
-                       key=lambda item: item[1].seconds)
-    fastest = estimates[0][0]
-    if finite or fastest != "fft":
-        runner_up = estimates[1]
-        ratio = runner_up[1].seconds / max(estimates[0][1].seconds, 1e-12)
-        return estimates, fastest, (
-            f"lowest estimated time, {ratio:.1f}x faster than {runner_up[0]}")
-    choice = estimates[1][0]
-    return estimates, choice, (
-        "fft is estimated fastest, but the input holds NaN or Inf, which the FFT would "
-        f"spread to every output; {choice} is next")
+def _context(geom, itemsize):
+    return (geom, itemsize, machine_constants(), numba.get_num_threads(), current_budgets())
 
 
 def _geometry(input_shape, weight_shape, stride, padding, dilation, groups):
@@ -101,7 +61,7 @@ def choose_method(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
     'im2col'
     """
     geom = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
-    return rank_paths(geom, _float_itemsize(dtype))[1]
+    return rank_paths(*_context(geom, _float_itemsize(dtype)))[1]
 
 
 class Explanation:
@@ -114,18 +74,24 @@ class Explanation:
     reason : str
         Why it was chosen.
     estimates : dict
-        Path name -> ``(seconds, extra_bytes, detail)``.
+        Path name -> ``(seconds, extra_bytes, detail)`` of the form it would take.
+    forms : dict
+        Path name -> ``[(form name, seconds, extra_bytes, detail), ...]``: every form
+        of the path that can take the convolution, fastest first.
     macs : int
         Multiply-accumulates of the convolution.
     """
 
-    def __init__(self, geom, dtype_name, estimates, choice, reason):
+    def __init__(self, geom, dtype_name, ranking, forms, choice, reason):
         self.geometry = geom
         self.dtype = dtype_name
         self.choice = choice
         self.reason = reason
         self.macs = geom.macs
-        self.estimates = {name: (e.seconds, e.extra_bytes, e.detail) for name, e in estimates}
+        self.estimates = {path: (e.seconds, e.extra_bytes, e.detail)
+                          for path, _, e in ranking}
+        self.forms = {path: [(_form_name(path, f), e.seconds, e.extra_bytes, e.detail)
+                             for f, e in forms[path]] for path, _, _ in ranking}
 
     def __str__(self):
         g = self.geometry
@@ -137,17 +103,23 @@ class Explanation:
             f"groups {g.groups}, {self.dtype}",
             f"{self.macs:,} multiply-accumulates ({2 * self.macs / 1e9:.3f} GFLOP)",
             "",
-            f"  {'path':<8}{'est. time':>12}{'extra memory':>15}  how",
+            f"  {'path':<8}{'form':<13}{'est. time':>11}{'extra memory':>15}  how",
         ]
-        for name, (seconds, extra, detail) in self.estimates.items():
-            mark = "*" if name == self.choice else " "
-            lines.append(f"{mark} {name:<8}{_fmt_time(seconds):>12}{_fmt_bytes(extra):>15}"
-                         f"  {detail}")
+        for path, forms in self.forms.items():
+            for i, (form, seconds, extra, detail) in enumerate(forms):
+                mark = "*" if path == self.choice and i == 0 else " "
+                shown = path if i == 0 else ""
+                lines.append(f"{mark} {shown:<8}{form:<13}{_fmt_time(seconds):>11}"
+                             f"{_fmt_bytes(extra):>15}  {detail}")
         lines += ["", f"choice: {self.choice} ({self.reason})"]
         return "\n".join(lines)
 
     def __repr__(self):
         return f"<Explanation choice={self.choice!r}>"
+
+
+def _form_name(path, form) -> str:
+    return "fft" if path == "fft" else form.name
 
 
 def _fmt_time(seconds):
@@ -167,7 +139,8 @@ def _fmt_bytes(n):
 
 def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1,
             dtype="float32"):
-    """Explain the dispatcher's choice: each path's estimated time and extra memory.
+    """Explain the dispatcher's choice: each path's forms, with their estimated time
+    and extra memory.
 
     Parameters
     ----------
@@ -186,6 +159,7 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     """
     geom = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
     itemsize = _float_itemsize(dtype)
-    estimates, choice, reason = rank_paths(geom, itemsize)
-    return Explanation(geom, "float32" if itemsize == 4 else "float64",
-                       estimates, choice, reason)
+    context = _context(geom, itemsize)
+    ranking, choice, reason = rank_paths(*context)
+    return Explanation(geom, "float32" if itemsize == 4 else "float64", ranking,
+                       path_forms(*context), choice, reason)

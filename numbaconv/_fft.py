@@ -13,20 +13,19 @@ below ``L``, so an FFT as long as the needed input (not input plus kernel) suffi
   outputs tile the result. A 1,000,000-sample signal and a 1,025-tap filter take 8,192-point
   FFTs instead of one of a million points.
 - float32 stays float32 (complex64 spectra) throughout.
-- Output channels are processed in turns when their spectra would exceed
-  ``config.FFT_BUDGET_BYTES``.
+- Output channels are processed in turns when their spectra would exceed the budget
+  (``config.FFT_BUDGET_BYTES``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import config
 from ._blas import single_threaded_blas
 
 _SEGMENT_FACTORS = (2, 4, 8, 16, 32)
@@ -96,10 +95,24 @@ def fft_plans(kernel, stride, dilation, out_spatial):
     return tuple(plans)
 
 
-def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
+class FftForm(NamedTuple):
+    """How the FFT path runs one convolution (see :func:`plan_fft`)."""
+
+    plans: tuple     # an AxisPlan per (d, h, w) axis
+    workers: int     # scipy.fft's threads
+    budget: int      # bytes of spectra per block of output channels
+
+
+def plan_fft(kernel, stride, dilation, out_spatial, threads, budget) -> FftForm:
+    """The :class:`FftForm` of a ``(d, h, w)`` problem."""
+    return FftForm(fft_plans(kernel, stride, dilation, out_spatial), threads, budget)
+
+
+def conv_fft(x6, w6, bias2, out, stride, dilation, pad, form: FftForm):
     """Run the FFT path on normalised arrays, writing ``out``.
 
-    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`.
+    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`; ``form`` from
+    :func:`plan_fft`.
     """
     import scipy.fft
 
@@ -107,11 +120,11 @@ def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
     COg = w6.shape[1]
     kernel = w6.shape[3:]
     out_spatial = out.shape[3:]
-    plans = fft_plans(kernel, stride, dilation, out_spatial)
+    plans = form.plans
     lengths = tuple(p.length for p in plans)
     axes = tuple(a - 3 for a in range(3) if lengths[a] > 1) or (-1,)
     shape_s = tuple(lengths[a + 3] for a in axes)
-    workers = numba.get_num_threads()
+    workers = form.workers
     real = out.dtype
     complex_dtype = np.result_type(real, np.complex64)
 
@@ -151,7 +164,7 @@ def conv_fft(x6, w6, bias2, out, stride, dilation, pad):
     # Dilated kernels, spread with zeros; same FFT shape as the segments.
     spans = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
     per_channel = (N * nblocks + Cg) * nfreq * np.dtype(complex_dtype).itemsize
-    chunk = max(1, min(COg, config.FFT_BUDGET_BYTES // max(per_channel, 1)))
+    chunk = max(1, min(COg, form.budget // max(per_channel, 1)))
     for o0 in range(0, COg, chunk):
         o1 = min(COg, o0 + chunk)
         co = o1 - o0

@@ -19,6 +19,7 @@ columns up, 1.10 ms against 1.26 ms at 512 KiB on r50_3x3_56.)
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -29,7 +30,7 @@ from ._kernels.blas import register_blas
 from ._compile import Kernel
 from ._kernels import im2col as _kernels
 from ._threads import kernel_launch
-from ._winograd import conv_winograd, winograd_grid
+from ._winograd import conv_winograd
 from ._workspace import scratch
 
 im2col_forward = Kernel(_kernels.im2col_forward, "columns")
@@ -61,12 +62,26 @@ SHIFTED_MIN_POSITIONS = 2048
 MIN_TASK_CHANNELS = 16
 
 
-def plan_tasks(n, groups, k, cog, positions, itemsize, threads=None, budget=None,
+class GemmForm(NamedTuple):
+    """How the GEMM path (``method="im2col"``) runs one convolution: made by
+    :func:`numbaconv._plan.plan_gemm`, only read by :func:`conv_im2col`."""
+
+    name: str                # "winograd" | "shifted" | "shared" | "columns"
+    threads: int
+    grid: tuple = None       # winograd: the tile grid (see _winograd.tile_grid)
+    padded: tuple = None     # shifted: the padded input's (Dp, Hp, Wp)
+    positions: int = 0       # columns / shared: output positions per task
+    channels: int = 0        # columns / shared: output channels per task
+    nonfinite: object = None  # winograd: the form that takes data with NaN or Inf
+    tables: tuple = None     # winograd: (units, tasks) of _winograd.plan_tasks
+
+
+def plan_tasks(n, groups, k, cog, positions, itemsize, threads, budget,
                min_tasks_per_thread=MIN_TASKS_PER_THREAD):
     """``(positions_per_task, channels_per_task)`` for the column form of im2col.
 
     A task's columns take at most ``TASK_BYTES`` (and all threads' buffers at most the
-    budget). Where that leaves fewer than ``min_tasks_per_thread`` tasks per thread,
+    ``budget``). Where that leaves fewer than ``min_tasks_per_thread`` tasks per thread,
     tasks are cut further by output positions while each keeps ``MIN_TASK_POSITIONS``;
     past that, by output channels (each channel block then rebuilds the columns, a
     small cost next to its GEMM). On r50_3x3_7 (49 positions, 512 channels) halves of
@@ -74,8 +89,6 @@ def plan_tasks(n, groups, k, cog, positions, itemsize, threads=None, budget=None
     110; but cutting r50_3x3_14 (196 positions) 6 ways by channels was 2x slower than
     2 ways by positions.
     """
-    threads = numba.get_num_threads() if threads is None else threads
-    budget = config.IM2COL_BUDGET_BYTES if budget is None else budget
     limit = max(1, min(TASK_BYTES, budget // threads) // itemsize)
     pc = max(1, min(positions, limit // max(k, 1)))
     cc = cog
@@ -89,43 +102,53 @@ def plan_tasks(n, groups, k, cog, positions, itemsize, threads=None, budget=None
     return pc, cc
 
 
-def im2col_extra_bytes(n, groups, k, cog, positions, itemsize, threads=None) -> int:
-    """Bytes the column form allocates besides the output: a column buffer per thread."""
-    threads = numba.get_num_threads() if threads is None else threads
-    pc, _ = plan_tasks(n, groups, k, cog, positions, itemsize, threads)
-    return threads * k * pc * itemsize
+def columns_form(n, groups, cg, cog, kernel, stride, pad, in_spatial, out_spatial,
+                 itemsize, threads, budget) -> GemmForm:
+    """The column form: its tasks, and whether they share one set of columns (few
+    positions, cut by channels: the columns are built once for all channel blocks)."""
+    k = cg * math.prod(kernel)
+    p = math.prod(out_spatial)
+    pc, cc = plan_tasks(n, groups, k, cog, p, itemsize, threads, budget)
+    shared = (cc < cog and k * p * itemsize <= budget
+              and not is_pointwise(kernel, stride, pad, in_spatial, out_spatial))
+    return GemmForm("shared" if shared else "columns", threads, positions=pc, channels=cc)
 
 
-def _is_pointwise(kernel, stride, pad, in_spatial, out_spatial) -> bool:
+def columns_extra_bytes(form: GemmForm, n, groups, k, positions, itemsize) -> int:
+    """Bytes the column form allocates besides the output: a column buffer per thread
+    (or the shared columns)."""
+    if form.name == "shared":
+        return k * positions * itemsize
+    return form.threads * k * form.positions * itemsize
+
+
+def is_pointwise(kernel, stride, pad, in_spatial, out_spatial) -> bool:
     """A 1x1 convolution without stride or padding: the input already is the columns."""
     return (tuple(kernel) == (1, 1, 1) and tuple(stride) == (1, 1, 1)
             and tuple(pad) == (0, 0, 0) and tuple(in_spatial) == tuple(out_spatial))
 
 
-def _tasks(n, groups, k, cog, positions, itemsize, min_tasks_per_thread):
-    """Task rows ``(n, g, p0, p1, c0, c1)`` of the column form and the most positions
-    any task has."""
-    pc, cc = plan_tasks(n, groups, k, cog, positions, itemsize,
-                        min_tasks_per_thread=min_tasks_per_thread)
+def _tasks(n, groups, cog, positions, pc, cc):
+    """Task rows ``(n, g, p0, p1, c0, c1)`` of the column form."""
     rows = [(i, g, p0, min(positions, p0 + pc), c0, min(cog, c0 + cc))
             for i in range(n) for g in range(groups)
             for p0 in range(0, positions, pc) for c0 in range(0, cog, cc)]
-    return np.array(rows, dtype=np.int64).reshape(-1, 6), pc
+    return np.array(rows, dtype=np.int64).reshape(-1, 6)
 
 
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
-                   itemsize):
+                   itemsize, budget):
     """``(Dp, Hp, Wp)`` of the padded input if the shifted-GEMM form applies (unit stride,
     at least ``SHIFTED_MIN_CHANNELS`` input channels per group and ``SHIFTED_MIN_TAPS``
     taps, not a plain 1x1 whose input already is its columns, padded inputs within the
-    budget, ``SHIFTED_MIN_POSITIONS`` positions), else None."""
+    ``budget``, ``SHIFTED_MIN_POSITIONS`` positions), else None."""
     if (tuple(stride) != (1, 1, 1) or cg < SHIFTED_MIN_CHANNELS
             or math.prod(kernel) < SHIFTED_MIN_TAPS):
         return None
-    if _is_pointwise(kernel, stride, pad, in_spatial, out_spatial):
+    if is_pointwise(kernel, stride, pad, in_spatial, out_spatial):
         return None
     padded = tuple(o + (k - 1) * d for o, k, d in zip(out_spatial, kernel, dilation))
-    if n * groups * cg * math.prod(padded) * itemsize > config.IM2COL_BUDGET_BYTES:
+    if n * groups * cg * math.prod(padded) * itemsize > budget:
         return None
     if n * shifted_positions(padded, out_spatial) < SHIFTED_MIN_POSITIONS:
         return None
@@ -166,74 +189,51 @@ def stride_phases(x6, sw):
     return np.ascontiguousarray(split.reshape(x6.shape[:5] + (wq, sw)).swapaxes(-1, -2))
 
 
-def _form(x6, w6, out, stride, dilation, pad) -> str:
-    """The cost model's form for these normalised arrays: "winograd" or "gemm"."""
-    from ._costs import im2col_form  # the cost model imports this module
-    from ._tuning import machine_constants
+def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm):
+    """Run the im2col + GEMM path on normalised arrays, writing ``out``, in ``form``.
 
-    N, G, Cg = x6.shape[:3]
-    return im2col_form(N, G, Cg, w6.shape[1], tuple(w6.shape[3:]), tuple(stride),
-                       tuple(dilation), tuple(pad), tuple(x6.shape[3:]),
-                       tuple(out.shape[3:]), out.itemsize, machine_constants())[0]
-
-
-def conv_im2col(x6, w6, bias2, out, stride, dilation, pad):
-    """Run the im2col + GEMM path on normalised arrays, writing ``out``.
-
-    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. Unit-stride 3x3
-    convolutions take the Winograd form (:mod:`numbaconv._winograd`) where the cost
-    model expects it to be faster, unless the data holds NaN or Inf; other unit-stride convolutions with enough input
-    channels the shifted-GEMM form (no columns); the rest the column form.
+    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. The Winograd form
+    hands data holding NaN or Inf to ``form.nonfinite`` (its transforms would spread
+    them beyond their receptive fields).
     """
     register_blas()
-    N, G, Cg = x6.shape[:3]
-    kernel = tuple(w6.shape[3:])
-    out_spatial = tuple(out.shape[3:])
-    if _form(x6, w6, out, stride, dilation, pad) == "winograd":
-        grid = winograd_grid(N, G, Cg, w6.shape[1], kernel, stride, dilation,
-                             out_spatial, out.itemsize)
-        if conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), grid):
+    if form.name == "winograd":
+        if conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), form.grid,
+                         form.threads, *form.tables):
             return out
-        # NaN or Inf in the data: the GEMM forms below keep them in their receptive
-        # fields, as the other paths do (the Winograd transforms would not).
-    padded = shifted_layout(N, G, Cg, kernel, stride, dilation, pad, x6.shape[3:],
-                            out_spatial, out.itemsize)
-    if padded is not None:
-        COg = w6.shape[1]
-        taps = math.prod(kernel)
-        wt = np.ascontiguousarray(
-            w6.reshape(G, COg, Cg, taps).transpose(0, 3, 1, 2))  # (G, taps, COg, Cg)
-        positions = shifted_positions(padded, out_spatial)
-        threads = numba.get_num_threads()
-        tasks = _shifted_tasks(N, G, COg, positions, threads)
-        with single_threaded_blas, kernel_launch:
-            xp = scratch("padded", (N, G, Cg, math.prod(padded)), out.dtype)
-            cbufs = scratch("accumulators", (threads, COg * SHIFTED_CHUNK), out.dtype)
-            shifted_gemm_forward(x6, wt, bias2, out, kernel, tuple(dilation), tuple(pad),
-                                 padded, xp, tasks, cbufs)
-        return out
+        form = form.nonfinite
+    N, G, Cg = x6.shape[:3]
     COg = w6.shape[1]
     kernel = tuple(w6.shape[3:])
     out_spatial = tuple(out.shape[3:])
+    if form.name == "shifted":
+        taps = math.prod(kernel)
+        wt = np.ascontiguousarray(
+            w6.reshape(G, COg, Cg, taps).transpose(0, 3, 1, 2))  # (G, taps, COg, Cg)
+        positions = shifted_positions(form.padded, out_spatial)
+        tasks = _shifted_tasks(N, G, COg, positions, form.threads)
+        with single_threaded_blas, kernel_launch:
+            xp = scratch("padded", (N, G, Cg, math.prod(form.padded)), out.dtype)
+            cbufs = scratch("accumulators", (form.threads, COg * SHIFTED_CHUNK), out.dtype)
+            shifted_gemm_forward(x6, wt, bias2, out, kernel, tuple(dilation), tuple(pad),
+                                 form.padded, xp, tasks, cbufs)
+        return out
     P = math.prod(out_spatial)
     w3 = w6.reshape(G, COg, -1)
     K = w3.shape[2]
-    pc, cc = plan_tasks(N, G, K, COg, P, out.itemsize)
-    if (cc < COg and K * P * out.itemsize <= config.IM2COL_BUDGET_BYTES
-            and not _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)):
-        # Few positions, cut by channels: build the columns once, shared by the blocks.
+    if form.name == "shared":
         with single_threaded_blas, kernel_launch:
             im2col_forward_shared(stride_phases(x6, stride[2]), w3, bias2,
                                   out.reshape(N, G, COg, P),
                                   scratch("columns", (K, P), out.dtype),
                                   kernel, tuple(stride), tuple(dilation), tuple(pad),
-                                  out_spatial, cc, numba.get_num_threads(), x6.shape[5])
+                                  out_spatial, form.channels, form.threads, x6.shape[5])
         return out
-    tasks, max_pc = _tasks(N, G, K, COg, P, out.itemsize, MIN_TASKS_PER_THREAD)
-    pointwise = _is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
-    threads = min(numba.get_num_threads(), len(tasks))
+    tasks = _tasks(N, G, COg, P, form.positions, form.channels)
+    pointwise = is_pointwise(kernel, stride, pad, x6.shape[3:], out_spatial)
+    threads = min(form.threads, len(tasks))
     with single_threaded_blas, kernel_launch:
-        cols = scratch("columns", (threads, K * max_pc), out.dtype)
+        cols = scratch("columns", (threads, K * form.positions), out.dtype)
         im2col_forward(stride_phases(x6, stride[2]), w3, bias2, out.reshape(N, G, COg, P),
                        tasks, kernel, tuple(stride), tuple(dilation), tuple(pad),
                        out_spatial, pointwise, cols, x6.shape[5])
@@ -250,17 +250,20 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
     COg = g4.shape[2]
     K = Cg * math.prod(kernel)
     P = g4.shape[3]
+    threads, budget = numba.get_num_threads(), config.IM2COL_BUDGET_BYTES
     padded = shifted_layout(N, G, Cg, tuple(kernel), tuple(stride), tuple(dilation),
-                            tuple(pad), x6.shape[3:], tuple(out_spatial), g4.itemsize)
+                            tuple(pad), x6.shape[3:], tuple(out_spatial), g4.itemsize,
+                            budget)
     if padded is not None:
         return _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded)
-    tasks, max_pc = _tasks(N, G, K, COg, P, g4.itemsize, 1)
-    threads = min(numba.get_num_threads(), len(tasks))
+    pc, cc = plan_tasks(N, G, K, COg, P, g4.itemsize, threads, budget, 1)
+    tasks = _tasks(N, G, COg, P, pc, cc)
+    threads = min(threads, len(tasks))
     partial = np.zeros((threads, G, COg, K), dtype=g4.dtype)
-    pointwise = _is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],
-                              tuple(out_spatial))
+    pointwise = is_pointwise(tuple(kernel), tuple(stride), tuple(pad), x6.shape[3:],
+                             tuple(out_spatial))
     with single_threaded_blas, kernel_launch:
-        cols = scratch("columns", (threads, K * max_pc), g4.dtype)
+        cols = scratch("columns", (threads, K * pc), g4.dtype)
         im2col_weight_grad(stride_phases(x6, stride[2]), g4, partial, tasks, tuple(kernel),
                            tuple(stride), tuple(dilation), tuple(pad), tuple(out_spatial),
                            pointwise, cols, x6.shape[5])

@@ -1,18 +1,35 @@
-"""The kernel forms of each path, and the example call that compiles each one.
+"""The registry of paths and of the kernel forms they run.
 
-Every compiled kernel belongs to one form (:class:`numbaconv._compile.Kernel`). Each
-form's example is the smallest call that runs its kernels: ``warmup`` runs every form for
-both dtypes, and a background compile job (:mod:`numbaconv._warm`) runs the one form a
-cold call needs. Kernels see normalised arrays (C-contiguous, six-dimensional, one
-dtype), so one example per dtype compiles the signature that every 1D, 2D and 3D call
-of that form uses.
+``METHODS`` maps each path's name to its runner, ``runner(x6, w6, bias2, out, stride,
+dilation, pad, form)``, whose form comes from the plan (:mod:`numbaconv._plan`; the
+forms of each path are listed by ``_plan.path_forms``, which ``explain`` prints).
+
+``FORMS`` lists the compiled forms: every kernel belongs to one
+(:class:`numbaconv._compile.Kernel`), and each form's examples are the smallest calls
+that run its kernels. ``warmup`` runs every form for both dtypes, and a background
+compile job (:mod:`numbaconv._warm`) the one form a cold call needs. Kernels see
+normalised arrays (C-contiguous, six-dimensional, one dtype), so one example per dtype
+compiles the signature that every 1D, 2D and 3D call of the form uses.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
+from ._direct import conv_direct
+from ._fft import conv_fft
+from ._im2col import conv_im2col
+
+METHODS = {"direct": conv_direct, "im2col": conv_im2col, "fft": conv_fft}
+
+
+def check_method(method) -> str:
+    """``method`` itself if it is "auto" or a known path; otherwise a ValueError that
+    lists the valid names."""
+    if isinstance(method, str) and (method == "auto" or method in METHODS):
+        return method
+    valid = ", ".join(repr(m) for m in ("auto", *METHODS))
+    raise ValueError(f"method={method!r} is not one of {valid}")
 
 
 class Form(NamedTuple):
@@ -56,23 +73,3 @@ DTYPES = ("float32", "float64")
 # one group. No cached kernel calls into another group (``blas.gemm`` is compiled into
 # each caller), so processes compiling different groups never write one cache index.
 GROUPS = ("direct", "im2col", "winograd")
-
-
-def run_example(form: str, dtype) -> None:
-    """Run ``form``'s example calls in ``dtype`` (compiling its kernels, or loading
-    them from the cache)."""
-    from .functional import conv, output_shape
-    from .gradients import weight_grad
-
-    f = FORMS[form]
-    for input_shape, weight_shape in f.examples:
-        x = np.ones(input_shape, dtype)
-        w = np.ones(weight_shape, dtype)
-        if f.method == "backward":
-            # The weight gradient alone: conv_backward's input gradient is a forward
-            # convolution, whose kernels are another group's.
-            g = np.ones(output_shape(x.shape, w.shape, padding=1), dtype)
-            d = w.ndim - 2
-            weight_grad(g, x, w.shape, (1,) * d, (1,) * d, (1,) * d, f.groups)
-        else:
-            conv(x, w, padding=1, groups=f.groups, method=f.method)

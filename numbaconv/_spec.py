@@ -16,6 +16,11 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
 
 
+def to_3d(values, d: int, fill: int) -> tuple:
+    """Per-axis values of a ``d``-dim convolution as (d, h, w) triples."""
+    return (fill,) * (3 - d) + tuple(values)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 

@@ -14,6 +14,29 @@ import tempfile
 from contextlib import contextmanager
 
 
+def run_example(form: str, dtype) -> None:
+    """Run ``form``'s example calls in ``dtype`` (compiling its kernels, or loading
+    them from the cache)."""
+    import numpy as np
+
+    from ._registry import FORMS
+    from .functional import conv, output_shape
+    from .gradients import weight_grad
+
+    f = FORMS[form]
+    for input_shape, weight_shape in f.examples:
+        x = np.ones(input_shape, dtype)
+        w = np.ones(weight_shape, dtype)
+        if f.method == "backward":
+            # The weight gradient alone: conv_backward's input gradient is a forward
+            # convolution, whose kernels are another group's.
+            g = np.ones(output_shape(x.shape, w.shape, padding=1), dtype)
+            d = w.ndim - 2
+            weight_grad(g, x, w.shape, (1,) * d, (1,) * d, (1,) * d, f.groups)
+        else:
+            conv(x, w, padding=1, groups=f.groups, method=f.method)
+
+
 @contextmanager
 def group_locks(groups):
     """Hold the machine-wide locks of these kernel groups (see ``_registry.GROUPS``) for
@@ -43,7 +66,7 @@ def group_locks(groups):
 def main(argv) -> int:
     import time
 
-    from ._registry import DTYPES, FORMS, run_example
+    from ._registry import DTYPES, FORMS
 
     # A compile job compiles: it never falls back, nor starts jobs of its own.
     os.environ["NUMBACONV_BACKGROUND_COMPILE"] = "0"

@@ -6,7 +6,7 @@ GEMMs per depth tap (see :mod:`numbaconv._kernels.winograd`). The price is packi
 input (the row half of the input transform, into a tile layout), the column half, the
 output transform, and the weight transform on every call (``36 * C_out * C_in/groups *
 KD`` elements). Whether that pays is the cost model's call
-(:func:`numbaconv._costs.im2col_form`): it does for r50_3x3_56 (0.43 against the shifted
+(:func:`numbaconv._plan.path_forms`): it does for r50_3x3_56 (0.43 against the shifted
 GEMMs' 0.8 ms) and c3d (31 against 66 ms), not for deeplab_d2 (256 channels, 64 tiles
 in 4 dilation phases).
 
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from . import config
 from ._blas import single_threaded_blas
 from ._kernels.blas import register_blas
 from ._compile import Kernel
@@ -57,25 +55,25 @@ def tile_grid(out_spatial, kernel_depth, dilation) -> tuple:
     return (OD + (kernel_depth - 1) * dd, -(-OH // (TILE * dh)), -(-OW // (TILE * dw)) + 1)
 
 
-def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, itemsize):
+def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, itemsize,
+                  threads, budget):
     """The tile grid ``(Dp, TH, TW1)`` if the Winograd form can take this convolution:
     a ``(KD, 3, 3)`` kernel, unit stride, ``MIN_CHANNELS`` input channels per group and
-    buffers within ``config.IM2COL_BUDGET_BYTES``; else None."""
+    buffers within ``budget`` bytes; else None."""
     if tuple(kernel[1:]) != (3, 3) or tuple(stride) != (1, 1, 1) or cg < MIN_CHANNELS:
         return None
     grid = tile_grid(out_spatial, kernel[0], dilation)
     extra = extra_elements(n, groups, cg, cog, kernel[0], grid, dilation[1] * dilation[2],
-                           itemsize)
-    if extra * itemsize > config.IM2COL_BUDGET_BYTES:
+                           itemsize, threads)
+    if extra * itemsize > budget:
         return None
     return grid
 
 
-def extra_elements(n, groups, cg, cog, kd, grid, phases, itemsize, threads=None) -> int:
+def extra_elements(n, groups, cg, cog, kd, grid, phases, itemsize, threads) -> int:
     """Elements the Winograd form allocates besides the output: the transformed weight,
     each thread's buffers (at most ``TASK_BYTES`` of tiles, or a tile row), and with a
     depth kernel the packed input."""
-    threads = numba.get_num_threads() if threads is None else threads
     dp, th, tw1 = grid
     tiles = max(tw1, min(th * tw1, task_tiles(cg, cog, itemsize)))
     rows = th if kd > 1 else -(-tiles // tw1)
@@ -132,19 +130,17 @@ def tile_pitch(tiles, itemsize) -> int:
     return lines * 64 // itemsize
 
 
-def conv_winograd(x6, w6, bias2, out, dilation, pad, grid) -> bool:
+def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks) -> bool:
     """Run the Winograd form on normalised arrays, writing ``out``: arrays and tuples as
     for :func:`numbaconv._direct.conv_direct` (unit stride), ``grid`` from
-    :func:`winograd_grid`. Returns False if the input or the weight holds a NaN or an
+    :func:`winograd_grid`, on ``threads`` threads, with the tables of
+    :func:`plan_tasks`. Returns False if the input or the weight holds a NaN or an
     Inf (which the transforms would spread across a tile), with ``out`` possibly partly
     written: the caller then runs another form, which writes all of it."""
     register_blas()
     N, G, Cg = x6.shape[:3]
     COg, KD = w6.shape[1], w6.shape[3]
     phases = dilation[1] * dilation[2]
-    threads = numba.get_num_threads()
-    units, tasks = plan_tasks(N, G, out.shape[3], phases, grid, Cg, COg, out.itemsize,
-                              threads)
     most = int(tasks[:, 2].max())
     pitch = tile_pitch(most, out.itemsize)
     _, th, tw1 = grid

@@ -1,126 +1,41 @@
-"""Public convolution functions: validate -> pad -> dispatch -> kernel.
+"""Public convolution functions: arguments -> plan (:mod:`numbaconv._plan`) -> runner.
 
 This is the only module that allocates outputs; kernels receive normalised arrays.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from ._blas import single_threaded_blas
 from ._compile import KernelNotReady, fallback_allowed
-from ._costs import estimate_fft, estimate_taps
-from ._dispatch import METHODS, check_method, rank_paths
 from ._fallback import conv_taps
 from ._fft import conv_fft
 from ._padding import pad_input
-from ._tuning import machine_constants
-from ._spec import (
-    as_arrays,
-    check_bias,
-    check_padding_mode,
-    compute_dtype,
-    conv_geometry,
-)
+from ._plan import get_plan
+from ._registry import METHODS
+from ._spec import as_arrays, conv_geometry
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
 ]
 
 
-def _to_3d(values, d, fill):
-    """Per-axis values of a ``d``-dim convolution as (d, h, w) triples."""
-    return (fill,) * (3 - d) + tuple(values)
-
-
-class _Plan(NamedTuple):
-    """Everything about a call that its arrays' shapes and dtypes and its arguments fix:
-    validated once, reused by later calls with the same ones (layers call with the same
-    shapes over and over, and this Python cost as much as a small depthwise layer)."""
-
-    geom: object
-    dtype: np.dtype
-    method: str            # the path; for "auto", its choice for finite data
-    nonfinite_method: str  # "auto"'s choice when the data holds NaN or Inf
-    fallback: str          # "auto"'s path while its kernel compiles: "taps" or "fft"
-    pre_pad: bool          # pad explicitly (a non-zero padding mode)
-    x6_shape: tuple
-    w6_shape: tuple
-    bias2_shape: tuple
-    out6_shape: tuple
-    stride: tuple
-    dilation: tuple
-    pad: tuple
-    constants: object      # the cost model's constants the choice was made with
-
-
-_PLANS: dict = {}
-
-
-def _plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
-    """Validate a call (raising its errors) and work out its :class:`_Plan`."""
-    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
-    check_bias(bias, geom.out_channels)
-    padding_mode = check_padding_mode(padding_mode, geom)
-    method = check_method(method)
-    dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
-    constants = machine_constants()
-    nonfinite_method = method
-    fallback = "none"
-    if method == "auto" and geom.batch != 0:  # an empty batch runs nothing
-        method = rank_paths(geom, dtype.itemsize)[1]
-        nonfinite_method = rank_paths(geom, dtype.itemsize, finite=False)[1]
-        fallback = ("fft" if estimate_fft(geom, dtype.itemsize, constants).seconds
-                    < estimate_taps(geom, dtype.itemsize, constants).seconds else "taps")
-    d = geom.d
-    n = 1 if geom.batch is None else geom.batch
-    pads = geom.padding
-    pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)
-    spatial = tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads)) if pre_pad \
-        else geom.spatial
-    g, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
-    return _Plan(
-        geom=geom, dtype=dtype, method=method, nonfinite_method=nonfinite_method,
-        fallback=fallback,
-        pre_pad=pre_pad,
-        x6_shape=(n, g, c_in // g) + _to_3d(spatial, d, 1),
-        w6_shape=(g, c_out // g, c_in // g) + _to_3d(geom.kernel, d, 1),
-        bias2_shape=(g, c_out // g),
-        out6_shape=(n, g, c_out // g) + _to_3d(geom.out_spatial, d, 1),
-        stride=_to_3d(geom.stride, d, 1),
-        dilation=_to_3d(geom.dilation, d, 1),
-        pad=((0, 0, 0) if pre_pad else _to_3d((lo for lo, _ in pads), d, 0)),
-        constants=constants,
-    )
-
-
 def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
     x, weight, bias = as_arrays(x, weight, bias)
-    # Keyed by repr for the arguments, as conv_geometry is: 1 == 1.0 == True, but only
-    # 1 is a valid stride.
-    key = (x.shape, x.dtype.str, weight.shape, weight.dtype.str,
-           None if bias is None else (bias.shape, bias.dtype.str),
-           repr((stride, padding, dilation, groups, padding_mode, method)), d)
-    plan = _PLANS.get(key)
-    if plan is None or plan.constants is not machine_constants():
-        plan = _plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                     method, d)
-        if len(_PLANS) >= 256:
-            _PLANS.clear()
-        _PLANS[key] = plan
+    plan = get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                    method, d)
     dtype = plan.dtype
     if plan.out6_shape[0] == 0:
         return np.zeros(plan.geom.output_shape, dtype=dtype)
     if plan.geom.batch is None:
         x = x[None]
-    method = plan.method
+    method, form = plan.method, plan.form
     if method == "fft" and method != plan.nonfinite_method and not (
             np.isfinite(x).all() and np.isfinite(weight).all()):
         # The FFT path would spread a NaN or Inf to every output instead of only those
         # whose receptive field holds it.
-        method = plan.nonfinite_method
+        method, form = plan.nonfinite_method, plan.nonfinite_form
     if plan.pre_pad:
         x = pad_input(x.astype(dtype, copy=False), plan.geom.padding, padding_mode)
     x6 = np.ascontiguousarray(x, dtype=dtype).reshape(plan.x6_shape)
@@ -132,20 +47,22 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
     out = np.empty(plan.out6_shape, dtype=dtype)
     arrays = (x6, w6, bias2, out, plan.stride, plan.dilation, plan.pad)
     if plan.fallback == "none" or method == "fft":
-        METHODS[method](*arrays)
+        METHODS[method](*arrays, form)
     else:
         try:
             with fallback_allowed():
-                METHODS[method](*arrays)
+                METHODS[method](*arrays, form)
         except KernelNotReady:
             # The kernel compiles in a background process: meanwhile, a path that needs
-            # none (see numbaconv._compile).
+            # none (see numbaconv._compile). One BLAS thread: the compile job has the
+            # other core (two BLAS threads against it ran the fallback 6x slower).
             use_fft = (plan.fallback == "fft" and np.isfinite(x6).all()
                        and np.isfinite(w6).all())
-            # One BLAS thread: the compile job has the other core (two BLAS threads
-            # against it ran the fallback 6x slower).
             with single_threaded_blas:
-                (conv_fft if use_fft else conv_taps)(*arrays)
+                if use_fft:
+                    conv_fft(*arrays, plan.fallback_form)
+                else:
+                    conv_taps(*arrays)
     return out.reshape(plan.geom.output_shape)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._dispatch import check_method
+from ._registry import check_method
 from ._im2col import im2col_weight_grad_of
 from ._blas import single_threaded_blas
 from ._compile import Kernel, KernelNotReady, fallback_allowed
@@ -29,6 +29,7 @@ from ._kernels import grad as _grad_kernels
 from ._padding import pad_input
 from ._threads import kernel_launch
 from ._spec import (
+    to_3d,
     _checked_array,
     _int_tuple,
     as_arrays,
@@ -82,7 +83,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     size)`` per axis, only that window of it is returned, computed directly when the
     window lies within the reach of the kernel (no work on the padding).
     """
-    from .functional import conv
+    from .functional import conv  # noqa: PLC0415  (functional does not import gradients)
 
     d = weight.ndim - 2
     n, c_out = grad_out.shape[:2]
@@ -126,32 +127,28 @@ def weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
     ``g`` ``(N, C_out, *out)``, ``x`` ``(N, C_in, *spatial)`` (both of the computation
     dtype) and ``pad_before`` per axis: zero padding before each axis.
     """
-    from .functional import _to_3d
-
     d = len(weight_shape) - 2
     n, c_in = x.shape[:2]
     c_out, c_in_g = weight_shape[:2]
     kernel = tuple(weight_shape[2:])
     cog = c_out // groups
     out = g.shape[2:]
-    x6 = np.ascontiguousarray(x).reshape((n, groups, c_in_g) + _to_3d(x.shape[2:], d, 1))
-    args = (_to_3d(kernel, d, 1), _to_3d(stride, d, 1), _to_3d(dilation, d, 1),
-            _to_3d(pad_before, d, 0))
+    x6 = np.ascontiguousarray(x).reshape((n, groups, c_in_g) + to_3d(x.shape[2:], d, 1))
+    args = (to_3d(kernel, d, 1), to_3d(stride, d, 1), to_3d(dilation, d, 1),
+            to_3d(pad_before, d, 0))
     try:
         with fallback_allowed():
             return _weight_grad_kernels(g, x6, weight_shape, *args)
     except KernelNotReady:
         # The kernel compiles in a background process (see numbaconv._compile).
         with single_threaded_blas:
-            gw = weight_grad_taps(x6, g.reshape((n, groups, cog) + _to_3d(out, d, 1)),
+            gw = weight_grad_taps(x6, g.reshape((n, groups, cog) + to_3d(out, d, 1)),
                                   *args)
         return gw.reshape(weight_shape)
 
 
 def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_before):
     """:func:`weight_grad` by the compiled kernels (arguments as ``(d, h, w)``)."""
-    from .functional import _to_3d
-
     n, groups, c_in_g = x6.shape[:3]
     cog = weight_shape[0] // groups
     out = g.shape[2:]
@@ -161,12 +158,12 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
         with kernel_launch:
             channelwise_weight_grad(
                 x6.reshape((n, groups) + x6.shape[3:]),
-                g.reshape((n, groups, cog) + _to_3d(out, d, 1)), gw,
+                g.reshape((n, groups, cog) + to_3d(out, d, 1)), gw,
                 stride, dilation, pad_before)
         return gw.reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
     gw = im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad_before,
-                               _to_3d(out, d, 1))
+                               to_3d(out, d, 1))
     return gw.reshape(weight_shape)
 
 

@@ -38,9 +38,9 @@ def cold_kernels(monkeypatch):
             raise _compile.KernelNotReady(self.name)
     monkeypatch.setattr(_compile.Kernel, "prepare", not_ready)
     monkeypatch.setenv("NUMBACONV_BACKGROUND_COMPILE", "1")
-    numbaconv.functional._PLANS.clear()
+    numbaconv._plan._PLANS.clear()
     yield
-    numbaconv.functional._PLANS.clear()
+    numbaconv._plan._PLANS.clear()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -173,3 +173,12 @@ def test_every_form_names_a_group_and_a_reachable_method():
                for k in vars(module).values() if isinstance(k, _compile.Kernel)]
     assert {k.form for k in kernels} == set(FORMS)
 
+
+
+def test_no_import_cycles():
+    tool = ROOT.parent / "shared" / "tools" / "import_cycles.py"
+    if not tool.exists():
+        pytest.skip("../shared/tools/import_cycles.py is not beside the checkout")
+    result = subprocess.run([sys.executable, str(tool), str(ROOT / "numbaconv")],
+                            capture_output=True, text=True)
+    assert result.stdout.strip().endswith("cycles: 0"), result.stdout

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import numbaconv
-from numbaconv import _direct, _dispatch
+from numbaconv import _direct, _registry
 
 X = np.zeros((1, 4, 8, 8), np.float32)
 W = np.zeros((6, 4, 3, 3), np.float32)
@@ -17,8 +17,8 @@ def no_kernel_may_run(monkeypatch):
         raise AssertionError("a kernel ran for invalid input")
     monkeypatch.setattr(_direct, "dense_conv", forbidden)
     monkeypatch.setattr(_direct, "channelwise_conv", forbidden)
-    for name in _dispatch.METHODS:
-        monkeypatch.setitem(_dispatch.METHODS, name, forbidden)
+    for name in _registry.METHODS:
+        monkeypatch.setitem(_registry.METHODS, name, forbidden)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numbaconv
-from numbaconv._dispatch import METHODS
+from numbaconv._registry import METHODS
 from _reference import conv_reference, reference_pads
 from conftest import assert_close, torch
 

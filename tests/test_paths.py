@@ -1,5 +1,6 @@
 """The three paths (direct, im2col, fft), the dispatcher and its cost model."""
 
+import contextlib
 import json
 import tracemalloc
 
@@ -10,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numbaconv
-from numbaconv import _costs, _dispatch, _fft, _im2col, _tuning, _winograd, config
+from numbaconv import _constants, _fft, _im2col, _plan, _registry, _tune, _winograd, config
 from numbaconv._spec import conv_geometry
 from numbaconv.bench import SUITE, Case, format_table, run_suite
 from _reference import conv_reference
 from conftest import assert_close
 
-METHOD_NAMES = list(_dispatch.METHODS)
+METHOD_NAMES = list(_registry.METHODS)
 
 
 def _shrunk(case, cap):
@@ -49,7 +50,7 @@ def test_no_path_falls_back_to_another(monkeypatch, rng, method):
         raise AssertionError("another path ran")
     for other in METHOD_NAMES:
         if other != method:
-            monkeypatch.setitem(_dispatch.METHODS, other, forbidden)
+            monkeypatch.setitem(_registry.METHODS, other, forbidden)
     x = rng.standard_normal((2, 4, 9, 9))
     w = rng.standard_normal((6, 2, 3, 3))
     y = numbaconv.conv2d(x, w, stride=2, padding=1, groups=2, method=method)
@@ -58,8 +59,8 @@ def test_no_path_falls_back_to_another(monkeypatch, rng, method):
 
 def test_auto_runs_the_chosen_path(monkeypatch, rng):
     ran = []
-    for name, runner in list(_dispatch.METHODS.items()):
-        monkeypatch.setitem(_dispatch.METHODS, name,
+    for name, runner in list(_registry.METHODS.items()):
+        monkeypatch.setitem(_registry.METHODS, name,
                             lambda *a, _n=name, _r=runner: (ran.append(_n), _r(*a))[1])
     for shapes in [((1, 8, 20, 20), (16, 8, 1, 1)), ((1, 1, 300, 300), (1, 1, 41, 41)),
                    ((1, 16, 20, 20), (16, 1, 3, 3))]:
@@ -93,7 +94,7 @@ def test_call_plans_follow_new_machine_constants(monkeypatch, rng):
     from numbaconv import functional
 
     ran = []
-    for name, run in list(_dispatch.METHODS.items()):
+    for name, run in list(_registry.METHODS.items()):
         monkeypatch.setitem(functional.METHODS, name,
                             lambda *args, name=name, run=run: ran.append(name) or run(*args))
     x = rng.standard_normal((1, 16, 32, 32)).astype(np.float32)
@@ -101,9 +102,9 @@ def test_call_plans_follow_new_machine_constants(monkeypatch, rng):
     y = numbaconv.conv2d(x, w, padding=1)
     numbaconv.conv2d(x, w, padding=1)
     assert ran == ["im2col", "im2col"]
-    slow_gemm = _tuning.machine_constants().scaled(
+    slow_gemm = _constants.machine_constants().scaled(
         gemm_macs=1e-4, direct_macs=1e3, direct_pack=1e3, channelwise_macs=1e3)
-    monkeypatch.setattr(_tuning, "_CONSTANTS", slow_gemm)
+    monkeypatch.setattr(_constants, "_CONSTANTS", slow_gemm)
     assert_close(numbaconv.conv2d(x, w, padding=1), y.astype(np.float64), np.float32)
     assert ran == ["im2col", "im2col", "direct"]
 
@@ -168,7 +169,10 @@ def test_im2col_memory_stays_within_budget(monkeypatch, rng):
     extra = peak - y.nbytes
     assert extra <= budget + (32 << 10), f"{extra} bytes beyond the output"
     assert_close(y, conv_reference(x, w, padding=2, groups=2), np.float32)
-    assert _im2col.im2col_extra_bytes(2, 2, 4 * 25, 6, 48 * 48, 4) <= budget
+    geom = conv_geometry(x.shape, w.shape, padding=2, groups=2)
+    _, estimate = _plan.path_forms(geom, 4, _constants.machine_constants(), 2,
+                                   _plan.current_budgets())["im2col"][0]
+    assert estimate.extra_bytes <= budget
 
 
 def test_fft_keeps_float32(monkeypatch, rng):
@@ -209,26 +213,26 @@ def test_fft_processes_output_channels_in_turns(monkeypatch, rng):
 def test_tune_writes_constants_later_processes_read(monkeypatch, tmp_path):
     path = tmp_path / "machine.json"
     monkeypatch.setenv("NUMBACONV_TUNING_FILE", str(path))
-    monkeypatch.setattr(_tuning, "CALIBRATION", (
+    monkeypatch.setattr(_tune, "CALIBRATION", (
         ((1, 8, 16, 16), (8, 8, 3, 3), dict(padding=1), ("direct", "im2col", "fft")),
         ((1, 8, 16, 16), (8, 1, 3, 3), dict(padding=1, groups=8), ("channelwise",)),
     ))
-    _tuning.reset()
+    _constants.reset()
     try:
         result = numbaconv.tune(repeats=1)
         assert path.exists() and result["path"] == str(path)
         stored = json.loads(path.read_text())
         assert set(result["factors"]) == {"direct", "im2col", "fft", "channelwise"}
-        default = _costs.MachineConstants()
+        default = _constants.MachineConstants()
         expected = default.gemm_macs * result["factors"]["im2col"]
         assert stored["constants"]["gemm_macs"] == pytest.approx(expected)
-        _tuning.reset()  # as a new process would
-        assert _tuning.machine_constants().gemm_macs == pytest.approx(expected)
+        _constants.reset()  # as a new process would
+        assert _constants.machine_constants().gemm_macs == pytest.approx(expected)
         path.write_text("{not json")
-        _tuning.reset()
-        assert _tuning.machine_constants() == default
+        _constants.reset()
+        assert _constants.machine_constants() == default
     finally:
-        _tuning.reset()
+        _constants.reset()
     with pytest.raises(ValueError, match="repeats=0"):
         numbaconv.tune(repeats=0)
 
@@ -292,25 +296,43 @@ def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
     assert _im2col.shifted_layout(
         xs[0], geom.groups, ws[1], lift(geom.kernel, 1), lift(geom.stride, 1),
         lift(geom.dilation, 1), lift((lo for lo, _ in geom.padding), 0),
-        lift(geom.spatial, 1), lift(geom.out_spatial, 1), np.dtype(dtype).itemsize
+        lift(geom.spatial, 1), lift(geom.out_spatial, 1), np.dtype(dtype).itemsize,
+        config.IM2COL_BUDGET_BYTES
     ) is not None
     y = numbaconv.conv(x, w, b, **kw, method="im2col")
     assert_close(y, conv_reference(x, w, b, **kw), dtype)
 
 
-@pytest.fixture
-def winograd_calls(monkeypatch):
-    """Forces the Winograd form wherever it can run; yields the list of its results."""
+@contextlib.contextmanager
+def forcing_winograd():
+    """The GEMM path takes the Winograd form wherever it can run; yields the list of
+    the form's results (False: it stepped aside for non-finite data)."""
     calls = []
-    real = _im2col.conv_winograd
+    real_rank, real_run = _plan._gemm_rank, _im2col.conv_winograd
+
+    def rank(item, forms):
+        return (-1, 0.0) if item[0].name == "winograd" else real_rank(item, forms)
 
     def spy(*args):
-        calls.append(real(*args))
+        calls.append(real_run(*args))
         return calls[-1]
 
-    monkeypatch.setattr(_im2col, "_form", lambda *args: "winograd")
-    monkeypatch.setattr(_im2col, "conv_winograd", spy)
-    return calls
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_plan, "_gemm_rank", rank)
+        patch.setattr(_im2col, "conv_winograd", spy)
+        _plan.path_forms.cache_clear()
+        _plan._PLANS.clear()
+        try:
+            yield calls
+        finally:
+            _plan.path_forms.cache_clear()
+            _plan._PLANS.clear()
+
+
+@pytest.fixture
+def winograd_calls():
+    with forcing_winograd() as calls:
+        yield calls
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -368,11 +390,7 @@ def test_winograd_form_on_random_configurations(cfg, seed):
     b = rng.standard_normal(cfg["c_out"]).astype(cfg["dtype"]) if cfg["bias"] else None
     kw = dict(padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"],
               padding_mode=cfg["mode"])
-    calls = []
-    real = _im2col.conv_winograd
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_im2col, "_form", lambda *args: "winograd")
-        patch.setattr(_im2col, "conv_winograd", lambda *a: calls.append(real(*a)) or calls[-1])
+    with forcing_winograd() as calls:
         y = numbaconv.conv(x, w, b, method="im2col", **kw)
     assert calls == [True]
     assert_close(y, conv_reference(x, w, b, **kw), cfg["dtype"])
@@ -396,8 +414,10 @@ def test_winograd_form_steps_aside_for_nonfinite_data(rng, winograd_calls):
 
 def _form_of(xs, ws, kw, dtype="float32"):
     geom = conv_geometry(xs, ws, **kw)
-    return _costs.im2col_form(*_costs._dims(geom), np.dtype(dtype).itemsize,
-                              _tuning.machine_constants())
+    form, estimate = _plan.path_forms(geom, np.dtype(dtype).itemsize,
+                                      _constants.machine_constants(), 2,
+                                      _plan.current_budgets())["im2col"][0]
+    return form.name, estimate
 
 
 def test_winograd_form_where_it_pays(monkeypatch):
@@ -409,16 +429,18 @@ def test_winograd_form_where_it_pays(monkeypatch):
     assert _form_of((1, 64, 16, 56, 56), (128, 64, 3, 3, 3), dict(padding=1))[0] \
         == "winograd"
     # Few tiles for many channels: the weight transform costs more than it saves.
-    assert _form_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))[0] == "gemm"
-    assert _form_of((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1))[0] == "gemm"
+    assert _form_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))[0] == "columns"
+    assert _form_of((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1))[0] == "shared"
     # Where it cannot run at all.
-    assert _form_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1))[0] == "gemm"
-    assert _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2))[0] == "gemm"
-    assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "gemm"
-    assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "gemm"
-    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)  # packed input: 1.4 MB
+    assert _form_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1))[0] == "columns"
+    assert _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2))[0] == "columns"
+    assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "shifted"
+    assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "shifted"
+    # Its buffers over the budget: the packed input alone is 1.4 MB.
     assert _winograd.winograd_grid(1, 1, 64, 64, (1, 3, 3), (1, 1, 1), (1, 1, 1),
-                                   (1, 56, 56), 4) is None
+                                   (1, 56, 56), 4, 2, 1 << 20) is None
+    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)
+    assert _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))[0] != "winograd"
 
 
 @pytest.mark.parametrize("out_spatial,dilation", [
@@ -463,3 +485,31 @@ def test_winograd_tile_pitch_avoids_cache_set_conflicts():
 def test_next_fast_len_matches_scipy():
     for n in list(range(1, 3000)) + [8191, 1_000_000, 123_457, 1_048_577]:
         assert _fft.next_fast_len(n) == scipy.fft.next_fast_len(n, real=True), n
+
+
+def test_plans_follow_threads_and_budgets(monkeypatch, rng):
+    """A cached plan is made again when the thread count or a budget changes: lowering
+    the im2col budget after a Winograd plan was cached takes another form, not a
+    Winograd grid that no longer fits."""
+    import numba
+
+    x = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    ref = conv_reference(x, w, padding=1)
+    numbaconv.conv2d(x, w, padding=1, method="im2col")
+    plan = _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "im2col", 2)
+    assert plan.form.name == "winograd" and plan.form.threads == numba.get_num_threads()
+    monkeypatch.setattr(config, "IM2COL_BUDGET_BYTES", 1 << 20)
+    assert_close(numbaconv.conv2d(x, w, padding=1, method="im2col"), ref, np.float32)
+    small = _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "im2col", 2)
+    assert small.form.name != "winograd"
+    monkeypatch.undo()
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        numba.set_num_threads(1)
+        try:
+            assert_close(numbaconv.conv2d(x, w, padding=1, method="im2col"), ref,
+                         np.float32)
+            assert _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "im2col",
+                                  2).form.threads == 1
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

@@ -1,30 +1,22 @@
-"""Machine constants for the cost model: built-in defaults, or measured by :func:`tune`.
+"""``tune()``: measure the cost model's machine constants on this machine.
 
-``tune()`` times every path on a few calibration problems, scales each group of rates so
-that the model's estimates match the measurements (the geometric mean of measured over
-estimated time, per group), and writes the constants to a per-user JSON file that later
-processes read on their first dispatch:
-
-- ``$NUMBACONV_TUNING_FILE`` if set, else
-- ``$XDG_CACHE_HOME/numbaconv/machine.json`` (``~/.cache/numbaconv/machine.json``).
-
-Delete the file to return to the defaults.
+It times the public functions on a few calibration problems and stores what it finds in
+the constants store (:mod:`numbaconv._constants`), which the cost model reads.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
-import threading
 import time
-from pathlib import Path
 
-from ._costs import ESTIMATORS, MachineConstants
+import numpy as np
 
-_LOCK = threading.Lock()
-_CONSTANTS = None
+from ._constants import MachineConstants, save as save_constants
+from ._plan import path_estimate
+from ._spec import conv_geometry
+from .functional import conv
 
 # Which rates each group of measurements calibrates.
 _GROUPS = {
@@ -48,39 +40,6 @@ CALIBRATION = (
 )
 
 
-def tuning_file() -> Path:
-    """Where :func:`tune` stores and the dispatcher reads this user's constants."""
-    env = os.environ.get("NUMBACONV_TUNING_FILE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "numbaconv" / "machine.json"
-
-
-def machine_constants() -> MachineConstants:
-    """The constants in use: this user's tuned ones if a valid file exists, else defaults."""
-    global _CONSTANTS
-    with _LOCK:
-        if _CONSTANTS is None:
-            _CONSTANTS = _load(tuning_file())
-        return _CONSTANTS
-
-
-def reset() -> None:
-    """Forget the loaded constants, so that the next dispatch reads the file again."""
-    global _CONSTANTS
-    with _LOCK:
-        _CONSTANTS = None
-
-
-def _load(path: Path) -> MachineConstants:
-    try:
-        data = json.loads(path.read_text())
-        return MachineConstants.from_dict(data["constants"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return MachineConstants()
-
-
 def _group_of(method, geom) -> str:
     if method == "direct" and geom.in_channels == geom.groups:
         return "channelwise"
@@ -90,7 +49,7 @@ def _group_of(method, geom) -> str:
 def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
     """Measure the cost model's machine constants on this machine.
 
-    Every path runs on the calibration problems (``numbaconv._tuning.CALIBRATION``,
+    Every path runs on the calibration problems (``numbaconv._tune.CALIBRATION``,
     float32, a few milliseconds each, after a warm-up call that also compiles the
     kernels). Each group of rates (dense direct, channel-wise direct, im2col, FFT) is
     scaled by the geometric mean of estimated over measured time, so that the
@@ -99,8 +58,9 @@ def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
     Parameters
     ----------
     save : bool
-        Write the constants to :func:`tuning_file` (creating its directory), where every
-        later process finds them; also use them in this process from now on.
+        Write the constants to ``numbaconv._constants.tuning_file()`` (creating its
+        directory), where every later process finds them; also use them in this
+        process from now on.
     repeats : int
         Timed calls per problem and path; the median counts.
     verbose : bool
@@ -113,11 +73,6 @@ def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
         "measurements": [...]}``, where a factor above 1 means this machine is faster
         than the defaults assumed.
     """
-    import numpy as np
-
-    from ._spec import conv_geometry
-    from .functional import conv
-
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats={repeats!r} must be an int >= 1")
     base = MachineConstants()
@@ -140,7 +95,7 @@ def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
                 conv(x, w, **call_kwargs, method=method)
                 times.append(time.perf_counter() - t0)
             measured = float(np.median(times))
-            estimated = ESTIMATORS[method](geom, 4, base).seconds
+            estimated = path_estimate(geom, np.dtype(np.float32), method, base).seconds
             ratios[group].append(estimated / measured)
             measurements.append(dict(input=in_shape, weight=w_shape, method=method,
                                      measured_s=measured, estimated_s=estimated))
@@ -153,19 +108,9 @@ def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
     constants = base.scaled(**{rate: f for g, f in factors.items() for rate in _GROUPS[g]})
     path = None
     if save:
-        path = tuning_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = dict(
-            version=1, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        path = str(save_constants(
+            constants, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
             machine=platform.machine(), processor=platform.processor(),
-            cpus=os.cpu_count(), constants=constants.as_dict(), factors=factors,
-            measurements=measurements,
-        )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, path)
-        global _CONSTANTS
-        with _LOCK:
-            _CONSTANTS = constants
-    return dict(constants=constants.as_dict(), factors=factors,
-                path=None if path is None else str(path), measurements=measurements)
+            cpus=os.cpu_count(), factors=factors, measurements=measurements))
+    return dict(constants=constants.as_dict(), factors=factors, path=path,
+                measurements=measurements)

@@ -1,0 +1,246 @@
+"""The plan of a call: everything that can be decided before the data is seen.
+
+Arguments -> :func:`get_plan` -> :class:`Plan` -> runner. A plan holds the validated
+geometry, the dtype, the path and its form with the form's parameters (tile grid,
+padded layout, tasks), the threads and memory budgets it was made for, and the reshape
+targets of the arrays. Runners (``numbaconv._registry.METHODS``) take the arrays and
+the form and never call back into the cost model; this module is the cost model's only
+caller. Plans are cached per (shapes, dtypes, arguments, threads, budgets, machine
+constants), so changing ``numba.set_num_threads``, ``config.IM2COL_BUDGET_BYTES`` or
+the tuned constants makes a new plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from . import config
+from ._constants import machine_constants
+from ._costs import (
+    GEMM_ESTIMATORS,
+    estimate_direct,
+    estimate_fft,
+    estimate_taps,
+    problem_dims,
+)
+from ._direct import plan_direct
+from ._fft import plan_fft
+from ._im2col import columns_form, GemmForm, shifted_layout
+from ._registry import check_method
+from ._spec import (
+    check_bias,
+    check_padding_mode,
+    compute_dtype,
+    conv_geometry,
+    to_3d,
+)
+from ._winograd import plan_tasks as winograd_tasks
+from ._winograd import winograd_grid
+
+
+class Budgets(NamedTuple):
+    """The memory budgets of ``config`` a plan was made for."""
+
+    im2col: int
+    fft: int
+
+
+def current_budgets() -> Budgets:
+    return Budgets(config.IM2COL_BUDGET_BYTES, config.FFT_BUDGET_BYTES)
+
+
+def gemm_forms(geom, itemsize, threads, budget) -> list:
+    """Every form of the GEMM path that can take ``geom``: Winograd and shifted where
+    they apply, and always the column form (shared columns or per-task columns)."""
+    n, g, cg, cog, kernel, stride, dilation, pad, spatial, out = problem_dims(geom)
+    forms = []
+    grid = winograd_grid(n, g, cg, cog, kernel, stride, dilation, out, itemsize, threads,
+                         budget)
+    if grid is not None:
+        forms.append(GemmForm("winograd", threads, grid=grid))
+    padded = shifted_layout(n, g, cg, kernel, stride, dilation, pad, spatial, out,
+                            itemsize, budget)
+    if padded is not None:
+        forms.append(GemmForm("shifted", threads, padded=padded))
+    forms.append(columns_form(n, g, cg, cog, kernel, stride, pad, spatial, out, itemsize,
+                              threads, budget))
+    return forms
+
+
+def _gemm_rank(item, forms):
+    """Sort key of the GEMM path's forms, the one it takes first: the shifted form
+    wherever it applies, else the column form (measured rules, see ``_im2col``), unless
+    Winograd is estimated faster than that one; the rest by estimate."""
+    names = [f.name for f, _ in forms]
+    base = "shifted" if "shifted" in names else names[-1]
+    base_seconds = forms[names.index(base)][1].seconds
+    form, estimate = item
+    if form.name == "winograd" and estimate.seconds < base_seconds:
+        return (0, 0.0)
+    if form.name == base:
+        return (1, 0.0)
+    return (2, estimate.seconds)
+
+
+@functools.lru_cache(maxsize=1024)
+def path_forms(geom, itemsize, constants, threads, budgets) -> dict:
+    """``{path: [(form, Estimate), ...]}``, each path's forms, the one it takes first
+    (see ``_gemm_rank``). The GEMM path's Winograd form carries the next form as its
+    stand-in for non-finite data.
+    (Cached: layers call with the same shapes over and over, and the estimates cost
+    tens of microseconds of Python, as much as a small depthwise convolution.)"""
+    n, g, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
+    direct = plan_direct(n, g, cg, cog, kernel, stride, dilation, out, itemsize, threads,
+                         config.MIN_JOBS_PER_THREAD)
+    gemm = [(f, GEMM_ESTIMATORS[f.name](geom, itemsize, constants, f))
+            for f in gemm_forms(geom, itemsize, threads, budgets.im2col)]
+    gemm = sorted(gemm, key=lambda item: _gemm_rank(item, gemm))
+    if gemm[0][0].name == "winograd":
+        gemm[0] = (gemm[0][0]._replace(nonfinite=gemm[1][0]), gemm[0][1])
+    fft = plan_fft(kernel, stride, dilation, out, threads, budgets.fft)
+    return {"direct": [(direct, estimate_direct(geom, itemsize, constants, direct))],
+            "im2col": gemm,
+            "fft": [(fft, estimate_fft(geom, itemsize, constants, fft))]}
+
+
+def rank_paths(geom, itemsize, constants, threads, budgets, finite=True):
+    """``(ranking, choice, reason)``: ``ranking`` lists ``(path, form, Estimate)`` of each
+    path's best form, fastest first; ``choice`` is the path ``auto`` takes. With
+    ``finite=False`` (the data holds NaN or Inf) the FFT path is passed over, since it
+    would spread them to every output."""
+    forms = path_forms(geom, itemsize, constants, threads, budgets)
+    ranking = sorted(((path, *entries[0]) for path, entries in forms.items()),
+                     key=lambda item: item[2].seconds)
+    fastest = ranking[0][0]
+    if finite or fastest != "fft":
+        runner_up = ranking[1]
+        ratio = runner_up[2].seconds / max(ranking[0][2].seconds, 1e-12)
+        return ranking, fastest, (
+            f"lowest estimated time, {ratio:.1f}x faster than {runner_up[0]}")
+    choice = ranking[1][0]
+    return ranking, choice, (
+        "fft is estimated fastest, but the input holds NaN or Inf, which the FFT would "
+        f"spread to every output; {choice} is next")
+
+
+def path_estimate(geom, dtype, method, constants):
+    """The estimate of ``method``'s best form for ``geom`` with ``constants`` (this
+    process's threads and budgets)."""
+    forms = path_forms(geom, np.dtype(dtype).itemsize, constants, numba.get_num_threads(),
+                       current_budgets())
+    return forms[method][0][1]
+
+
+class Plan(NamedTuple):
+    """Everything about a call that its arrays' shapes and dtypes and its arguments fix."""
+
+    geom: object
+    dtype: np.dtype
+    method: str            # the path; for "auto", its choice for finite data
+    form: object           # the path's form, with its parameters
+    nonfinite_method: str  # "auto"'s choice when the data holds NaN or Inf
+    nonfinite_form: object
+    fallback: str          # "auto"'s path while its kernel compiles: "taps", "fft", "none"
+    fallback_form: object  # the FFT form, for fallback "fft"
+    pre_pad: bool          # pad explicitly (a non-zero padding mode)
+    x6_shape: tuple
+    w6_shape: tuple
+    bias2_shape: tuple
+    out6_shape: tuple
+    stride: tuple
+    dilation: tuple
+    pad: tuple
+
+
+def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d,
+              constants, threads, budgets) -> Plan:
+    """Validate a call (raising its errors) and work out its :class:`Plan`."""
+    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
+    check_bias(bias, geom.out_channels)
+    padding_mode = check_padding_mode(padding_mode, geom)
+    method = check_method(method)
+    dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
+    d = geom.d
+    pads = geom.padding
+    pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)
+    if pre_pad:
+        # The kernels see the explicitly padded input, with no padding of their own.
+        run_geom = dataclasses.replace(
+            geom, padding=((0, 0),) * d,
+            spatial=tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads)))
+    else:
+        run_geom = geom
+    args = (run_geom, dtype.itemsize, constants, threads, budgets)
+    fallback, fallback_form = "none", None
+    form = nonfinite_form = None
+    if geom.batch == 0:  # an empty batch runs nothing
+        nonfinite_method = method
+    elif method == "auto":
+        method = rank_paths(*args)[1]
+        nonfinite_method = rank_paths(*args, finite=False)[1]
+        fallback_form, fft_estimate = path_forms(*args)["fft"][0]
+        fallback = ("fft" if fft_estimate.seconds
+                    < estimate_taps(run_geom, dtype.itemsize, constants).seconds
+                    else "taps")
+    else:
+        nonfinite_method = method
+    if geom.batch != 0:
+        forms = path_forms(*args)
+        form = _with_tables(forms[method][0][0], run_geom, dtype.itemsize)
+        nonfinite_form = _with_tables(forms[nonfinite_method][0][0], run_geom,
+                                      dtype.itemsize)
+    n = 1 if geom.batch is None else geom.batch
+    g, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
+    return Plan(
+        geom=geom, dtype=dtype, method=method, form=form,
+        nonfinite_method=nonfinite_method, nonfinite_form=nonfinite_form,
+        fallback=fallback, fallback_form=fallback_form, pre_pad=pre_pad,
+        x6_shape=(n, g, c_in // g) + to_3d(run_geom.spatial, d, 1),
+        w6_shape=(g, c_out // g, c_in // g) + to_3d(geom.kernel, d, 1),
+        bias2_shape=(g, c_out // g),
+        out6_shape=(n, g, c_out // g) + to_3d(geom.out_spatial, d, 1),
+        stride=to_3d(geom.stride, d, 1),
+        dilation=to_3d(geom.dilation, d, 1),
+        pad=to_3d((lo for lo, _ in run_geom.padding), d, 0),
+    )
+
+
+def _with_tables(form, geom, itemsize):
+    """A Winograd form with its unit and task tables (the other forms deal their tasks
+    in the runner, from the form's parameters)."""
+    if not isinstance(form, GemmForm) or form.name != "winograd":
+        return form
+    n, g, cg, cog, _, _, dilation, _, _, out = problem_dims(geom)
+    return form._replace(tables=winograd_tasks(n, g, out[0], dilation[1] * dilation[2],
+                                               form.grid, cg, cog, itemsize,
+                                               form.threads))
+
+
+_PLANS: dict = {}
+
+
+def get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
+             d) -> Plan:
+    """The cached :class:`Plan` of a call (made by :func:`make_plan` on a miss)."""
+    constants = machine_constants()
+    threads = numba.get_num_threads()
+    budgets = current_budgets()
+    # Keyed by repr for the arguments, as conv_geometry is: 1 == 1.0 == True, but only
+    # 1 is a valid stride.
+    key = (x.shape, x.dtype.str, weight.shape, weight.dtype.str,
+           None if bias is None else (bias.shape, bias.dtype.str),
+           repr((stride, padding, dilation, groups, padding_mode, method)), d,
+           threads, budgets, constants)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = make_plan(x, weight, bias, stride, padding, dilation, groups,
+                         padding_mode, method, d, constants, threads, budgets)
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
