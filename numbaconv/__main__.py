@@ -48,8 +48,8 @@ def warmup() -> None:
     """Compile every kernel form for float32 and float64 into Numba's on-disk cache.
 
     One worker process per kernel group (``_registry.GROUPS``: no two write one cache
-    index), as many at once as there are cores; each prints its forms' times as they
-    finish.
+    index), as many at once as there are cores; their forms' times are printed group
+    by group.
     """
     import os
     import subprocess
@@ -64,11 +64,9 @@ def warmup() -> None:
 
     t0 = time.perf_counter()
     workers = max(1, min(len(GROUPS), os.cpu_count() or 1))
-    # The slowest group first, so that the others fill the remaining workers.
-    order = sorted(GROUPS, key=lambda g: g != "winograd")
     failed = []
-    with ThreadPoolExecutor(workers) as pool:
-        for group, result in zip(order, pool.map(run_group, order)):
+    with ThreadPoolExecutor(workers) as pool:  # GROUPS: the slowest first
+        for group, result in zip(GROUPS, pool.map(run_group, GROUPS)):
             for line in result.stdout.splitlines():
                 form, dtype, seconds = line.split()
                 print(f"  {form:<17} {dtype:<8} {float(seconds):6.2f} s")

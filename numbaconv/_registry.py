@@ -46,30 +46,34 @@ class Form(NamedTuple):
 # The shifted-GEMM form needs 16 channels and 2048 output positions (a 3x3 kernel there
 # takes the Winograd form instead); 64 output channels on a 5x5 output make the column
 # form share its columns between channel blocks; a Winograd depth kernel packs its input
-# planes first (a kernel of its own).
+# planes first (a kernel of its own, a form of its own so that 2D calls need not wait
+# for it).
 _SMALL = (((1, 2, 5, 5), (4, 2, 3, 3)),)
 FORMS = {
-    "dense": Form("direct", "direct", "packed-row dot products", _SMALL, 1, "direct"),
-    "channelwise": Form("direct", "direct", "channel-wise axpys (depthwise)",
+    "dense": Form("direct", "dense", "packed-row dot products", _SMALL, 1, "direct"),
+    "channelwise": Form("direct", "channelwise", "channel-wise axpys (depthwise)",
                         (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "direct"),
-    "columns": Form("im2col", "im2col", "im2col columns + GEMM", _SMALL, 1, "im2col"),
-    "shared": Form("im2col", "im2col", "columns shared by channel blocks + GEMM",
+    "columns": Form("im2col", "columns", "im2col columns + GEMM", _SMALL, 1, "im2col"),
+    "shared": Form("im2col", "columns", "columns shared by channel blocks + GEMM",
                    (((1, 16, 5, 5), (64, 16, 3, 3)),), 1, "im2col"),
-    "shifted": Form("im2col", "im2col", "one GEMM per tap on a padded copy",
+    "shifted": Form("im2col", "shifted", "one GEMM per tap on a padded copy",
                     (((1, 16, 48, 48), (16, 16, 3, 2)),), 1, "im2col"),
     "winograd": Form("im2col", "winograd", "Winograd F(4x4,3x3) GEMMs",
-                     (((1, 16, 48, 48), (16, 16, 3, 3)),
-                      ((1, 16, 6, 24, 24), (16, 16, 3, 3, 3))), 1, "im2col"),
-    "weight_grad": Form("backward", "im2col", "weight gradient by columns",
+                     (((1, 16, 48, 48), (16, 16, 3, 3)),), 1, "im2col"),
+    "winograd_3d": Form("im2col", "winograd", "Winograd with a depth kernel: input "
+                        "planes packed first", (((1, 16, 6, 24, 24), (16, 16, 3, 3, 3)),),
+                        1, "im2col"),
+    "weight_grad": Form("backward", "columns", "weight gradient by columns",
                         (((1, 2, 5, 5), (2, 2, 3, 3)),), 1, "backward"),
-    "shifted_grad": Form("backward", "im2col", "weight gradient by shifted GEMMs",
+    "shifted_grad": Form("backward", "shifted", "weight gradient by shifted GEMMs",
                          (((1, 16, 48, 48), (16, 16, 3, 3)),), 1, "backward"),
-    "channelwise_grad": Form("backward", "direct", "depthwise weight gradient",
+    "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
 }
 
 DTYPES = ("float32", "float64")
-# Kernel modules, with the helpers they call: ``grad`` calls into ``direct``, so both are
-# one group. No cached kernel calls into another group (``blas.gemm`` is compiled into
-# each caller), so processes compiling different groups never write one cache index.
-GROUPS = ("direct", "im2col", "winograd")
+# Sets of kernels with the cached helpers only they call (helpers that kernels of two
+# groups call, ``blas.gemm`` and ``direct.plane_layout``, are compiled into each caller):
+# processes compiling different groups never write one cache index. Slowest to compile
+# first, the order ``warmup`` deals them to its workers in.
+GROUPS = ("winograd", "shifted", "columns", "channelwise", "dense", "channelwise_grad")

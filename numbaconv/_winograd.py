@@ -33,7 +33,7 @@ from ._threads import kernel_launch
 from ._workspace import scratch
 
 transform_weights = Kernel(_kernels.transform_weights, "winograd")
-pack_planes = Kernel(_kernels.pack_planes, "winograd")
+pack_planes = Kernel(_kernels.pack_planes, "winograd_3d")
 winograd_forward = Kernel(_kernels.winograd_forward, "winograd")
 run_shares = Kernel(_kernels.run_shares, "winograd")
 
@@ -148,8 +148,6 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks
     with single_threaded_blas, kernel_launch:
         u = scratch("winograd_weight", (G, KD, COg, POINTS, Cg), out.dtype)
         tbufs = scratch("winograd_taps", (threads, 27, Cg), out.dtype)
-        if not _all_finite(transform_weights, threads, (w6, u, tbufs)):
-            return False
         vbufs = scratch("winograd_input", (threads, Cg * POINTS * pitch), out.dtype)
         mbufs = scratch("winograd_products", (threads, COg * POINTS * pitch), out.dtype)
         ybufs = scratch("winograd_output", (threads, 40 * pitch), out.dtype)
@@ -165,12 +163,11 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks
         sbufs = scratch("winograd_packed", (threads, 24 * (rows * tw1 + 1)), out.dtype)
         rbufs = scratch("winograd_rows", (threads, (4 * rows + 2) * 4 * tw1
                                           + 24 * rows * tw1), out.dtype)
-        if KD > 1 and not _all_finite(pack_planes, threads,
-                                      (x6, planes, *pad, *dilation, tw1, rbufs)):
-            return False
-        return _all_finite(winograd_forward, threads,
-                           (x6, u, bias2, out, *dilation, *pad, tw1, units, tasks, vbufs,
-                            mbufs, ybufs, sbufs, rbufs, pitch, planes))
+        pack = (x6, w6, u, bias2, out, planes, units, tasks, tbufs, vbufs, mbufs, ybufs,
+                sbufs, rbufs, *dilation, *pad, tw1, pitch)
+        return (_all_finite(transform_weights, threads, pack)
+                and (KD == 1 or _all_finite(pack_planes, threads, pack))
+                and _all_finite(winograd_forward, threads, pack))
 
 
 def _all_finite(share, threads, args) -> bool:

@@ -125,7 +125,7 @@ def test_cli_warmup_and_usage():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    # 9 forms (6 forward, 3 weight-gradient) x 2 dtypes, each with its time, and the total
+    # every form (forward and weight-gradient) x 2 dtypes, each with its time, and the total
     from numbaconv._registry import FORMS
 
     timed = sorted(tuple(line.split()[:2]) for line in lines[:-1])

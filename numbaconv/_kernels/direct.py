@@ -282,7 +282,10 @@ def _axpy_taps(acc, xp, offsets, weights, length, base, init):
         t += 1
 
 
-@njit(**_JIT)
+# Not cached on its own (compiled into each caller and cached with it): the direct and
+# the gradient kernels call it, and processes compiling those at once (``warmup``)
+# must never share a cache index.
+@njit(fastmath=set(FASTMATH), nogil=True)
 def plane_layout(OH, OW, KH, KW, stride, dilation):
     """``(Hp, Wp, offsets)`` of the zero-padded plane the channel-wise kernels use: the
     extent ``Hp x Wp`` the outputs read, and each tap's offset ``kh*dh*Wp + kw*dw`` in it

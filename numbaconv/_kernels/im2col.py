@@ -18,6 +18,7 @@ thread pools starving each other (see :mod:`numbaconv._blas`).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
@@ -121,8 +122,10 @@ def _task_columns(x6, task, cols_buf, K, kernel, stride, dilation, pad, out_spat
         for r in range(K):
             cols[r, :] = plane[r, p0: p1]
     else:
-        build_columns(x, cols.reshape(1, K, pc), (0, K), g, p0, kernel, stride, dilation,
-                      pad, out_spatial, width)
+        # K - K: a run-time 0, so that both callers compile one signature (a literal 0
+        # is typed apart).
+        build_columns(x, cols.reshape(1, K, pc), (K - K, K), g, p0, kernel, stride,
+                      dilation, pad, out_spatial, width)
     return n, g, p0, p1, c0, c1, cols
 
 
@@ -224,7 +227,8 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     L = Dp * Hp * Wp
     taps = KD * KH * KW
     for row in prange(N * G * Cg):
-        _pad_plane(x6, xp, row, pad, padded)
+        # np.int64: one signature for both callers (the prange index may be unsigned)
+        _pad_plane(x6, xp, np.int64(row), pad, padded)
     threads = min(cbufs.shape[0], tasks.shape[0])
     for t in prange(threads):
         cbuf = cbufs[t]
@@ -278,7 +282,8 @@ def shifted_weight_grad(x6, g6, partial, kernel, dilation, pad, padded, xp, gp, 
     L = Dp * Hp * Wp
     Q = gp.shape[3]
     for row in prange(N * G * Cg):
-        _pad_plane(x6, xp, row, pad, padded)
+        # np.int64: one signature for both callers (the prange index may be unsigned)
+        _pad_plane(x6, xp, np.int64(row), pad, padded)
     for row in prange(N * G * COg):
         co = row % COg
         g = (row // COg) % G
@@ -321,8 +326,8 @@ def im2col_forward_shared(x6, w3, bias2, out4, cols, kernel, stride, dilation, p
             for t in prange(threads):
                 r0 = K * t // threads
                 r1 = K * (t + 1) // threads
-                build_columns(x6[n], cols3, (r0, r1), g, 0, kernel, stride, dilation,
-                              pad, out_spatial, width)
+                build_columns(x6[n], cols3, (r0, r1), g, K - K, kernel, stride,
+                              dilation, pad, out_spatial, width)
             for blk in prange(blocks):
                 c0 = blk * channel_block
                 c1 = min(COg, c0 + channel_block)

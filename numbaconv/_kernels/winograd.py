@@ -65,7 +65,9 @@ def _transform_channel(w6, u, g, kd, co, taps, gk):
 
 
 @njit(**_JIT)
-def transform_weights(th, threads, w6, u, tbufs):
+def transform_weights(th, threads, x6, w6, u, bias2, out, planes, units, tasks, tbufs,
+                      vbufs, mbufs, ybufs, sbufs, rbufs, dd, dh, dw, pd, ph, pw, TW1,
+                      pitch):
     """``u[g, kd, co, 6*a + b, c] = (G w6[g, co, c, kd] G^T)[a, b]`` for a ``(G, COg, Cg,
     KD, 3, 3)`` weight (``G`` in ``_g_rows``), for the output channels ``th, th +
     threads, ...`` (of all groups and depth taps) of thread ``th``. ``tbufs[th]`` ``(27,
@@ -258,11 +260,11 @@ def _scatter_row(orow, col0, dw, yr, j, count):
 
 
 @njit(**_JIT)
-def pack_planes(th, threads, x6, planes, pd, ph, pw, dd, dh, dw, TW1, rbufs):
+def pack_planes(th, threads, x6, w6, u, bias2, out, planes, units, tasks, tbufs, vbufs,
+                mbufs, ybufs, sbufs, rbufs, dd, dh, dw, pd, ph, pw, TW1, pitch):
     """Thread ``th``'s share (jobs ``th, th + threads, ...``) of packing every input
     plane and phase once, for a depth kernel (see ``winograd_forward``): returns 0, or
-    NaN if the input holds a NaN or an Inf. (The padding and dilation come as ints: a
-    ``prange`` cannot pass on tuples nested in ``run_shares``' arguments.)"""
+    NaN if the input holds a NaN or an Inf."""
     pad = (pd, ph, pw)
     dilation = (dd, dh, dw)
     N, G, Cg = x6.shape[0], x6.shape[1], x6.shape[2]
@@ -283,8 +285,9 @@ def pack_planes(th, threads, x6, planes, pd, ph, pw, dd, dh, dw, TW1, rbufs):
 
 
 @njit(**_JIT)
-def winograd_forward(th, threads, x6, u, bias2, out, dd, dh, dw, pd, ph, pw, TW1, units,
-                     tasks, vbufs, mbufs, ybufs, sbufs, rbufs, pitch, planes):
+def winograd_forward(th, threads, x6, w6, u, bias2, out, planes, units, tasks, tbufs,
+                     vbufs, mbufs, ybufs, sbufs, rbufs, dd, dh, dw, pd, ph, pw, TW1,
+                     pitch):
     """Thread ``th``'s share (tasks ``th, th + threads, ...``) of a unit-stride
     convolution with a ``(KD, 3, 3)`` kernel by Winograd F(4x4, 3x3).
 
@@ -310,7 +313,10 @@ def winograd_forward(th, threads, x6, u, bias2, out, dd, dh, dw, pd, ph, pw, TW1
     so a non-finite input would reach outputs of its tile outside its receptive field,
     and the caller must use another form.
 
-    A share of ``run_shares``, like ``transform_weights`` and ``pack_planes``.
+    A share of ``run_shares``, like ``transform_weights`` and ``pack_planes``: all
+    three take the form's one argument pack, so that one driver (per dtype) runs them.
+    The padding and dilation come as ints: a ``prange`` cannot pass on tuples nested
+    in the driver's arguments.
     """
     dilation = (dd, dh, dw)
     pad = (pd, ph, pw)
