@@ -18,6 +18,7 @@ def _print_matrix(title, m):
 def demo() -> None:
     """The 5x5 horizontal-edge example, ResNet-50's first layer counts, one timed conv2d."""
     from . import conv2d, count_macs, count_params
+    from ._compile import background_jobs
     from .bench import median_time
 
     x = np.zeros((5, 5))
@@ -41,7 +42,11 @@ def demo() -> None:
     first = time.perf_counter() - t0
     t = median_time(lambda: conv2d(xi, wi, stride=2, padding=3))
     print(f"  float32 conv2d: {t * 1e3:.2f} ms median ({2 * macs / t / 1e9:.1f} GFLOP/s); "
-          f"first call {first:.2f} s (includes compiling or loading the kernel)")
+          f"first call {first:.2f} s (includes loading the kernel)")
+    if any(background_jobs().values()):
+        print("  (timed on NumPy while its kernel compiles in a background process, which "
+              "caches it: run the demo again for the compiled speed, or `python -m "
+              "numbaconv warmup` to compile every kernel)")
 
 
 def warmup() -> None:

@@ -43,7 +43,8 @@ from . import config
 
 log = logging.getLogger("numbaconv")
 
-__all__ = ["Kernel", "KernelNotReady", "fallback_allowed", "background_jobs"]
+__all__ = ["Kernel", "KernelNotReady", "fallback_allowed", "background_jobs",
+           "compiling_in_foreground", "wait_for_jobs"]
 
 
 class KernelNotReady(Exception):
@@ -71,10 +72,28 @@ class fallback_allowed:
         _LOCAL.allowed = self._before
 
 
+class compiling_in_foreground:
+    """``with compiling_in_foreground():`` cold kernels compile before the call returns,
+    as with ``NUMBACONV_BACKGROUND_COMPILE=0`` (benchmarks time the kernels, never the
+    fallback)."""
+
+    depth = 0
+
+    def __enter__(self):
+        compiling_in_foreground.depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        compiling_in_foreground.depth -= 1
+
+
 def background_enabled() -> bool:
     """Whether cold kernels compile in a background process while calls fall back:
-    ``config.BACKGROUND_COMPILE``, unless ``NUMBACONV_BACKGROUND_COMPILE=0``, and only
-    with the on-disk cache on (the job hands its result over through the cache)."""
+    ``config.BACKGROUND_COMPILE``, unless ``NUMBACONV_BACKGROUND_COMPILE=0`` or inside
+    :class:`compiling_in_foreground`, and only with the on-disk cache on (the job hands
+    its result over through the cache)."""
+    if compiling_in_foreground.depth:
+        return False
     env = os.environ.get("NUMBACONV_BACKGROUND_COMPILE")
     enabled = config.BACKGROUND_COMPILE if env is None else env not in ("0", "", "false")
     return bool(enabled and config.CACHE)

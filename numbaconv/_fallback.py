@@ -31,7 +31,7 @@ def conv_taps(x6, w6, bias2, out, stride, dilation, pad):
                                      out.shape[3:]):
         weights = w6[(Ellipsis,) + tap]  # (G, COg, Cg)
         if Cg == 1 and COg == 1:
-            np.multiply(columns, weights[None, :, :, None], out=product)
+            np.multiply(columns, weights[None], out=product)  # (N, G, 1, P) * (1, G, 1, 1)
         else:
             np.matmul(weights, columns, out=product)
         acc += product

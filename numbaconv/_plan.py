@@ -43,6 +43,11 @@ from ._winograd import plan_tasks as winograd_tasks
 from ._winograd import winograd_grid
 
 
+# How much faster (estimated) the FFT path must be than the tap sums to serve as
+# "auto"'s path while a kernel compiles.
+FFT_FALLBACK_ADVANTAGE = 4.0
+
+
 class Budgets(NamedTuple):
     """The memory budgets of ``config`` a plan was made for."""
 
@@ -183,8 +188,11 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     elif method == "auto":
         method = rank_paths(*args)[1]
         nonfinite_method = rank_paths(*args, finite=False)[1]
+        # The tap sums round as the kernels do (exactly, on small integers); the FFT's
+        # error is relative to the output's scale. So the FFT only where it is clearly
+        # faster.
         fallback_form, fft_estimate = path_forms(*args)["fft"][0]
-        fallback = ("fft" if fft_estimate.seconds
+        fallback = ("fft" if FFT_FALLBACK_ADVANTAGE * fft_estimate.seconds
                     < estimate_taps(run_geom, dtype.itemsize, constants).seconds
                     else "taps")
     else:

@@ -30,9 +30,14 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def cold_kernels(monkeypatch):
-    """Every kernel behaves as if it were compiling in the background."""
+@pytest.fixture(params=["taps", "fft"])
+def cold_kernels(request, monkeypatch):
+    """Every kernel behaves as if it were compiling in the background, and the fallback
+    is the tap sums, or the FFT path wherever the data is finite."""
+    from numbaconv import _plan
+
+    monkeypatch.setattr(_plan, "FFT_FALLBACK_ADVANTAGE",
+                        float("inf") if request.param == "taps" else 0.0)
     def not_ready(self, *args):
         if getattr(_compile._LOCAL, "allowed", False):
             raise _compile.KernelNotReady(self.name)

@@ -513,3 +513,16 @@ def test_plans_follow_threads_and_budgets(monkeypatch, rng):
                                   2).form.threads == 1
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_explain_lists_every_form_of_every_path():
+    e = numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    assert [f[0] for f in e.forms["im2col"]][:1] == ["winograd"]
+    assert {f[0] for f in e.forms["im2col"]} == {"winograd", "shifted", "columns"}
+    assert [f[0] for f in e.forms["direct"]] == ["dense"]
+    assert e.estimates["im2col"][0] == e.forms["im2col"][0][1]
+    text = str(e)
+    for name in ("winograd", "shifted", "columns", "dense", "fft"):
+        assert name in text
+    depthwise = numbaconv.explain((1, 8, 9, 9), (8, 1, 3, 3), groups=8)
+    assert depthwise.forms["direct"][0][0] == "channelwise"
