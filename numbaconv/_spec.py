@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -304,3 +305,130 @@ def check_bias(bias, out_channels: int) -> None:
             f"bias has shape {bias.shape}; expected ({out_channels},) for "
             f"out_channels={out_channels}"
         )
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` itself if it is True or False; otherwise a TypeError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}={value!r} must be True or False")
+    return bool(value)
+
+
+def weight_shape_dims(weight_shape) -> tuple[int, ...]:
+    """A weight shape ``(C_out, C_in // groups, *kernel)`` as ints, checked."""
+    try:
+        dims = tuple(int(v) for v in weight_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"weight_shape={weight_shape!r} must be a tuple of ints") from None
+    if len(dims) not in (3, 4, 5) or min(dims) < 1:
+        raise ValueError(
+            f"weight_shape={weight_shape!r} must be (C_out, C_in // groups, *kernel) with "
+            f"1 to 3 kernel axes and every size >= 1"
+        )
+    return dims
+
+
+def transpose_output_shape(input_shape, weight_shape, stride=1, padding=0,
+                           output_padding=0, groups=1, dilation=1, *, d=None):
+    """Validate a transposed convolution's shapes and parameters.
+
+    Returns ``(batched, c_out, out_spatial, stride, padding, dilation)`` with per-axis
+    tuples, where ``out = (in - 1) * stride - 2 * padding + dilation * (kernel - 1)
+    + output_padding + 1``.
+    """
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    if d is None:
+        d = len(weight_shape) - 2
+    if len(weight_shape) != d + 2 or d not in (1, 2, 3):
+        raise ValueError(
+            f"weight has shape {weight_shape} (ndim {len(weight_shape)}); a {d}D transposed "
+            f"convolution needs ndim {d + 2}: (in_channels, out_channels/groups, *kernel)")
+    if len(input_shape) not in (d + 1, d + 2):
+        raise ValueError(
+            f"input has shape {input_shape} (ndim {len(input_shape)}); a {d}D transposed "
+            f"convolution needs ndim {d + 2} (N, C_in, *spatial) or {d + 1}")
+    batched = len(input_shape) == d + 2
+    c_in = input_shape[1 if batched else 0]
+    spatial = input_shape[-d:]
+    if min(weight_shape) < 1:
+        raise ValueError(f"weight has shape {weight_shape}; every size must be >= 1")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, (bool, np.bool_)):
+        raise TypeError(f"groups={groups!r} must be an int")
+    if groups < 1 or weight_shape[0] % groups:
+        raise ValueError(f"groups={groups} must be >= 1 and divide "
+                         f"in_channels={weight_shape[0]}")
+    if c_in != weight_shape[0]:
+        raise ValueError(f"input has {c_in} channels but weight of shape {weight_shape} "
+                         f"expects {weight_shape[0]} (weight is (in_channels, "
+                         f"out_channels/groups, *kernel))")
+    stride = _int_tuple("stride", stride, d, 1)
+    dilation = _int_tuple("dilation", dilation, d, 1)
+    if isinstance(padding, str):
+        raise ValueError(f"padding={padding!r}: a transposed convolution takes an int or "
+                         f"a tuple of {d} ints")
+    padding = _int_tuple("padding", padding, d, 0)
+    output_padding = _int_tuple("output_padding", output_padding, d, 0)
+    for op, s, dl in zip(output_padding, stride, dilation):
+        if op >= s and op >= dl:
+            raise ValueError(f"output_padding={output_padding} must be smaller than "
+                             f"stride={stride} or dilation={dilation} on every axis")
+    kernel = weight_shape[2:]
+    out = tuple((i - 1) * s - 2 * p + dl * (k - 1) + op + 1 for i, s, p, dl, k, op
+                in zip(spatial, stride, padding, dilation, kernel, output_padding))
+    if min(spatial) < 1 or min(out) < 1:
+        raise ValueError(f"input of shape {input_shape} with weight {weight_shape}, "
+                         f"stride={stride}, padding={padding} gives output size {out}; "
+                         f"every size must be >= 1")
+    return batched, weight_shape[1] * groups, out, stride, padding, dilation
+
+
+class LayerArguments(NamedTuple):
+    """A layer's constructor arguments, checked and normalised once."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple
+    stride: tuple
+    padding: object       # per-axis ints, (before, after) pairs, "same" or "valid"
+    dilation: tuple
+    groups: int
+    bias: bool
+    dtype: np.dtype
+
+
+def layer_arguments(d, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                    groups, bias, dtype) -> LayerArguments:
+    """Check a layer's arguments (naming the offending one) and normalise them: ints to
+    per-axis tuples, lists to tuples, so that a layer calls with one form each time."""
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"groups={groups!r} must be an int >= 1")
+    groups = int(groups)
+    channels = []
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an int >= 1")
+        if value % groups:
+            raise ValueError(f"groups={groups} must divide {name}={value}")
+        channels.append(int(value))
+    if _is_int(kernel_size):
+        kernel_size = (kernel_size,) * d
+    try:
+        kernel = tuple(kernel_size)
+    except TypeError:
+        kernel = ()
+    if len(kernel) != d or not all(_is_int(k) and k >= 1 for k in kernel):
+        raise ValueError(f"kernel_size={kernel_size!r} must be an int >= 1 or a tuple "
+                         f"of {d} of them")
+    if isinstance(padding, str):
+        pass
+    elif _is_int(padding) or all(_is_int(p) for p in padding):
+        padding = _int_tuple("padding", padding, d, 0)
+    else:
+        padding = tuple(tuple(int(v) for v in pair) for pair in padding)
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype={dtype!r} must be float32 or float64")
+    return LayerArguments(channels[0], channels[1], tuple(int(k) for k in kernel),
+                          _int_tuple("stride", stride, d, 1), padding,
+                          _int_tuple("dilation", dilation, d, 1), groups,
+                          check_flag("bias", bias), dt)

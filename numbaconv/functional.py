@@ -14,7 +14,7 @@ from ._fft import conv_fft
 from ._padding import pad_input
 from ._plan import get_plan
 from ._registry import METHODS
-from ._spec import as_arrays, conv_geometry
+from ._spec import as_arrays, check_flag, conv_geometry, weight_shape_dims
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
@@ -223,17 +223,8 @@ def count_params(weight_shape, bias=True):
     >>> count_params((64, 3, 7, 7))
     9472
     """
-    try:
-        dims = tuple(int(v) for v in weight_shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"weight_shape={weight_shape!r} must be a tuple of ints") from None
-    if len(dims) not in (3, 4, 5) or min(dims) < 1:
-        raise ValueError(
-            f"weight_shape={weight_shape!r} must be (C_out, C_in // groups, *kernel) with "
-            f"1 to 3 kernel axes and every size >= 1"
-        )
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias={bias!r} must be True or False")
+    dims = weight_shape_dims(weight_shape)
+    check_flag("bias", bias)
     return int(np.prod(dims, dtype=object)) + (dims[0] if bias else 0)
 
 

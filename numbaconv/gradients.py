@@ -31,6 +31,8 @@ from ._threads import kernel_launch
 from ._spec import (
     to_3d,
     _checked_array,
+    check_flag,
+    transpose_output_shape,
     _int_tuple,
     as_arrays,
     check_bias,
@@ -208,8 +210,7 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     grad_out = _checked_array("grad_out", grad_out)
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     padding_mode = check_padding_mode(padding_mode, geom)
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"bias={bias!r} must be True or False")
+    check_flag("bias", bias)
     if grad_out.shape != geom.output_shape:
         raise ValueError(
             f"grad_out has shape {grad_out.shape}; expected {geom.output_shape}, the "
@@ -242,60 +243,6 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
                                         geom.groups)
         grad_x = fold_padding(grad_padded, pads, geom.spatial, padding_mode)
     return (grad_x if batched else grad_x[0]), grad_weight, grad_bias
-
-
-def transpose_output_shape(input_shape, weight_shape, stride=1, padding=0,
-                           output_padding=0, groups=1, dilation=1, *, d=None):
-    """Validate a transposed convolution's shapes and parameters.
-
-    Returns ``(batched, c_out, out_spatial, stride, padding, dilation)`` with per-axis
-    tuples, where ``out = (in - 1) * stride - 2 * padding + dilation * (kernel - 1)
-    + output_padding + 1``.
-    """
-    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-    if d is None:
-        d = len(weight_shape) - 2
-    if len(weight_shape) != d + 2 or d not in (1, 2, 3):
-        raise ValueError(
-            f"weight has shape {weight_shape} (ndim {len(weight_shape)}); a {d}D transposed "
-            f"convolution needs ndim {d + 2}: (in_channels, out_channels/groups, *kernel)")
-    if len(input_shape) not in (d + 1, d + 2):
-        raise ValueError(
-            f"input has shape {input_shape} (ndim {len(input_shape)}); a {d}D transposed "
-            f"convolution needs ndim {d + 2} (N, C_in, *spatial) or {d + 1}")
-    batched = len(input_shape) == d + 2
-    c_in = input_shape[1 if batched else 0]
-    spatial = input_shape[-d:]
-    if min(weight_shape) < 1:
-        raise ValueError(f"weight has shape {weight_shape}; every size must be >= 1")
-    if not isinstance(groups, (int, np.integer)) or isinstance(groups, (bool, np.bool_)):
-        raise TypeError(f"groups={groups!r} must be an int")
-    if groups < 1 or weight_shape[0] % groups:
-        raise ValueError(f"groups={groups} must be >= 1 and divide "
-                         f"in_channels={weight_shape[0]}")
-    if c_in != weight_shape[0]:
-        raise ValueError(f"input has {c_in} channels but weight of shape {weight_shape} "
-                         f"expects {weight_shape[0]} (weight is (in_channels, "
-                         f"out_channels/groups, *kernel))")
-    stride = _int_tuple("stride", stride, d, 1)
-    dilation = _int_tuple("dilation", dilation, d, 1)
-    if isinstance(padding, str):
-        raise ValueError(f"padding={padding!r}: a transposed convolution takes an int or "
-                         f"a tuple of {d} ints")
-    padding = _int_tuple("padding", padding, d, 0)
-    output_padding = _int_tuple("output_padding", output_padding, d, 0)
-    for op, s, dl in zip(output_padding, stride, dilation):
-        if op >= s and op >= dl:
-            raise ValueError(f"output_padding={output_padding} must be smaller than "
-                             f"stride={stride} or dilation={dilation} on every axis")
-    kernel = weight_shape[2:]
-    out = tuple((i - 1) * s - 2 * p + dl * (k - 1) + op + 1 for i, s, p, dl, k, op
-                in zip(spatial, stride, padding, dilation, kernel, output_padding))
-    if min(spatial) < 1 or min(out) < 1:
-        raise ValueError(f"input of shape {input_shape} with weight {weight_shape}, "
-                         f"stride={stride}, padding={padding} gives output size {out}; "
-                         f"every size must be >= 1")
-    return batched, weight_shape[1] * groups, out, stride, padding, dilation
 
 
 def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, dilation,

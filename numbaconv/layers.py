@@ -11,15 +11,19 @@ import math
 
 import numpy as np
 
-from ._spec import PADDING_MODES, conv_geometry
+from ._spec import (
+    PADDING_MODES,
+    conv_geometry,
+    layer_arguments,
+    transpose_output_shape,
+)
 from .functional import conv, count_macs, count_params
 from .gradients import (
-    weight_grad,
     conv_backward,
     conv_transpose1d,
     conv_transpose2d,
     conv_transpose3d,
-    transpose_output_shape,
+    weight_grad,
 )
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -34,43 +38,20 @@ def _generator(rng):
     raise TypeError(f"rng={rng!r} must be None, an int seed or a numpy.random.Generator")
 
 
-def _dtype(dtype):
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype={dtype!r} must be float32 or float64")
-    return dt
-
-
-def _channels(name, value, groups):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an int >= 1")
-    if value % groups:
-        raise ValueError(f"groups={groups} must divide {name}={value}")
-    return int(value)
-
-
 class _Layer:
     d = None
     transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
                  groups, bias, dtype, rng):
-        if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
-            raise ValueError(f"groups={groups!r} must be an int >= 1")
-        self.in_channels = _channels("in_channels", in_channels, groups)
-        self.out_channels = _channels("out_channels", out_channels, groups)
-        if isinstance(kernel_size, (int, np.integer)):
-            kernel_size = (int(kernel_size),) * self.d
-        kernel_size = tuple(kernel_size)
-        if len(kernel_size) != self.d or not all(
-                isinstance(k, (int, np.integer)) and k >= 1 for k in kernel_size):
-            raise ValueError(f"kernel_size={kernel_size!r} must be an int >= 1 or a tuple "
-                             f"of {self.d} of them")
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias={bias!r} must be True or False")
-        self.kernel_size = kernel_size
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.dtype = _dtype(dtype)
+        args = layer_arguments(self.d, in_channels, out_channels, kernel_size, stride,
+                               padding, dilation, groups, bias, dtype)
+        self.in_channels, self.out_channels = args.in_channels, args.out_channels
+        self.kernel_size = kernel_size = args.kernel_size
+        self.stride, self.padding, self.dilation = args.stride, args.padding, args.dilation
+        self.groups = groups = args.groups
+        self.dtype = args.dtype
+        bias = args.bias
         gen = _generator(rng)
         if self.transposed:
             shape = (self.in_channels, self.out_channels // groups) + kernel_size
@@ -169,11 +150,13 @@ class _ConvTransposeNd(_Layer):
                  dtype=np.float32, rng=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, dtype, rng)
-        self.output_padding = output_padding
         # Validates stride, padding, output_padding and dilation now.
-        transpose_output_shape((self.in_channels,) + (1 << 30,) * self.d,
-                               self.weight.shape, stride, padding, output_padding, groups,
-                               dilation, d=self.d)
+        *_, self.stride, self.padding, self.dilation = transpose_output_shape(
+            (self.in_channels,) + (1 << 30,) * self.d, self.weight.shape, stride, padding,
+            output_padding, groups, dilation, d=self.d)
+        self.output_padding = tuple(int(v) for v in (
+            (output_padding,) * self.d if isinstance(output_padding, (int, np.integer))
+            else output_padding))
 
     def _kwargs(self):
         return dict(stride=self.stride, padding=self.padding,
@@ -207,11 +190,8 @@ class _ConvTransposeNd(_Layer):
         gx = conv(g, self.weight, None, stride, padding, dilation, self.groups)
         crop = tuple(slice(0, s) for s in xb.shape[2:])
         gx = np.ascontiguousarray(gx[(Ellipsis,) + crop])
-        pad_per_axis = padding if isinstance(padding, tuple) else (padding,) * self.d
-        stride_t = stride if isinstance(stride, tuple) else (stride,) * self.d
-        dil_t = dilation if isinstance(dilation, tuple) else (dilation,) * self.d
         gw = weight_grad(xb.astype(dtype), np.ascontiguousarray(g, dtype=dtype),
-                          self.weight.shape, stride_t, dil_t, pad_per_axis, self.groups)
+                         self.weight.shape, stride, dilation, padding, self.groups)
         self.grad_weight = gw.astype(self.dtype, copy=False)
         self.grad_bias = (None if self.bias is None else
                           g.sum(axis=(0,) + tuple(range(2, 2 + self.d))).astype(self.dtype))
@@ -235,12 +215,6 @@ class _ConvTransposeNd(_Layer):
         spatial = shape[-self.d:]
         return (n * self.in_channels * (self.out_channels // self.groups)
                 * math.prod(self.kernel_size) * math.prod(spatial))
-
-
-def _make(name, base, d, doc):
-    cls = type(name, (base,), {"d": d, "__doc__": doc})
-    cls.__module__ = __name__
-    return cls
 
 
 _CONV_DOC = """{d}D convolution layer, as ``torch.nn.Conv{d}d`` (NumPy arrays, float32 by
@@ -289,9 +263,31 @@ _TRANSPOSE_DOC = """{d}D transposed convolution layer, as ``torch.nn.ConvTranspo
         Set by :meth:`backward`.
     """
 
-Conv1d = _make("Conv1d", _ConvNd, 1, _CONV_DOC.format(d=1))
-Conv2d = _make("Conv2d", _ConvNd, 2, _CONV_DOC.format(d=2))
-Conv3d = _make("Conv3d", _ConvNd, 3, _CONV_DOC.format(d=3))
-ConvTranspose1d = _make("ConvTranspose1d", _ConvTransposeNd, 1, _TRANSPOSE_DOC.format(d=1))
-ConvTranspose2d = _make("ConvTranspose2d", _ConvTransposeNd, 2, _TRANSPOSE_DOC.format(d=2))
-ConvTranspose3d = _make("ConvTranspose3d", _ConvTransposeNd, 3, _TRANSPOSE_DOC.format(d=3))
+class Conv1d(_ConvNd):
+    __doc__ = _CONV_DOC.format(d=1)
+    d = 1
+
+
+class Conv2d(_ConvNd):
+    __doc__ = _CONV_DOC.format(d=2)
+    d = 2
+
+
+class Conv3d(_ConvNd):
+    __doc__ = _CONV_DOC.format(d=3)
+    d = 3
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    __doc__ = _TRANSPOSE_DOC.format(d=1)
+    d = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    __doc__ = _TRANSPOSE_DOC.format(d=2)
+    d = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    __doc__ = _TRANSPOSE_DOC.format(d=3)
+    d = 3

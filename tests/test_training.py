@@ -261,3 +261,30 @@ def test_digits_example_loss_falls():
     losses, accuracy, _ = module.train(epochs=2, progress=False)
     assert losses[1] < losses[0] < np.log(10)
     assert accuracy > 0.5
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (numbaconv.Conv2d, dict(stride=[2, 1], padding=[1, 2], dilation=[1, 2])),
+    (numbaconv.ConvTranspose2d, dict(stride=[2, 1], padding=[1, 0], output_padding=[1, 0],
+                                     dilation=[1, 2])),
+])
+def test_layers_take_lists_and_normalise_them_once(cls, kwargs, rng):
+    """List arguments work as tuples do, forward and backward, and are kept as tuples."""
+    as_tuples = {k: tuple(v) for k, v in kwargs.items()}
+    a = cls(4, 6, [3, 2], **kwargs, rng=0)
+    b = cls(4, 6, (3, 2), **as_tuples, rng=0)
+    assert a.stride == (2, 1) and a.kernel_size == (3, 2) and a.dilation == (1, 2)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    y = a(x)
+    np.testing.assert_array_equal(y, b(x))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(a.backward(g), b.backward(g))
+    np.testing.assert_array_equal(a.grad_weight, b.grad_weight)
+
+
+def test_layer_classes_are_classes_of_this_module():
+    for cls in (numbaconv.Conv1d, numbaconv.Conv2d, numbaconv.Conv3d,
+                numbaconv.ConvTranspose1d, numbaconv.ConvTranspose2d,
+                numbaconv.ConvTranspose3d):
+        assert cls.__module__ == "numbaconv.layers" and cls.__doc__.strip()
+        assert cls.__qualname__ == cls.__name__
