@@ -39,14 +39,13 @@ import math
 from dataclasses import dataclass
 
 from ._constants import MachineConstants
-from ._im2col import SHIFTED_CHUNK, columns_extra_bytes, is_pointwise, shifted_positions
+from . import config
+from ._im2col import columns_extra_bytes, is_pointwise, shifted_positions
 from ._spec import to_3d
 from ._winograd import POINTS as WINOGRAD_POINTS
 from ._winograd import extra_elements
 from ._winograd import task_tiles as winograd_task_tiles
 
-PACK_BYTES_PER_THREAD = 1 << 17
-L2_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -95,11 +94,11 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     packed = n * g * out[0] * out[1] * out[2] * per_column * kernel[0] * kernel[1] * cg
     # Each output row streams its group's packed weight; beyond L2 that is memory traffic.
     weight_bytes = cog * cg * taps * itemsize
-    streamed = weight_bytes * n * g * out[0] * out[1] if weight_bytes > L2_BYTES else 0
+    streamed = weight_bytes * n * g * out[0] * out[1] if weight_bytes > config.L2_BYTES else 0
     seconds = (c.call + macs / rate + packed / (c.direct_pack * prec)
                + streamed / c.direct_weight)
     extra = geom.out_channels * cg * taps * itemsize  # the repacked weight
-    extra += form.threads * PACK_BYTES_PER_THREAD
+    extra += form.threads * config.DIRECT_PACK_BYTES
     return Estimate(seconds, extra, f"dot products of length {dot}")
 
 
@@ -145,7 +144,7 @@ def estimate_shifted(geom, itemsize: int, c: MachineConstants, form) -> Estimate
     q = shifted_positions(form.padded, out)
     copied = n * g * cg * math.prod(form.padded)
     eff = ((cog / (cog + c.gemm_half_m)) * (cg / (cg + c.gemm_half_k))
-           * (SHIFTED_CHUNK / (SHIFTED_CHUNK + c.gemm_half_p)))
+           * (config.SHIFTED_CHUNK / (config.SHIFTED_CHUNK + c.gemm_half_p)))
     macs = n * g * cog * cg * math.prod(kernel) * p
     gemm = macs * (q / p) / (c.gemm_macs * prec * eff)
     seconds = c.call + copied / (c.columns * prec) + gemm

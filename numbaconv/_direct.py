@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import config
 from ._compile import Kernel
 from ._kernels import direct as _kernels
 from ._threads import kernel_launch
@@ -19,14 +20,6 @@ from ._threads import kernel_launch
 dense_conv = Kernel(_kernels.dense_conv, "dense")
 channelwise_conv = Kernel(_kernels.channelwise_conv, "channelwise")
 
-# One input channel per group: whole-plane axpys (the channel-wise kernel) beat dot
-# products of length taps, 3x on a 31x31 depthwise and on a 1->8 5x5x5 layer here. That
-# kernel runs one job per output plane, so with fewer planes than this per thread (a
-# single image or signal with a large kernel) the dense kernel, which splits rows, wins.
-CHANNELWISE_MAX_TAPS = 32
-CHANNELWISE_MIN_PLANES_PER_THREAD = 4
-# Bytes of packed input per job: small enough to stay in L2 next to the weights.
-PACK_BYTES = 1 << 17
 
 
 class DirectForm(NamedTuple):
@@ -40,12 +33,15 @@ class DirectForm(NamedTuple):
 
 def use_channelwise(groups_in: int, taps: int, planes: int, threads: int) -> bool:
     """Whether the channel-wise kernel takes a convolution with ``groups_in`` input
-    channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD)."""
+    channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD):
+    whole-plane axpys beat dot products of length taps (3x on a 31x31 depthwise and on a
+    1->8 5x5x5 layer here), but that kernel runs one job per output plane, so with few
+    planes per thread (one image with a large kernel) the dense kernel wins."""
     if groups_in != 1:
         return False
-    if taps <= CHANNELWISE_MAX_TAPS:
+    if taps <= config.CHANNELWISE_MAX_TAPS:
         return True
-    return planes >= CHANNELWISE_MIN_PLANES_PER_THREAD * threads
+    return planes >= config.CHANNELWISE_MIN_PLANES_PER_THREAD * threads
 
 
 def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,
@@ -53,10 +49,10 @@ def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,
     """Output columns and channels per job for the dense kernel.
 
     Rows are the natural job; long rows are cut so the packed buffer stays near
-    PACK_BYTES, and if there are still fewer than ``jobs_wanted`` jobs, rows are cut
+    ``config.DIRECT_PACK_BYTES``, and if there are still fewer than ``jobs_wanted`` jobs, rows are cut
     further, then output channels (in multiples of the 4-channel register block).
     """
-    ow_chunk = max(8, min(out_width, PACK_BYTES // max(row_bytes, 1)))
+    ow_chunk = max(8, min(out_width, config.DIRECT_PACK_BYTES // max(row_bytes, 1)))
     jobs = rows * math.ceil(out_width / ow_chunk)
     if jobs < jobs_wanted:
         ow_chunk = max(16, math.ceil(out_width * jobs / jobs_wanted))

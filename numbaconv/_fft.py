@@ -26,9 +26,9 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import config
 from ._blas import single_threaded_blas
 
-_SEGMENT_FACTORS = (2, 4, 8, 16, 32)
 
 
 def next_fast_len(n: int) -> int:
@@ -70,7 +70,7 @@ def plan_axis(valid: int, span: int) -> AxisPlan:
     whole = next_fast_len(valid + span - 1)
     best = AxisPlan(whole, whole - span + 1, 1)
     best_cost = _axis_cost(best)
-    for factor in _SEGMENT_FACTORS:
+    for factor in config.FFT_SEGMENT_FACTORS:
         length = next_fast_len(factor * span)
         if length >= whole:
             break

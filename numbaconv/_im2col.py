@@ -10,7 +10,7 @@ dealt to Numba's threads (:mod:`numbaconv._kernels.im2col`). Each task builds it
 columns in its thread's buffer and multiplies them, by a single-threaded BLAS GEMM, by
 the weight ``(COg, K)`` straight into its place in the output, which already has the
 product's layout ``(G, COg, P)`` and was filled with the bias first: neither batches nor
-groups nor the bias cost a pass. Column buffers take at most ``TASK_BYTES`` per thread
+groups nor the bias cost a pass. Column buffers take at most ``config.IM2COL_TASK_BYTES`` per thread
 and ``config.IM2COL_BUDGET_BYTES`` in all. (Tasks small enough for their columns to
 stay in L2 were slower: OpenBLAS runs a single-threaded GEMM best from about 8 MiB of
 columns up, 1.10 ms against 1.26 ms at 512 KiB on r50_3x3_56.)
@@ -39,27 +39,6 @@ shifted_gemm_forward = Kernel(_kernels.shifted_gemm_forward, "shifted")
 im2col_weight_grad = Kernel(_kernels.im2col_weight_grad, "weight_grad")
 shifted_weight_grad = Kernel(_kernels.shifted_weight_grad, "shifted_grad")
 
-# Bytes of columns per task at most (measured: smaller tasks make slower GEMMs).
-TASK_BYTES = 8 << 20
-# Tasks per thread at least (more, smaller tasks measured slower: each GEMM repacks
-# the weight).
-MIN_TASKS_PER_THREAD = 1
-# The fewest output positions a task is cut down to before cutting by channels instead,
-# and the fewest channels.
-MIN_TASK_POSITIONS = 64
-# Shifted-GEMM form: input channels per group at least (each tap's GEMM has depth Cg),
-# and output positions per chunk (COg x chunk accumulators stay in L2; 384-768 measured
-# best, 1024 up to 25% slower).
-SHIFTED_MIN_CHANNELS = 16
-# With fewer taps the column form's one deeper GEMM wins (wavenet_d256, 2 taps: 0.94
-# against 1.32 ms).
-SHIFTED_MIN_TAPS = 3
-SHIFTED_CHUNK = 512
-# Below this many positions in all (N times per sample), the per-tap GEMMs are too thin
-# and the column form was faster (r50_3x3_14: 0.96 against 1.07 ms; deeplab_d2: 2.8
-# against 3.3 ms).
-SHIFTED_MIN_POSITIONS = 2048
-MIN_TASK_CHANNELS = 16
 
 
 class GemmForm(NamedTuple):
@@ -77,28 +56,30 @@ class GemmForm(NamedTuple):
 
 
 def plan_tasks(n, groups, k, cog, positions, itemsize, threads, budget,
-               min_tasks_per_thread=MIN_TASKS_PER_THREAD):
+               min_tasks_per_thread=None):
     """``(positions_per_task, channels_per_task)`` for the column form of im2col.
 
-    A task's columns take at most ``TASK_BYTES`` (and all threads' buffers at most the
+    A task's columns take at most ``config.IM2COL_TASK_BYTES`` (and all threads' buffers at most the
     ``budget``). Where that leaves fewer than ``min_tasks_per_thread`` tasks per thread,
-    tasks are cut further by output positions while each keeps ``MIN_TASK_POSITIONS``;
+    tasks are cut further by output positions while each keeps ``config.IM2COL_MIN_TASK_POSITIONS``;
     past that, by output channels (each channel block then rebuilds the columns, a
     small cost next to its GEMM). On r50_3x3_7 (49 positions, 512 channels) halves of
     the channels ran a single-threaded GEMM at 169 GFLOP/s, blocks of 25 positions at
     110; but cutting r50_3x3_14 (196 positions) 6 ways by channels was 2x slower than
     2 ways by positions.
     """
-    limit = max(1, min(TASK_BYTES, budget // threads) // itemsize)
+    if min_tasks_per_thread is None:
+        min_tasks_per_thread = config.IM2COL_MIN_TASKS_PER_THREAD
+    limit = max(1, min(config.IM2COL_TASK_BYTES, budget // threads) // itemsize)
     pc = max(1, min(positions, limit // max(k, 1)))
     cc = cog
     want = min_tasks_per_thread * threads
     if n * groups * math.ceil(positions / pc) < want:
         pieces = math.ceil(want / (n * groups))
-        if positions >= pieces * MIN_TASK_POSITIONS:
+        if positions >= pieces * config.IM2COL_MIN_TASK_POSITIONS:
             pc = min(pc, math.ceil(positions / pieces))
         else:
-            cc = max(min(cog, MIN_TASK_CHANNELS), math.ceil(cog / pieces))
+            cc = max(min(cog, config.IM2COL_MIN_TASK_CHANNELS), math.ceil(cog / pieces))
     return pc, cc
 
 
@@ -139,18 +120,18 @@ def _tasks(n, groups, cog, positions, pc, cc):
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
                    itemsize, budget):
     """``(Dp, Hp, Wp)`` of the padded input if the shifted-GEMM form applies (unit stride,
-    at least ``SHIFTED_MIN_CHANNELS`` input channels per group and ``SHIFTED_MIN_TAPS``
+    at least ``config.SHIFTED_MIN_CHANNELS`` input channels per group and ``config.SHIFTED_MIN_TAPS``
     taps, not a plain 1x1 whose input already is its columns, padded inputs within the
-    ``budget``, ``SHIFTED_MIN_POSITIONS`` positions), else None."""
-    if (tuple(stride) != (1, 1, 1) or cg < SHIFTED_MIN_CHANNELS
-            or math.prod(kernel) < SHIFTED_MIN_TAPS):
+    ``budget``, ``config.SHIFTED_MIN_POSITIONS`` positions), else None."""
+    if (tuple(stride) != (1, 1, 1) or cg < config.SHIFTED_MIN_CHANNELS
+            or math.prod(kernel) < config.SHIFTED_MIN_TAPS):
         return None
     if is_pointwise(kernel, stride, pad, in_spatial, out_spatial):
         return None
     padded = tuple(o + (k - 1) * d for o, k, d in zip(out_spatial, kernel, dilation))
     if n * groups * cg * math.prod(padded) * itemsize > budget:
         return None
-    if n * shifted_positions(padded, out_spatial) < SHIFTED_MIN_POSITIONS:
+    if n * shifted_positions(padded, out_spatial) < config.SHIFTED_MIN_POSITIONS:
         return None
     return padded
 
@@ -163,17 +144,17 @@ def shifted_positions(padded, out_spatial) -> int:
 
 
 def _shifted_tasks(n, groups, cog, positions, threads):
-    """Task rows ``(n, g, q0, q1, c0, c1)``: chunks of ``SHIFTED_CHUNK`` positions, and
+    """Task rows ``(n, g, q0, q1, c0, c1)``: chunks of ``config.SHIFTED_CHUNK`` positions, and
     blocks of output channels too when that leaves fewer than two tasks per thread."""
-    chunks = math.ceil(positions / SHIFTED_CHUNK)
+    chunks = math.ceil(positions / config.SHIFTED_CHUNK)
     want = 2 * threads
     cc = cog
     if n * groups * chunks < want:
         pieces = math.ceil(want / (n * groups * chunks))
-        cc = max(min(cog, MIN_TASK_CHANNELS), math.ceil(cog / pieces))
-    rows = [(i, g, q0, min(positions, q0 + SHIFTED_CHUNK), c0, min(cog, c0 + cc))
+        cc = max(min(cog, config.IM2COL_MIN_TASK_CHANNELS), math.ceil(cog / pieces))
+    rows = [(i, g, q0, min(positions, q0 + config.SHIFTED_CHUNK), c0, min(cog, c0 + cc))
             for i in range(n) for g in range(groups)
-            for q0 in range(0, positions, SHIFTED_CHUNK) for c0 in range(0, cog, cc)]
+            for q0 in range(0, positions, config.SHIFTED_CHUNK) for c0 in range(0, cog, cc)]
     return np.array(rows, dtype=np.int64).reshape(-1, 6)
 
 
@@ -214,7 +195,7 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm):
         tasks = _shifted_tasks(N, G, COg, positions, form.threads)
         with single_threaded_blas, kernel_launch:
             xp = scratch("padded", (N, G, Cg, math.prod(form.padded)), out.dtype)
-            cbufs = scratch("accumulators", (form.threads, COg * SHIFTED_CHUNK), out.dtype)
+            cbufs = scratch("accumulators", (form.threads, COg * config.SHIFTED_CHUNK), out.dtype)
             shifted_gemm_forward(x6, wt, bias2, out, kernel, tuple(dilation), tuple(pad),
                                  form.padded, xp, tasks, cbufs)
         return out

@@ -43,20 +43,17 @@ from ._winograd import plan_tasks as winograd_tasks
 from ._winograd import winograd_grid
 
 
-# How much faster (estimated) the FFT path must be than the tap sums to serve as
-# "auto"'s path while a kernel compiles.
-FFT_FALLBACK_ADVANTAGE = 4.0
-
-
 class Budgets(NamedTuple):
-    """The memory budgets of ``config`` a plan was made for."""
+    """The memory budgets of ``config`` a plan was made for, and all of its tunables
+    (``config.snapshot()``: planning reads them, so they are part of every cache key)."""
 
     im2col: int
     fft: int
+    tunables: tuple
 
 
 def current_budgets() -> Budgets:
-    return Budgets(config.IM2COL_BUDGET_BYTES, config.FFT_BUDGET_BYTES)
+    return Budgets(config.IM2COL_BUDGET_BYTES, config.FFT_BUDGET_BYTES, config.snapshot())
 
 
 def gemm_forms(geom, itemsize, threads, budget) -> list:
@@ -192,7 +189,7 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
         # error is relative to the output's scale. So the FFT only where it is clearly
         # faster.
         fallback_form, fft_estimate = path_forms(*args)["fft"][0]
-        fallback = ("fft" if FFT_FALLBACK_ADVANTAGE * fft_estimate.seconds
+        fallback = ("fft" if config.FFT_FALLBACK_ADVANTAGE * fft_estimate.seconds
                     < estimate_taps(run_geom, dtype.itemsize, constants).seconds
                     else "taps")
     else:

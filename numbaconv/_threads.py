@@ -9,15 +9,15 @@ so Python threads that are not convolving keep running meanwhile.
 
 import threading
 
+from . import config
+
 KERNEL_LOCK = threading.Lock()
 
 # GNU OpenMP's idle workers spin for GOMP_SPINCOUNT iterations (300,000 by default, about
-# 10 ms here) before sleeping. Numba's OpenMP workers spinning after a direct kernel
-# starved the BLAS threads of a following im2col GEMM on 2 cores (0.6 ms became 8 ms);
-# 10,000 spins (a fraction of a millisecond) cost the direct kernels nothing measurable.
-# Set only if the user has set neither variable, and before Numba's first parallel launch
+# 10 ms here) before sleeping, starving a following GEMM's threads on 2 cores; 10,000
+# spins (``config.OPENMP_SPINCOUNT``) cost the direct kernels nothing measurable. Set
+# only if the user has set neither variable, and before Numba's first parallel launch
 # loads libgomp (which reads it then), hence here rather than at import.
-OPENMP_SPINCOUNT = "10000"
 _OPENMP_CONFIGURED = False
 
 
@@ -27,7 +27,7 @@ def _configure_openmp() -> None:
         import os
 
         if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
-            os.environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
+            os.environ["GOMP_SPINCOUNT"] = config.OPENMP_SPINCOUNT
         _OPENMP_CONFIGURED = True
 
 

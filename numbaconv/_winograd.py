@@ -15,7 +15,7 @@ F(2x2, 3x3) (16 multiplications per 2x2 block, 2.25x fewer) came first; F(4x4) r
 of the output's scale with 256 input channels against 5e-7 for F(2x2), stays well
 inside SPEC.md's 1e-4.
 
-Tasks are runs of tile rows in one group, sized by ``TASK_BYTES``, and dealt evenly to
+Tasks are runs of tile rows in one group, sized by ``config.WINOGRAD_TASK_BYTES``, and dealt evenly to
 the threads.
 """
 
@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from . import config
 from ._blas import single_threaded_blas
 from ._kernels.blas import register_blas
 from ._compile import Kernel
@@ -37,11 +38,6 @@ pack_planes = Kernel(_kernels.pack_planes, "winograd_3d")
 winograd_forward = Kernel(_kernels.winograd_forward, "winograd")
 run_shares = Kernel(_kernels.run_shares, "winograd")
 
-# Bytes of transformed input tiles and products per task, at most (2-8 MiB measured
-# alike; 1 MiB made the GEMMs of 256-channel layers too thin).
-TASK_BYTES = 4 << 20
-# Input channels per group at least: each GEMM has depth Cg.
-MIN_CHANNELS = 16
 # Points of the transformed tile (6x6), and outputs per tile side.
 POINTS = 36
 TILE = 4
@@ -58,9 +54,9 @@ def tile_grid(out_spatial, kernel_depth, dilation) -> tuple:
 def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, itemsize,
                   threads, budget):
     """The tile grid ``(Dp, TH, TW1)`` if the Winograd form can take this convolution:
-    a ``(KD, 3, 3)`` kernel, unit stride, ``MIN_CHANNELS`` input channels per group and
+    a ``(KD, 3, 3)`` kernel, unit stride, ``config.WINOGRAD_MIN_CHANNELS`` input channels per group and
     buffers within ``budget`` bytes; else None."""
-    if tuple(kernel[1:]) != (3, 3) or tuple(stride) != (1, 1, 1) or cg < MIN_CHANNELS:
+    if tuple(kernel[1:]) != (3, 3) or tuple(stride) != (1, 1, 1) or cg < config.WINOGRAD_MIN_CHANNELS:
         return None
     grid = tile_grid(out_spatial, kernel[0], dilation)
     extra = extra_elements(n, groups, cg, cog, kernel[0], grid, dilation[1] * dilation[2],
@@ -72,7 +68,7 @@ def winograd_grid(n, groups, cg, cog, kernel, stride, dilation, out_spatial, ite
 
 def extra_elements(n, groups, cg, cog, kd, grid, phases, itemsize, threads) -> int:
     """Elements the Winograd form allocates besides the output: the transformed weight,
-    each thread's buffers (at most ``TASK_BYTES`` of tiles, or a tile row), and with a
+    each thread's buffers (at most ``config.WINOGRAD_TASK_BYTES`` of tiles, or a tile row), and with a
     depth kernel the packed input."""
     dp, th, tw1 = grid
     tiles = max(tw1, min(th * tw1, task_tiles(cg, cog, itemsize)))
@@ -84,8 +80,8 @@ def extra_elements(n, groups, cg, cog, kd, grid, phases, itemsize, threads) -> i
 
 
 def task_tiles(cg, cog, itemsize) -> int:
-    """Tiles per task at most: ``TASK_BYTES`` of transformed input and products."""
-    return max(1, TASK_BYTES // (POINTS * (cg + cog) * itemsize))
+    """Tiles per task at most: ``config.WINOGRAD_TASK_BYTES`` of transformed input and products."""
+    return max(1, config.WINOGRAD_TASK_BYTES // (POINTS * (cg + cog) * itemsize))
 
 
 def plan_tasks(n, groups, od, phases, grid, cg, cog, itemsize, threads):

@@ -3,7 +3,7 @@
 A multi-megabyte buffer allocated afresh on every call comes from new ``mmap``-ed pages
 and pays a page fault per 4 KiB the first time each is touched: resnet_conv1's im2col
 columns (3.7 MB per thread) made a call take 3.5 ms instead of 0.86 ms. Buffers up to
-``MAX_CACHED_BYTES`` are therefore kept and handed out again; larger ones are allocated
+``config.WORKSPACE_MAX_CACHED_BYTES`` are therefore kept and handed out again; larger ones are allocated
 per call (there the work dwarfs the faults). Call :func:`scratch` only while holding
 ``_threads.KERNEL_LOCK`` (inside ``with kernel_launch:``), so that no two calls share a
 buffer.
@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-MAX_CACHED_BYTES = 64 << 20
+from . import config
+
 
 _BUFFERS: dict = {}
 
@@ -25,7 +26,7 @@ def scratch(slot: str, shape, dtype) -> np.ndarray:
     for the same ``slot`` (one slot per buffer a single call needs at once)."""
     dtype = np.dtype(dtype)
     size = math.prod(shape)
-    if size * dtype.itemsize > MAX_CACHED_BYTES:
+    if size * dtype.itemsize > config.WORKSPACE_MAX_CACHED_BYTES:
         return np.empty(shape, dtype)
     key = (slot, dtype.str)
     buf = _BUFFERS.get(key)

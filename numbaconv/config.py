@@ -34,6 +34,54 @@ BACKGROUND_COMPILE
 FFT_BUDGET_BYTES
     The most memory the FFT path's spectra of one block of output channels may take
     (default 256 MiB); more output channels are processed in turns.
+The kernels' work split and the forms' thresholds (measured on the development machine,
+2-core AMD EPYC, AVX-512; see each module for the measurements):
+
+IM2COL_TASK_BYTES
+    Bytes of columns per task of the column form, at most (8 MiB: smaller tasks made
+    slower single-threaded GEMMs, 1.10 against 1.26 ms at 512 KiB on r50_3x3_56).
+IM2COL_MIN_TASKS_PER_THREAD
+    Column-form tasks per thread at least (more, smaller tasks measured slower: each
+    GEMM repacks the weight).
+IM2COL_MIN_TASK_POSITIONS, IM2COL_MIN_TASK_CHANNELS
+    The fewest output positions a task is cut down to before cutting by output channels
+    instead, and the fewest channels a channel block keeps.
+SHIFTED_MIN_CHANNELS, SHIFTED_MIN_TAPS, SHIFTED_MIN_POSITIONS, SHIFTED_CHUNK
+    The shifted-GEMM form needs this many input channels per group (each tap's GEMM has
+    depth Cg), kernel taps (with 2 taps the column form's one deeper GEMM won:
+    wavenet_d256 0.94 against 1.32 ms) and output positions in all (fewer made the
+    per-tap GEMMs too thin: r50_3x3_14 0.96 against 1.07 ms); it computes output
+    positions in chunks of ``SHIFTED_CHUNK`` (384-768 best, 1024 up to 25% slower).
+WINOGRAD_TASK_BYTES, WINOGRAD_MIN_CHANNELS
+    Bytes of transformed tiles and products per Winograd task at most (2-8 MiB alike,
+    1 MiB made 256-channel GEMMs too thin), and the input channels per group it needs
+    (each of its GEMMs has depth Cg).
+CHANNELWISE_MAX_TAPS, CHANNELWISE_MIN_PLANES_PER_THREAD
+    One input channel per group takes the channel-wise direct kernel up to this many
+    taps, or with at least this many output planes per thread (3x faster than dot
+    products on a 31x31 depthwise layer; with fewer planes the dense kernel, which
+    splits rows, wins).
+DIRECT_PACK_BYTES
+    Bytes of packed input rows per dense direct job: small enough to stay in L2 next to
+    the weights.
+L2_BYTES
+    The L2 cache size the cost model assumes (a weight larger than this streams from
+    memory for every output row of the dense direct kernel).
+FFT_SEGMENT_FACTORS
+    Overlap-save block lengths the FFT path tries, as multiples of the kernel's span.
+FFT_FALLBACK_ADVANTAGE
+    How much faster (estimated) the FFT path must be than the NumPy tap sums to serve as
+    ``auto``'s path while a kernel compiles (the tap sums round as the kernels do).
+WORKSPACE_MAX_CACHED_BYTES
+    Kernel scratch buffers up to this size are kept across calls (a fresh multi-MB buffer
+    pays a page fault per 4 KiB: resnet_conv1 3.5 against 0.86 ms).
+OPENMP_SPINCOUNT
+    ``GOMP_SPINCOUNT`` set for Numba's OpenMP workers unless the user set it or
+    ``OMP_WAIT_POLICY`` (the default 300,000 spins, about 10 ms, starved the BLAS
+    threads of a following GEMM on 2 cores: 0.6 ms became 8 ms).
+
+Plans made with one set of these values are made again when any of them changes
+(:func:`snapshot` is part of every plan's cache key).
 """
 
 FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
@@ -42,3 +90,37 @@ MIN_JOBS_PER_THREAD = 4
 IM2COL_BUDGET_BYTES = 256 << 20
 FFT_BUDGET_BYTES = 256 << 20
 BACKGROUND_COMPILE = True
+
+IM2COL_TASK_BYTES = 8 << 20
+IM2COL_MIN_TASKS_PER_THREAD = 1
+IM2COL_MIN_TASK_POSITIONS = 64
+IM2COL_MIN_TASK_CHANNELS = 16
+SHIFTED_MIN_CHANNELS = 16
+SHIFTED_MIN_TAPS = 3
+SHIFTED_MIN_POSITIONS = 2048
+SHIFTED_CHUNK = 512
+WINOGRAD_TASK_BYTES = 4 << 20
+WINOGRAD_MIN_CHANNELS = 16
+CHANNELWISE_MAX_TAPS = 32
+CHANNELWISE_MIN_PLANES_PER_THREAD = 4
+DIRECT_PACK_BYTES = 1 << 17
+L2_BYTES = 1 << 20
+FFT_SEGMENT_FACTORS = (2, 4, 8, 16, 32)
+FFT_FALLBACK_ADVANTAGE = 4.0
+WORKSPACE_MAX_CACHED_BYTES = 64 << 20
+OPENMP_SPINCOUNT = "10000"
+
+_TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
+             "IM2COL_TASK_BYTES", "IM2COL_MIN_TASKS_PER_THREAD",
+             "IM2COL_MIN_TASK_POSITIONS", "IM2COL_MIN_TASK_CHANNELS",
+             "SHIFTED_MIN_CHANNELS", "SHIFTED_MIN_TAPS", "SHIFTED_MIN_POSITIONS",
+             "SHIFTED_CHUNK", "WINOGRAD_TASK_BYTES", "WINOGRAD_MIN_CHANNELS",
+             "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
+             "DIRECT_PACK_BYTES", "L2_BYTES", "FFT_SEGMENT_FACTORS",
+             "FFT_FALLBACK_ADVANTAGE")
+
+
+def snapshot() -> tuple:
+    """The current values of the tunables that shape a plan (its cache key's part)."""
+    values = globals()
+    return tuple(values[name] for name in _TUNABLES)

@@ -36,7 +36,7 @@ def cold_kernels(request, monkeypatch):
     is the tap sums, or the FFT path wherever the data is finite."""
     from numbaconv import _plan
 
-    monkeypatch.setattr(_plan, "FFT_FALLBACK_ADVANTAGE",
+    monkeypatch.setattr(numbaconv.config, "FFT_FALLBACK_ADVANTAGE",
                         float("inf") if request.param == "taps" else 0.0)
     def not_ready(self, *args):
         if getattr(_compile._LOCAL, "allowed", False):

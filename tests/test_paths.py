@@ -139,7 +139,7 @@ def test_explain_lists_every_path_and_the_choice():
     seconds = {k: v[0] for k, v in e.estimates.items()}
     assert min(seconds, key=seconds.get) == e.choice
     # 16 GB of columns, built a cache-sized block per thread at a time
-    assert e.estimates["im2col"][1] <= 2 * _im2col.TASK_BYTES
+    assert e.estimates["im2col"][1] <= 2 * config.IM2COL_TASK_BYTES
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -526,3 +526,15 @@ def test_explain_lists_every_form_of_every_path():
         assert name in text
     depthwise = numbaconv.explain((1, 8, 9, 9), (8, 1, 3, 3), groups=8)
     assert depthwise.forms["direct"][0][0] == "channelwise"
+
+
+def test_plans_follow_every_tunable(monkeypatch, rng):
+    x = rng.standard_normal((1, 32, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 2)).astype(np.float32)
+    assert _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "im2col", 2).form.name \
+        == "shifted"
+    monkeypatch.setattr(config, "SHIFTED_MIN_POSITIONS", 10 ** 9)
+    assert _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "im2col", 2).form.name \
+        == "columns"
+    assert_close(numbaconv.conv2d(x, w, padding=1, method="im2col"),
+                 conv_reference(x, w, padding=1), np.float32)

@@ -157,7 +157,7 @@ def test_scratch_buffers_are_reused_and_capped():
     assert c.size == 100 and not np.shares_memory(a, c)
     assert not np.shares_memory(c, _workspace.scratch("u", (10, 10), np.float32))
     assert not np.shares_memory(c, _workspace.scratch("t", (10, 10), np.float64))
-    big = (_workspace.MAX_CACHED_BYTES // 4 + 1,)
+    big = (numbaconv.config.WORKSPACE_MAX_CACHED_BYTES // 4 + 1,)
     assert not np.shares_memory(_workspace.scratch("t", big, np.float32),
                                 _workspace.scratch("t", big, np.float32))
     _workspace.release()
