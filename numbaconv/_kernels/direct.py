@@ -350,9 +350,12 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
                 for r in range(Hp):
                     i_h = r - ph
                     if 0 <= i_h < H:
-                        if c_hi > c_lo:
-                            xp[r * Wp + c_lo: r * Wp + c_hi] = x[n, g, 0, i_d, i_h,
-                                                                 c_lo - pw: c_hi - pw]
+                        # Loops, not array-to-array slice assignments: those
+                        # compile seconds slower (overlap checks, broadcasting).
+                        seg = xp[r * Wp + c_lo: r * Wp + c_hi]
+                        run = x[n, g, 0, i_d, i_h, c_lo - pw: c_hi - pw]
+                        for j in range(c_hi - c_lo):
+                            seg[j] = run[j]
                     else:
                         xp[r * Wp: (r + 1) * Wp] = 0
                 weights = w[g, co, kd].reshape(KH * KW)
@@ -369,4 +372,7 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
             if fresh:
                 acc[:] = bias[g, co]
             for oh in range(OH):
-                out[n, g, co, od, oh, :] = acc[oh * acc_pitch: oh * acc_pitch + OW]
+                # A loop, not a slice assignment (those compile far slower).
+                orow, run = out[n, g, co, od, oh], acc[oh * acc_pitch: oh * acc_pitch + OW]
+                for j in range(OW):
+                    orow[j] = run[j]

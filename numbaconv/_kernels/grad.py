@@ -82,7 +82,11 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
             for od in range(OD):
                 if unit:
                     for oh in range(OH):
-                        gp[oh * Wp: oh * Wp + OW] = g[n, gi, m, od, oh]
+                        # Loops, not array-to-array slice assignments: those compile
+                        # seconds slower (overlap checks, broadcasting).
+                        seg, run = gp[oh * Wp: oh * Wp + OW], g[n, gi, m, od, oh]
+                        for j in range(OW):
+                            seg[j] = run[j]
                 for kd in range(KD):
                     i_d = od * stride[0] + kd * dilation[0] - pad[0]
                     if i_d < 0 or i_d >= D:
@@ -93,8 +97,10 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
                     for r in range(Hp):
                         i_h = r - ph
                         if 0 <= i_h < H and c_hi > c_lo:
-                            xp[r * Wp + c_lo: r * Wp + c_hi] = x[n, gi, i_d, i_h,
-                                                                 c_lo - pw: c_hi - pw]
+                            seg = xp[r * Wp + c_lo: r * Wp + c_hi]
+                            run = x[n, gi, i_d, i_h, c_lo - pw: c_hi - pw]
+                            for j in range(c_hi - c_lo):
+                                seg[j] = run[j]
                     part = acc[kd * taps: (kd + 1) * taps]
                     if unit:
                         _dot_taps(part, gp, xp, offsets, OH * Wp, zero)

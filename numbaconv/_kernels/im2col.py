@@ -120,7 +120,10 @@ def _task_columns(x6, task, cols_buf, K, kernel, stride, dilation, pad, out_spat
     if pointwise:
         plane = x[g].reshape(x.shape[1], -1)
         for r in range(K):
-            cols[r, :] = plane[r, p0: p1]
+            # Loops, not slice assignments: those compile far slower (see _pad_plane).
+            col, run = cols[r], plane[r, p0: p1]
+            for j in range(p1 - p0):
+                col[j] = run[j]
     else:
         # K - K: a run-time 0, so that both callers compile one signature (a literal 0
         # is typed apart).
@@ -200,7 +203,11 @@ def _pad_plane(x6, xp, row, pad, padded):
             if i_h < 0 or i_h >= H or hi <= lo:
                 continue
             base = (z * Hp + r) * Wp
-            dst[base + lo: base + hi] = x6[n, g, c, i_d, i_h, lo - pw: hi - pw]
+            # A loop, not ``dst[a:b] = x6[...]``: Numba's array-to-array slice
+            # assignment (overlap checks, broadcasting) took 2 s of compile time.
+            seg, run = dst[base + lo: base + hi], x6[n, g, c, i_d, i_h, lo - pw: hi - pw]
+            for j in range(hi - lo):
+                seg[j] = run[j]
 
 
 @njit(parallel=True, **_JIT)

@@ -174,7 +174,7 @@ def pack_row_combinations(x6, n, g, c, z, phase, tr0, tr1, pad, dilation, TW1, b
     return nonfinite
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _input_tiles(combos, q0, nq, v, c, j0):
     """``v[c, :, j0 + j] = B^T d B`` for tiles ``q0 + j`` (``j < nq``) of one plane's
     row combinations ``combos`` ``(6, 4, TH*TW1 + 1)`` (see ``pack_row_combinations``)."""
@@ -206,7 +206,7 @@ def _input_tiles(combos, q0, nq, v, c, j0):
             v5[j] = 4 * e1[j] - 5 * e3[j] + e5[j]
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _output_tiles(mc, j0, nq, b, z, y):
     """``y[r, 4*j + s] = (A^T M A)[r, s] + b`` for the products ``mc`` ``(36, pitch)`` of
     one output channel at columns ``j0 + j`` (``j < nq``); ``z`` ``(24, pitch)`` holds
@@ -247,13 +247,17 @@ def _output_tiles(mc, j0, nq, b, z, y):
             yr[4 * j + 3] = a1[j] - a2[j] + 8 * (a3[j] - a4[j]) + a5[j] + b
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _scatter_row(orow, col0, dw, yr, j, count):
     """``count`` outputs of one row, ``yr[4*j:]`` (tiles ``j, j + 1, ...`` interleaved,
     see ``_output_tiles``), into ``orow[col0 + dw*i]``."""
     src = yr[4 * j: 4 * j + count]
     if dw == 1:
-        orow[col0: col0 + count] = src
+        # A loop, not ``orow[a:b] = src``: Numba's array-to-array slice assignment
+        # (overlap checks, broadcasting) took 2.5 s of this form's compile time.
+        run = orow[col0: col0 + count]
+        for i in range(count):
+            run[i] = src[i]
     else:
         for i in range(count):
             orow[col0 + dw * i] = src[i]
