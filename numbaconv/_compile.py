@@ -201,6 +201,20 @@ class Kernel:
         self._ready.add(dtype)
 
 
+def prepare_all(calls) -> None:
+    """:meth:`Kernel.prepare` for every ``(kernel, args)`` of ``calls``, so that the
+    compile jobs of all the forms a call needs start at once; then raise the first
+    :class:`KernelNotReady`, if any."""
+    missing = None
+    for kernel, args in calls:
+        try:
+            kernel.prepare(*args)
+        except KernelNotReady as exc:
+            missing = missing or exc
+    if missing is not None:
+        raise missing
+
+
 def _dtype_of(args):
     """The dtype of the first array among ``args`` (searching tuples too): with the
     kernel, it fixes the compiled signature, since kernels take normalised arrays."""

@@ -28,7 +28,7 @@ import numpy as np
 from . import config
 from ._blas import single_threaded_blas
 from ._kernels.blas import register_blas
-from ._compile import Kernel
+from ._compile import Kernel, prepare_all
 from ._kernels import winograd as _kernels
 from ._threads import kernel_launch
 from ._workspace import scratch
@@ -161,6 +161,8 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks
                                           + 24 * rows * tw1), out.dtype)
         pack = (x6, w6, u, bias2, out, planes, units, tasks, tbufs, vbufs, mbufs, ybufs,
                 sbufs, rbufs, *dilation, *pad, tw1, pitch)
+        shares = (transform_weights, winograd_forward) + ((pack_planes,) if KD > 1 else ())
+        prepare_all((share, (0, threads) + pack) for share in shares)
         return (_all_finite(transform_weights, threads, pack)
                 and (KD == 1 or _all_finite(pack_planes, threads, pack))
                 and _all_finite(winograd_forward, threads, pack))
