@@ -76,4 +76,4 @@ DTYPES = ("float32", "float64")
 # groups call, ``blas.gemm`` and ``direct.plane_layout``, are compiled into each caller):
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
-GROUPS = ("winograd", "shifted", "columns", "channelwise", "dense", "channelwise_grad")
+GROUPS = ("winograd", "columns", "shifted", "channelwise", "dense", "channelwise_grad")
