@@ -91,6 +91,13 @@ def latency() -> None:
     print(format_cold_start(cold_start()))
 
 
+def compile_report() -> None:
+    """Each kernel form's compile time, per kernel, in fresh processes (float32)."""
+    from .bench import compile_times, format_compile_times
+
+    print(format_compile_times(compile_times()))
+
+
 def bench(compare: bool, cases=None) -> None:
     """Time the benchmark suite on every path; with ``compare``, also PyTorch and SciPy."""
     import os
@@ -173,6 +180,8 @@ def main(argv=None) -> int:
     what.add_argument("--latency", action="store_true",
                       help="instead, time first calls and the time to full speed in "
                            "fresh processes")
+    what.add_argument("--compile", action="store_true",
+                      help="instead, time each kernel form's compile in a fresh process")
     what.add_argument("--backward", action="store_true",
                       help="instead, time conv_backward against PyTorch's")
     b.add_argument("--cases", type=lambda t: t.split(","),
@@ -192,6 +201,8 @@ def main(argv=None) -> int:
         demo()
     elif args.command == "bench" and args.latency:
         latency()
+    elif args.command == "bench" and args.compile:
+        compile_report()
     elif args.command == "bench" and args.backward:
         backward_bench()
     elif args.command == "bench":

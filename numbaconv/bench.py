@@ -508,3 +508,62 @@ def format_cold_start(rows) -> str:
                  f"start until a call ran within {FULL_SPEED_FACTOR}x of the warm-cache "
                  f"call)")
     return "\n".join(lines)
+
+
+_COMPILE_TIMES = """
+import json, sys, time
+from numbaconv._warm import run_example
+from numbaconv._kernels import direct, grad, im2col, winograd
+form, dtype = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+run_example(form, dtype)
+total = time.perf_counter() - t0
+kernels = []
+for module in (direct, grad, im2col, winograd):
+    for name, fn in vars(module).items():
+        if getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "signatures"):
+            for sig in fn.signatures:
+                timers = fn.get_metadata(sig).get("timers", {})
+                kernels.append((module.__name__.rsplit(".", 1)[1] + "." + name,
+                                timers.get("compiler_lock", 0.0),
+                                timers.get("llvm_lock", 0.0)))
+print(json.dumps(dict(total=total, kernels=kernels)))
+"""
+
+
+def compile_times(forms=None, dtype="float32"):
+    """Where compile time goes: each kernel form compiled in a fresh process with an
+    empty ``NUMBA_CACHE_DIR``. Returns ``{form: (seconds, [(kernel, compile_s, llvm_s),
+    ...])}`` from Numba's ``get_metadata(sig)["timers"]`` (a kernel's time includes the
+    helpers it compiles, which are listed too; cached helpers compiled by an earlier
+    form of the same process are not)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from ._registry import FORMS
+
+    results = {}
+    for form in forms or FORMS:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir,
+                       NUMBACONV_BACKGROUND_COMPILE="0")
+            out = subprocess.run([sys.executable, "-c", _COMPILE_TIMES, form, dtype],
+                                 env=env, capture_output=True, text=True, check=True)
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        results[form] = (data["total"], data["kernels"])
+    return results
+
+
+def format_compile_times(results) -> str:
+    """The table of :func:`compile_times`."""
+    lines = [f"{'form':<17}{'total s':>8}  kernels (compile s, of which LLVM s)"]
+    for form, (total, kernels) in results.items():
+        parts = ", ".join(f"{name} {c:.2f} ({llvm:.2f})" for name, c, llvm in
+                          sorted(kernels, key=lambda k: -k[1]))
+        lines.append(f"{form:<17}{total:>8.2f}  {parts}")
+    lines.append("(each form in a fresh process with an empty cache: its first compile "
+                 "also pays Numba's own start-up, about 0.3 s)")
+    return "\n".join(lines)

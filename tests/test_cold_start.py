@@ -187,3 +187,19 @@ def test_no_import_cycles():
     result = subprocess.run([sys.executable, str(tool), str(ROOT / "numbaconv")],
                             capture_output=True, text=True)
     assert result.stdout.strip().endswith("cycles: 0"), result.stdout
+
+
+def test_cold_start_and_compile_time_reports():
+    """The benchmarks behind ``bench --latency`` and ``bench --compile`` (one quick
+    case each: the FFT path compiles nothing; the depthwise weight gradient is small)."""
+    from numbaconv import bench
+
+    (row,) = bench.cold_start([c for c in bench.COLD_START_CASES
+                               if c[0] == "large kernel"], progress=False)
+    assert row["first_s"] < 5 and row["full_speed_s"] < 10 and row["warm_ms"] > 0
+    assert "large kernel" in bench.format_cold_start([row])
+    times = bench.compile_times(["channelwise_grad"])
+    total, kernels = times["channelwise_grad"]
+    assert total > 0 and any(name == "grad.channelwise_weight_grad" and c > 0
+                             for name, c, _ in kernels), kernels
+    assert "channelwise_grad" in bench.format_compile_times(times)
