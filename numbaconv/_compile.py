@@ -53,6 +53,8 @@ class KernelNotReady(Exception):
 
 _LOCAL = threading.local()
 _JOBS: dict = {}          # (form, dtype name) -> subprocess.Popen
+_PENDING: list = []       # (form, dtype name) waiting for a job slot
+_FAILED: set = set()      # (form, dtype name) whose job could not start
 _JOBS_LOCK = threading.Lock()
 _ANNOUNCED = False
 _GUARDED = False
@@ -103,24 +105,41 @@ def _reset_after_fork() -> None:
     # A forked child is not the parent of the parent's jobs: it starts its own, which
     # then wait on the jobs' file lock.
     _JOBS.clear()
+    _PENDING.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+def max_jobs() -> int:
+    """Compile jobs one process runs at once: half the cores (one on 2 cores), so that
+    the calls meanwhile keep a core and the first job finishes soonest; the others
+    wait their turn."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def background_jobs() -> dict:
-    """``{(form, dtype): running}`` of this process's compile jobs (for tests, bench)."""
+    """``{(form, dtype): running or waiting}`` of this process's compile jobs."""
+    _start_pending()
     with _JOBS_LOCK:
-        return {key: job.poll() is None for key, job in _JOBS.items()}
+        jobs = {key: job.poll() is None for key, job in _JOBS.items()}
+        jobs.update((key, True) for key in _PENDING)
+    return jobs
 
 
 def wait_for_jobs(timeout=None) -> None:
-    """Wait until this process's background compile jobs have finished."""
-    with _JOBS_LOCK:
-        jobs = list(_JOBS.values())
-    for job in jobs:
-        job.wait(timeout)
+    """Wait until this process's background compile jobs, waiting ones included, have
+    finished."""
+    while True:
+        _start_pending()
+        with _JOBS_LOCK:
+            jobs = [job for job in _JOBS.values() if job.poll() is None]
+            waiting = bool(_PENDING)
+        if not jobs and not waiting:
+            return
+        for job in jobs:
+            job.wait(timeout)
 
 
 class Kernel:
@@ -185,9 +204,15 @@ class Kernel:
         key = (self.form, np.dtype(dtype).name)
         with _JOBS_LOCK:
             job = _JOBS.get(key)
-        if getattr(_LOCAL, "allowed", False):
-            if job is None:
-                job = _start_job(*key)
+        if getattr(_LOCAL, "allowed", False) and key not in _FAILED:
+            with _JOBS_LOCK:
+                if job is None and key not in _PENDING:
+                    _PENDING.append(key)
+            _start_pending()
+            with _JOBS_LOCK:
+                job = _JOBS.get(key)
+            if job is None and key not in _FAILED:
+                raise KernelNotReady(f"{self.name} ({key[1]}) waits to compile")
             if job is not None and job.poll() is None:
                 raise KernelNotReady(f"{self.name} ({key[1]}) is compiling")
         elif job is not None:
@@ -244,6 +269,18 @@ def _load_cached(disp, sig) -> bool:
         disp.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
         disp.add_overload(cres)
         return True
+
+
+def _start_pending() -> None:
+    """Start waiting jobs while fewer than :func:`max_jobs` run."""
+    while True:
+        with _JOBS_LOCK:
+            running = sum(job.poll() is None for job in _JOBS.values())
+            if not _PENDING or running >= max_jobs():
+                return
+            key = _PENDING.pop(0)
+        if _start_job(*key) is None:
+            _FAILED.add(key)
 
 
 def _start_job(form: str, dtype: str):

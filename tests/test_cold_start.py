@@ -203,3 +203,39 @@ def test_cold_start_and_compile_time_reports():
     assert total > 0 and any(name == "grad.channelwise_weight_grad" and c > 0
                              for name, c, _ in kernels), kernels
     assert "channelwise_grad" in bench.format_compile_times(times)
+
+
+def test_background_jobs_wait_their_turn(monkeypatch):
+    """At most max_jobs() compile jobs run at once; the others wait, and start as the
+    running ones finish."""
+    started = []
+
+    class FakeJob:
+        def __init__(self, key):
+            self.key, self.done = key, False
+
+        def poll(self):
+            return 0 if self.done else None
+
+        def wait(self, timeout=None):
+            self.done = True
+
+    def fake_start(form, dtype):
+        job = FakeJob((form, dtype))
+        started.append(job)
+        _compile._JOBS[(form, dtype)] = job
+        return job
+
+    monkeypatch.setattr(_compile, "_start_job", fake_start)
+    monkeypatch.setattr(_compile, "_JOBS", {})
+    monkeypatch.setattr(_compile, "_PENDING", [])
+    monkeypatch.setattr(_compile, "max_jobs", lambda: 1)
+    _compile._PENDING.extend([("dense", "float32"), ("columns", "float32")])
+    assert _compile.background_jobs() == {("dense", "float32"): True,
+                                          ("columns", "float32"): True}
+    assert [j.key for j in started] == [("dense", "float32")]
+    started[0].done = True
+    assert _compile.background_jobs()[("columns", "float32")] is True
+    assert [j.key for j in started] == [("dense", "float32"), ("columns", "float32")]
+    _compile.wait_for_jobs()
+    assert not any(_compile.background_jobs().values())
