@@ -5,7 +5,7 @@ compiled (or loaded from Numba's on-disk cache) on first use.
 """
 
 from ._dispatch import choose_method, explain
-from ._version import __version__
+from ._version import __version__  # noqa: F401  (public)
 from ._tune import tune
 from .gradients import conv_backward, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .layers import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d

@@ -33,7 +33,6 @@ from ._spec import (
     _checked_array,
     check_flag,
     transpose_output_shape,
-    _int_tuple,
     as_arrays,
     check_bias,
     check_padding_mode,

@@ -34,7 +34,6 @@ CASES = [
 def cold_kernels(request, monkeypatch):
     """Every kernel behaves as if it were compiling in the background, and the fallback
     is the tap sums, or the FFT path wherever the data is finite."""
-    from numbaconv import _plan
 
     monkeypatch.setattr(numbaconv.config, "FFT_FALLBACK_ADVANTAGE",
                         float("inf") if request.param == "taps" else 0.0)
