@@ -9,21 +9,10 @@ process's thread count and ``config`` budgets.
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 from ._constants import machine_constants
 from ._plan import current_budgets, path_forms, rank_paths
-from ._spec import conv_geometry
-
-
-def _float_itemsize(dtype) -> int:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype={dtype!r} is not a NumPy dtype") from None
-    if dt.kind not in "fiub" or (dt.kind == "f" and dt.itemsize > 8):
-        raise TypeError(f"dtype={dtype!r} must be a real float, integer or bool dtype")
-    return 4 if dt.kind == "f" and dt.itemsize <= 4 else 8
+from ._spec import conv_geometry, dtype_itemsize
 
 
 def _context(geom, itemsize):
@@ -61,7 +50,7 @@ def choose_method(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
     'im2col'
     """
     geom = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
-    return rank_paths(*_context(geom, _float_itemsize(dtype)))[1]
+    return rank_paths(*_context(geom, dtype_itemsize(dtype)))[1]
 
 
 class Explanation:
@@ -158,7 +147,7 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     >>> print(explain((1, 1, 1024, 1024), (1, 1, 63, 63), padding=31))  # doctest: +SKIP
     """
     geom = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
-    itemsize = _float_itemsize(dtype)
+    itemsize = dtype_itemsize(dtype)
     context = _context(geom, itemsize)
     ranking, choice, reason = rank_paths(*context)
     return Explanation(geom, "float32" if itemsize == 4 else "float64", ranking,

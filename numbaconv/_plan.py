@@ -31,9 +31,10 @@ from ._costs import (
 from ._direct import plan_direct
 from ._fft import plan_fft
 from ._im2col import columns_form, GemmForm, shifted_layout
-from ._registry import check_method
+from ._registry import METHODS
 from ._spec import (
     check_bias,
+    check_method,
     check_padding_mode,
     compute_dtype,
     conv_geometry,
@@ -165,7 +166,7 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
     check_bias(bias, geom.out_channels)
     padding_mode = check_padding_mode(padding_mode, geom)
-    method = check_method(method)
+    method = check_method(method, METHODS)
     dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
     d = geom.d
     pads = geom.padding

@@ -2,7 +2,8 @@
 
 ``METHODS`` maps each path's name to its runner, ``runner(x6, w6, bias2, out, stride,
 dilation, pad, form)``, whose form comes from the plan (:mod:`numbaconv._plan`; the
-forms of each path are listed by ``_plan.path_forms``, which ``explain`` prints).
+forms of each path are listed by ``_plan.path_forms``, which ``explain`` prints);
+``_spec.check_method`` checks a ``method=`` against it.
 
 ``FORMS`` lists the compiled forms: every kernel belongs to one
 (:class:`numbaconv._compile.Kernel`), and each form's examples are the smallest calls
@@ -23,13 +24,6 @@ from ._im2col import conv_im2col
 METHODS = {"direct": conv_direct, "im2col": conv_im2col, "fft": conv_fft}
 
 
-def check_method(method) -> str:
-    """``method`` itself if it is "auto" or a known path; otherwise a ValueError that
-    lists the valid names."""
-    if isinstance(method, str) and (method == "auto" or method in METHODS):
-        return method
-    valid = ", ".join(repr(m) for m in ("auto", *METHODS))
-    raise ValueError(f"method={method!r} is not one of {valid}")
 
 
 class Form(NamedTuple):

@@ -432,3 +432,24 @@ def layer_arguments(d, in_channels, out_channels, kernel_size, stride, padding, 
                           _int_tuple("stride", stride, d, 1), padding,
                           _int_tuple("dilation", dilation, d, 1), groups,
                           check_flag("bias", bias), dt)
+
+
+def check_method(method, paths) -> str:
+    """``method`` itself if it is "auto" or one of ``paths``; otherwise a ValueError that
+    lists the valid names."""
+    if isinstance(method, str) and (method == "auto" or method in paths):
+        return method
+    valid = ", ".join(repr(m) for m in ("auto", *paths))
+    raise ValueError(f"method={method!r} is not one of {valid}")
+
+
+def dtype_itemsize(dtype) -> int:
+    """The computation's itemsize (4 or 8) for a ``dtype=`` argument (``choose_method``,
+    ``explain``): float16 and float32 compute in float32, the rest in float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype={dtype!r} is not a NumPy dtype") from None
+    if dt.kind not in "fiub" or (dt.kind == "f" and dt.itemsize > 8):
+        raise TypeError(f"dtype={dtype!r} must be a real float, integer or bool dtype")
+    return 4 if dt.kind == "f" and dt.itemsize <= 4 else 8

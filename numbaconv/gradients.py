@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._registry import check_method
+from ._registry import METHODS
 from ._im2col import im2col_weight_grad_of
 from ._blas import single_threaded_blas
 from ._compile import Kernel, KernelNotReady, fallback_allowed
@@ -32,6 +32,7 @@ from ._spec import (
     to_3d,
     _checked_array,
     check_flag,
+    check_method,
     transpose_output_shape,
     as_arrays,
     check_bias,
@@ -250,7 +251,7 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
     batched, c_out, out, stride, padding, dilation = transpose_output_shape(
         x.shape, weight.shape, stride, padding, output_padding, groups, dilation, d=d)
     check_bias(bias, c_out)
-    method = check_method(method)
+    method = check_method(method, METHODS)
     dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
     xb = x if batched else x[None]
     if xb.shape[0] == 0:
