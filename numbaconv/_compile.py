@@ -1,7 +1,7 @@
 """Kernel compilation that does not stall a call: readiness, background jobs, cache guard.
 
-A ``parallel=True`` kernel takes 3-25 s to compile on a 2-core machine, and every fresh
-environment pays that once per kernel and dtype (later processes load Numba's on-disk
+A kernel form takes 2-8 s to compile on a 2-core machine, and every fresh environment
+pays that once per form and dtype (later processes load Numba's on-disk
 cache in a fraction of a second). Every kernel numbaconv launches from Python is a
 :class:`Kernel`, which knows, before it runs, whether its compiled code is at hand:
 
@@ -17,8 +17,9 @@ cache in a fraction of a second). Every kernel numbaconv launches from Python is
 The compile job runs in its own process, detached, rather than in a thread of the
 user's process: it holds no lock of the user's process (Numba's compiler lock, the GIL)
 while the user's own Numba code or a ``fork`` runs, it keeps going when a short script
-exits (so the next run starts warm), and jobs of one cache directory take turns under
-one file lock, so that two never write one cache index at once.
+exits (so the next run starts warm), and jobs of one kernel group take turns under a
+file lock per group (``_warm.group_locks``), so that two never write one cache index at
+once. A process runs at most :func:`max_jobs` jobs at once; the others wait their turn.
 
 Stale caches: Numba checks each kernel file's own timestamp and its own version, but
 not the files a kernel calls into, numbaconv's version or ``config.FASTMATH``. The
