@@ -29,6 +29,7 @@ beside the cache and, where they differ, deletes numbaconv's cached kernels ther
 
 from __future__ import annotations
 
+import atexit
 import glob
 import hashlib
 import logging
@@ -282,6 +283,17 @@ def _start_pending() -> None:
             key = _PENDING.pop(0)
         if _start_job(*key) is None:
             _FAILED.add(key)
+
+
+@atexit.register
+def _start_waiting_at_exit() -> None:
+    """Start the jobs still waiting their turn: this process no longer needs the cores,
+    and the next process then starts warm (they take turns under the group locks)."""
+    with _JOBS_LOCK:
+        waiting = list(_PENDING)
+        _PENDING.clear()
+    for key in waiting:
+        _start_job(*key)
 
 
 def _start_job(form: str, dtype: str):
