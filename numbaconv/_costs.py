@@ -169,7 +169,7 @@ def estimate_columns(geom, itemsize: int, c: MachineConstants, form) -> Estimate
            * (pc / (pc + c.gemm_half_p)))
     gemm = n * g * cog * k * p / (c.gemm_macs * prec * eff)
     seconds = c.call + cols / (c.columns * prec) + gemm
-    extra = 0 if pointwise else columns_extra_bytes(form, n, g, k, p, itemsize)
+    extra = 0 if pointwise else columns_extra_bytes(form, k, p, itemsize)
     what = "input as columns (1x1)" if pointwise else f"{k} x {p} columns"
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
 

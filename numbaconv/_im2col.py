@@ -95,7 +95,7 @@ def columns_form(n, groups, cg, cog, kernel, stride, pad, in_spatial, out_spatia
     return GemmForm("shared" if shared else "columns", threads, positions=pc, channels=cc)
 
 
-def columns_extra_bytes(form: GemmForm, n, groups, k, positions, itemsize) -> int:
+def columns_extra_bytes(form: GemmForm, k, positions, itemsize) -> int:
     """Bytes the column form allocates besides the output: a column buffer per thread
     (or the shared columns)."""
     if form.name == "shared":

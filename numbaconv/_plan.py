@@ -179,24 +179,21 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     else:
         run_geom = geom
     args = (run_geom, dtype.itemsize, constants, threads, budgets)
-    fallback, fallback_form = "none", None
-    form = nonfinite_form = None
-    if geom.batch == 0:  # an empty batch runs nothing
-        nonfinite_method = method
-    elif method == "auto":
-        method = rank_paths(*args)[1]
-        nonfinite_method = rank_paths(*args, finite=False)[1]
-        # The tap sums round as the kernels do (exactly, on small integers); the FFT's
-        # error is relative to the output's scale. So the FFT only where it is clearly
-        # faster.
-        fallback_form, fft_estimate = path_forms(*args)["fft"][0]
-        fallback = ("fft" if config.FFT_FALLBACK_ADVANTAGE * fft_estimate.seconds
-                    < estimate_taps(run_geom, dtype.itemsize, constants).seconds
-                    else "taps")
-    else:
-        nonfinite_method = method
-    if geom.batch != 0:
+    nonfinite_method = method
+    form = nonfinite_form = fallback_form = None
+    fallback = "none"
+    if geom.batch != 0:  # an empty batch runs nothing
         forms = path_forms(*args)
+        if method == "auto":
+            method = rank_paths(*args)[1]
+            nonfinite_method = rank_paths(*args, finite=False)[1]
+            # The tap sums round as the kernels do (exactly, on small integers); the
+            # FFT's error is relative to the output's scale. So the FFT only where it
+            # is clearly faster.
+            fallback_form, fft_estimate = forms["fft"][0]
+            fallback = ("fft" if config.FFT_FALLBACK_ADVANTAGE * fft_estimate.seconds
+                        < estimate_taps(run_geom, dtype.itemsize, constants).seconds
+                        else "taps")
         form = _with_tables(forms[method][0][0], run_geom, dtype.itemsize)
         nonfinite_form = _with_tables(forms[nonfinite_method][0][0], run_geom,
                                       dtype.itemsize)

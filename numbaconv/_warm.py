@@ -1,8 +1,9 @@
 """``python -m numbaconv._warm FORM [FORM ...] DTYPE [DTYPE]``: compile into Numba's cache.
 
 The background compile job of :mod:`numbaconv._compile` and the worker processes of
-``warmup``; prints a line ``form dtype seconds`` per form and dtype. Jobs on one machine take turns under a file lock (per user and cache
-directory and kernel group), so that no two processes write one cache index at once.
+``warmup``; prints a line ``form dtype seconds`` per form and dtype. Jobs on one
+machine take turns under a file lock (per user, cache directory and kernel group), so
+that no two processes write one cache index at once.
 """
 
 from __future__ import annotations

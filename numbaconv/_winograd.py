@@ -170,8 +170,8 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks
 
 def _all_finite(share, threads, args) -> bool:
     """Run ``share(th, threads, *args)`` for every thread ``th`` at once (by
-    ``run_shares``); whether every share returned 0 (none met a NaN or an Inf)."""
-    share.prepare(0, threads, *args)
+    ``run_shares``; the caller has prepared ``share``); whether every share returned 0
+    (none met a NaN or an Inf)."""
     address = share.address(0, threads, *args)
     if address is None:  # NUMBA_DISABLE_JIT=1: the shares one after another
         return sum(share(th, threads, *args) for th in range(threads)) == 0

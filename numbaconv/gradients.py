@@ -27,6 +27,7 @@ from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
 from ._kernels import grad as _grad_kernels
 from ._padding import pad_input
+from .functional import conv
 from ._threads import kernel_launch
 from ._spec import (
     to_3d,
@@ -85,8 +86,6 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     size)`` per axis, only that window of it is returned, computed directly when the
     window lies within the reach of the kernel (no work on the padding).
     """
-    from .functional import conv  # noqa: PLC0415  (functional does not import gradients)
-
     d = weight.ndim - 2
     n, c_out = grad_out.shape[:2]
     out = grad_out.shape[2:]
