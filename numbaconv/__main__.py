@@ -98,11 +98,18 @@ def compile_report() -> None:
     print(format_compile_times(compile_times()))
 
 
-def bench(compare: bool, cases=None) -> None:
-    """Time the benchmark suite on every path; with ``compare``, also PyTorch and SciPy."""
+def bench(compare: bool, cases=None, methods=None) -> None:
+    """Time the benchmark suite on every path (or ``methods``); with ``compare``, also
+    PyTorch and SciPy."""
     import os
 
-    from .bench import SUITE, format_table, run_suite, steady_allocator
+    from .bench import PATHS, SUITE, format_table, run_suite, steady_allocator
+
+    methods = tuple(methods or PATHS + ("auto",))
+    bad = sorted(set(methods) - set(PATHS + ("auto",)))
+    if bad:
+        raise SystemExit(f"--methods: unknown method(s) {', '.join(bad)}; valid: "
+                         f"{', '.join(PATHS + ('auto',))}")
 
     selected = SUITE
     if cases:
@@ -113,8 +120,8 @@ def bench(compare: bool, cases=None) -> None:
                              f"valid: {', '.join(c.name for c in SUITE)}")
         selected = tuple(c for c in SUITE if c.name in cases)
     steady = steady_allocator()
-    rows = run_suite(selected, compare=compare)
-    print(format_table(rows))
+    rows = run_suite(selected, compare=compare, methods=methods)
+    print(format_table(rows, methods))
     if steady:
         print("(glibc told to keep freed memory, so neither library's times include the "
               "page faults of fresh allocations)")
@@ -186,6 +193,8 @@ def main(argv=None) -> int:
                       help="instead, time conv_backward against PyTorch's")
     b.add_argument("--cases", type=lambda t: t.split(","),
                    help="comma-separated case names (default: the whole suite)")
+    b.add_argument("--methods", type=lambda t: t.split(","),
+                   help="comma-separated paths and/or auto (default: all of them)")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
     e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
     e.add_argument("--weight", type=_ints, required=True, help="C_out,C_in/groups,*kernel")
@@ -206,7 +215,7 @@ def main(argv=None) -> int:
     elif args.command == "bench" and args.backward:
         backward_bench()
     elif args.command == "bench":
-        bench(args.compare, args.cases)
+        bench(args.compare, args.cases, args.methods)
     elif args.command == "explain":
         explain_cli(args)
     elif args.command == "tune":

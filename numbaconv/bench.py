@@ -290,7 +290,8 @@ def format_table(rows, methods=PATHS + ("auto",)) -> str:
         own = [r[m] for m in PATHS if r.get(m)]
         auto = r.get("auto")
         if auto:
-            line += f"  {r['choice']:<7}{r['gflop'] / auto:>8.1f}{auto / min(own):>7.2f}"
+            best = f"{auto / min(own):>7.2f}" if own else f"{'-':>7}"
+            line += f"  {r['choice']:<7}{r['gflop'] / auto:>8.1f}{best}"
         if has_torch:
             t = r.get("torch")
             line += f"{t * 1e3:>10.3f}{auto / t:>8.2f}" if t and auto else f"{'-':>10}{'-':>8}"

@@ -538,3 +538,14 @@ def test_plans_follow_every_tunable(monkeypatch, rng):
         == "columns"
     assert_close(numbaconv.conv2d(x, w, padding=1, method="im2col"),
                  conv_reference(x, w, padding=1), np.float32)
+
+
+def test_cli_bench_times_the_methods_asked_for(capsys):
+    from numbaconv.__main__ import main
+
+    main(["bench", "--methods", "auto", "--cases", "mbv2_dw3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["case", "GFLOP", "auto"] and "direct ms" not in lines[0]
+    assert lines[2].split()[0] == "mbv2_dw3"
+    with pytest.raises(SystemExit, match="--methods: unknown method"):
+        main(["bench", "--methods", "nope"])
