@@ -172,7 +172,9 @@ class Kernel:
     def prepare(self, *args) -> None:
         """Make sure the code for these arguments is loaded, compiling it if need be,
         or raise :class:`KernelNotReady` (see the module docstring)."""
-        dtype = _dtype_of(args)
+        dtype = getattr(args[0], "dtype", None)
+        if dtype is None:  # the arguments lead with thread numbers (a share)
+            dtype = _dtype_of(args)
         if dtype not in self._ready:
             self._prepare(dtype, args)
 

@@ -232,17 +232,16 @@ def get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, m
     """The cached :class:`Plan` of a call (made by :func:`make_plan` on a miss)."""
     constants = machine_constants()
     threads = numba.get_num_threads()
-    budgets = current_budgets()
     # Keyed by repr for the arguments, as conv_geometry is: 1 == 1.0 == True, but only
-    # 1 is a valid stride.
+    # 1 is a valid stride. The tunables' snapshot holds the budgets too.
     key = (x.shape, x.dtype.str, weight.shape, weight.dtype.str,
            None if bias is None else (bias.shape, bias.dtype.str),
            repr((stride, padding, dilation, groups, padding_mode, method)), d,
-           threads, budgets, constants)
+           threads, config.snapshot(), constants)
     plan = _PLANS.get(key)
     if plan is None:
         plan = make_plan(x, weight, bias, stride, padding, dilation, groups,
-                         padding_mode, method, d, constants, threads, budgets)
+                         padding_mode, method, d, constants, threads, current_budgets())
         if len(_PLANS) >= 256:
             _PLANS.clear()
         _PLANS[key] = plan

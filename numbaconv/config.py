@@ -84,6 +84,8 @@ Plans made with one set of these values are made again when any of them changes
 (:func:`snapshot` is part of every plan's cache key).
 """
 
+import operator
+
 FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
 CACHE = True
 MIN_JOBS_PER_THREAD = 4
@@ -120,7 +122,9 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "FFT_FALLBACK_ADVANTAGE")
 
 
+_GET_TUNABLES = operator.itemgetter(*_TUNABLES)
+
+
 def snapshot() -> tuple:
     """The current values of the tunables that shape a plan (its cache key's part)."""
-    values = globals()
-    return tuple(values[name] for name in _TUNABLES)
+    return _GET_TUNABLES(globals())
