@@ -419,12 +419,14 @@ def layer_arguments(d, in_channels, out_channels, kernel_size, stride, padding, 
     if len(kernel) != d or not all(_is_int(k) and k >= 1 for k in kernel):
         raise ValueError(f"kernel_size={kernel_size!r} must be an int >= 1 or a tuple "
                          f"of {d} of them")
-    if isinstance(padding, str):
-        pass
-    elif _is_int(padding) or all(_is_int(p) for p in padding):
+    if _is_int(padding) or (isinstance(padding, (tuple, list))
+                            and all(_is_int(p) for p in padding)):
         padding = _int_tuple("padding", padding, d, 0)
-    else:
+    elif isinstance(padding, (tuple, list)) and all(
+            isinstance(pair, (tuple, list)) and all(_is_int(v) for v in pair)
+            for pair in padding):
         padding = tuple(tuple(int(v) for v in pair) for pair in padding)
+    # Anything else ("same", "valid" or a mistake) is left for conv_geometry to judge.
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype={dtype!r} must be float32 or float64")

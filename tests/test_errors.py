@@ -110,3 +110,9 @@ def test_shape_function_errors():
         numbaconv.count_params(None)
     with pytest.raises(TypeError, match=r"bias='yes' must be True or False"):
         numbaconv.count_params((6, 4, 3), bias="yes")
+
+
+@pytest.mark.parametrize("padding", [[1, "a"], [[1, 2], [0, "b"]], {"a": 1}])
+def test_layer_padding_errors_name_padding(padding):
+    with pytest.raises((ValueError, TypeError), match="padding="):
+        numbaconv.Conv2d(4, 6, 3, padding=padding)
