@@ -1,8 +1,9 @@
-"""Command line: ``python -m numbaconv demo | bench | explain | warmup | tune``."""
+"""Command line: ``python -m numbaconv demo | bench | explain | warmup | tune | volume``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -205,6 +206,20 @@ def main(argv=None) -> int:
     e.add_argument("--dtype", default="float32")
     sub.add_parser("warmup", help="compile and cache every kernel")
     sub.add_parser("tune", help="measure the cost model's constants on this machine")
+    v = sub.add_parser("volume", help="convolve a larger-than-memory zarr volume through "
+                                      "dask (needs the dask extra)")
+    v.add_argument("--gib", type=float, default=1.0, help="input size in GiB (default 1)")
+    v.add_argument("--dir", default="numbaconv-volume",
+                   help="where input.zarr and output.zarr go (default ./numbaconv-volume)")
+    v.add_argument("--chunk", type=int, default=128, help="chunk edge (default 128)")
+    v.add_argument("--kernel", type=int, default=5, help="kernel edge (default 5)")
+    v.add_argument("--scheduler", default="threads",
+                   choices=["threads", "processes", "sync", "distributed"])
+    v.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="dask threads or worker processes (default: the cores)")
+    v.add_argument("--compare", action="store_true",
+                   help="also time the in-memory call on a 1 GiB sub-volume")
+    v.add_argument("--keep", action="store_true", help="keep output.zarr")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
@@ -220,6 +235,11 @@ def main(argv=None) -> int:
         explain_cli(args)
     elif args.command == "tune":
         tune_cli()
+    elif args.command == "volume":
+        from ._volume import run
+
+        return run(args.dir, args.gib, args.chunk, args.kernel, args.scheduler,
+                   args.workers, args.compare, args.keep)
     else:
         warmup()
     return 0

@@ -53,6 +53,12 @@ def choose_method(input_shape, weight_shape, stride=1, padding=0, dilation=1, gr
     return rank_paths(*_context(geom, dtype_itemsize(dtype)))[1]
 
 
+def chosen_paths(geom, itemsize) -> tuple[str, str]:
+    """``auto``'s paths for ``geom``: for finite data, and for data holding NaN or Inf."""
+    context = _context(geom, itemsize)
+    return rank_paths(*context)[1], rank_paths(*context, finite=False)[1]
+
+
 class Explanation:
     """The dispatcher's reasoning for one convolution; ``str()`` gives a table.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -263,9 +264,22 @@ def check_padding_mode(padding_mode, geometry: ConvGeometry) -> str:
     return padding_mode
 
 
+def is_dask_array(value) -> bool:
+    """Whether ``value`` is a ``dask.array.Array`` (without importing dask)."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(value, dask_array.Array)
+
+
 def _checked_array(name: str, value) -> np.ndarray:
     if value is None:
         raise TypeError(f"{name} must be an array, not None")
+    if is_dask_array(value):
+        # np.asarray would compute it whole, silently: the one thing a user with a
+        # larger-than-memory array must never get.
+        raise TypeError(
+            f"{name} is a dask array; only the input x of conv, conv1d, conv2d, conv3d "
+            f"and the Conv layers may be one (weight, bias, conv_transpose* and "
+            f"conv_backward take NumPy arrays)")
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as error:

@@ -14,7 +14,9 @@ from ._fft import conv_fft
 from ._padding import pad_input
 from ._plan import get_plan
 from ._registry import METHODS
-from ._spec import as_arrays, check_flag, conv_geometry, weight_shape_dims
+from ._spec import (
+    as_arrays, check_flag, conv_geometry, is_dask_array, weight_shape_dims,
+)
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
@@ -22,6 +24,11 @@ __all__ = [
 
 
 def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
+    if is_dask_array(x):
+        from ._dask import dask_conv
+
+        return dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                         method, d)
     x, weight, bias = as_arrays(x, weight, bias)
     plan = get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
                     method, d)
