@@ -14,7 +14,8 @@ array's true edge:
   before its kernel, and the block is then convolved unpadded.
 
 So every block sees the values the whole-array call would, at any padding, stride,
-dilation and chunking, including chunks smaller than the halo.
+dilation and chunking, including chunks smaller than the halo. A block takes its own
+input chunk whole and the parts of its neighbours' chunks from one halo task per chunk.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import operator
 from typing import NamedTuple
 
 import dask.array as da
@@ -114,7 +116,8 @@ def axis_window(o0: int, o1: int, size: int, kernel: int, stride: int, dilation:
 
 
 def _chunk_segments(runs: tuple, edges: np.ndarray) -> list:
-    """``(chunk index, slice within it, whole chunk?)`` pieces that read ``runs``."""
+    """``(chunk index, (start, stop, step) within it, whole chunk?)`` pieces that read
+    ``runs``."""
     segments = []
     for first, last, step in runs:
         position = first
@@ -123,7 +126,8 @@ def _chunk_segments(runs: tuple, edges: np.ndarray) -> list:
             base, top = int(edges[chunk]), int(edges[chunk + 1]) - 1
             end = min(last, top) if step > 0 else max(last, base)
             stop = end - base + step
-            local = slice(position - base, None if stop < 0 else stop, step)
+            # A slice's (start, stop, step): slices themselves are unhashable here.
+            local = (position - base, None if stop < 0 else stop, step)
             segments.append((chunk, local, step > 0 and position == base and end == top))
             position = end + step
     return segments
@@ -151,12 +155,6 @@ def convolve_block(pieces, windows, parameters: BlockParameters) -> np.ndarray:
     """
     window = np.block(pieces) if isinstance(pieces, list) else pieces
     return _convolve_window(window, tuple(w.pads for w in windows), parameters)
-
-
-def copied_piece(chunk: np.ndarray, slices: tuple) -> np.ndarray:
-    """A copy of part of an input chunk: a view would keep the whole neighbouring chunk
-    in memory until the block that reads the part has run."""
-    return chunk[slices].copy()
 
 
 def convolve_zero_block(window_shape, parameters: BlockParameters) -> np.ndarray:
@@ -223,10 +221,11 @@ def dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
             blocks.append((window, _chunk_segments(window.runs, edges)))
         axes.append(blocks)
 
+    # auto's choice for the largest (interior) block's window, unpadded.
     window_shape = tuple(
         geom.stride[a] * (max(out_spatial_chunks[a]) - 1)
         + geom.dilation[a] * (geom.kernel[a] - 1) + 1 for a in range(d))
-    interior = (max(x.chunks[0]), geom.in_channels) + window_shape
+    interior = (max(1, *x.chunks[0]), geom.in_channels) + window_shape
     if method == "auto":
         finite_method, nonfinite_method = chosen_paths(
             conv_geometry(interior, weight.shape, geom.stride, 0, geom.dilation,
@@ -237,11 +236,11 @@ def dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
                                  finite_method, nonfinite_method, dtype)
 
     token = tokenize(x.name, weight, bias, geom, padding_mode, method, dtype)
-    name, piece_name = f"numbaconv-conv-{token}", f"numbaconv-window-{token}"
+    name, halo_name = f"numbaconv-conv-{token}", f"numbaconv-halo-{token}"
     parameters_key = (f"numbaconv-parameters-{token}",)
     graph = {parameters_key: parameters}
     with _collector_paused():
-        _add_block_tasks(graph, x, axes, geom, out_spatial_chunks, name, piece_name,
+        _add_block_tasks(graph, x, axes, geom, out_spatial_chunks, name, halo_name,
                          parameters_key)
     layer = HighLevelGraph.from_collections(name, graph, dependencies=[x])
     chunks = (x.chunks[0], (geom.out_channels,)) + out_spatial_chunks
@@ -262,9 +261,17 @@ def _collector_paused():
             gc.enable()
 
 
-def _add_block_tasks(graph, x, axes, geom, out_spatial_chunks, name, piece_name,
+def _add_block_tasks(graph, x, axes, geom, out_spatial_chunks, name, halo_name,
                      parameters_key):
-    """One task per output block (and one per input piece that is not a whole chunk)."""
+    """One task per output block, and one per input chunk that copies out the parts of
+    it that other blocks read (its halo parts).
+
+    A block takes its own chunk whole and the halo parts of its neighbours, so each
+    chunk is freed as soon as its own block and its halo task have run; with one slicing
+    task per part instead, dask kept every chunk until its last neighbour had run,
+    2-3 planes of chunks at once (2.4 GiB for a 6 GiB volume in 128^3 chunks).
+    """
+    halos = {}  # input chunk index -> {part: its position in the halo task's result}
     for n, batch in enumerate(x.chunks[0]):
         for index in itertools.product(*(range(len(blocks)) for blocks in axes)):
             chosen = [axes[a][j] for a, j in enumerate(index)]
@@ -276,26 +283,37 @@ def _add_block_tasks(graph, x, axes, geom, out_spatial_chunks, name, piece_name,
                     for a, j in enumerate(index))
                 graph[(name, n, 0) + index] = (convolve_zero_block, shape, parameters_key)
                 continue
-            pieces = _nested_pieces(graph, x.name, piece_name, (n,) + index,
-                                    [segments for _, segments in chosen], n)
+            pieces = _nested_pieces(halos, x.name, halo_name, n,
+                                    [segments for _, segments in chosen])
             graph[(name, n, 0) + index] = (convolve_block, pieces, windows,
                                            parameters_key)
+    for chunk_index, parts in halos.items():
+        graph[(halo_name,) + chunk_index] = (halo_parts, (x.name,) + chunk_index,
+                                             list(parts))
 
 
-def _nested_pieces(graph, input_name, piece_name, block, axis_segments, n):
-    """The nested list of input pieces (``np.block`` order) for one block; adds a
-    slicing task to ``graph`` for each piece that is not a whole input chunk."""
-    counter = itertools.count()
+def halo_parts(chunk: np.ndarray, parts: list) -> tuple:
+    """Copies of the ``parts`` (per spatial axis ``(start, stop, step)``) of an input
+    chunk that neighbouring blocks read: copies, so that the chunk itself can go."""
+    lead = (slice(None), slice(None))
+    return tuple(chunk[lead + tuple(slice(*axis) for axis in part)].copy()
+                 for part in parts)
 
-    def nest(level, chunk_index, slices, whole):
+
+def _nested_pieces(halos, input_name, halo_name, n, axis_segments):
+    """The nested list of input pieces (``np.block`` order) for one block: whole chunks
+    by their keys, other parts taken from their chunk's halo task (registered in
+    ``halos``)."""
+
+    def nest(level, chunk_index, part, whole):
         if level == len(axis_segments):
-            key = (input_name, n, 0) + chunk_index
+            index = (n, 0) + chunk_index
             if whole:
-                return key
-            piece = (piece_name,) + block + (next(counter),)
-            graph[piece] = (copied_piece, key, (slice(None), slice(None)) + slices)
-            return piece
-        return [nest(level + 1, chunk_index + (j,), slices + (local,), whole and full)
+                return (input_name,) + index
+            positions = halos.setdefault(index, {})
+            return (operator.getitem, (halo_name,) + index,
+                    positions.setdefault(part, len(positions)))
+        return [nest(level + 1, chunk_index + (j,), part + (local,), whole and full)
                 for j, local, full in axis_segments[level]]
 
     pieces = nest(0, (), (), True)

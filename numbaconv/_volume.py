@@ -145,8 +145,9 @@ def run(directory: str, gib: float, chunk: int, kernel: int, scheduler: str,
     print(f"{tasks:,} tasks; scheduler {scheduler} x {workers}, "
           f"Numba threads {_numba_threads(scheduler, workers)}", flush=True)
 
-    # The wall time is taken inside the progress bar, whose exit waits for its timer.
-    with ProgressBar(dt=2):
+    # The progress bar's last update waits for its timer (dask's ProgressBar._finish
+    # joins it), so a long dt would add up to dt to the wall time.
+    with ProgressBar(dt=0.1):
         t0 = time.perf_counter()
         if scheduler == "distributed":
             _compute_distributed(stored, workers)

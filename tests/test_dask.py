@@ -252,3 +252,15 @@ def test_distributed_cluster_matches_threaded():
             distributed.Client(cluster) as client:
         clustered = client.compute(y).result()
     assert np.array_equal(threaded, clustered)
+
+
+def test_out_of_core_example_runs(tmp_path):
+    pytest.importorskip("zarr")
+    result = subprocess.run(
+        [sys.executable, "-m", "numbaconv", "volume", "--gib", "0.01", "--chunk", "32",
+         "--kernel", "3", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "check: ok" in result.stdout
+    for field in ("tasks", "wall", "GiB/s", "peak RSS"):
+        assert field in result.stdout
