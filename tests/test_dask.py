@@ -146,7 +146,7 @@ def test_axis_planning():
     window = axis_window(0, 2, 10, 3, 1, 1, 1, "circular")
     assert window.runs == ((9, 9, 1), (0, 2, 1))
     window = axis_window(0, 1, 10, 3, 1, 1, 2, "reflect")
-    assert window.runs == ((2, 0, -1),)
+    assert window.runs == ((2, 1, -1), (0, 0, 1))
     window = axis_window(0, 1, 10, 3, 1, 1, 5, "zeros")
     assert window.runs == ()   # wholly in the padding: reads nothing
 
