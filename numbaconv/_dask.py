@@ -369,19 +369,19 @@ def _nested_pieces(halos, rereads, halo_name, n, axis_segments):
     """The nested list of input pieces (``np.block`` order) for one block: whole chunks
     by their keys (from ``rereads``), other parts taken from their chunk's halo task
     (registered in ``halos``)."""
-
-    def nest(level, chunk_index, part, whole):
-        if level == len(axis_segments):
-            index = (n, 0) + chunk_index
-            if whole:
-                return rereads.key(index)
+    pieces = []
+    for combination in itertools.product(*axis_segments):
+        chunks, part, whole = zip(*combination)
+        index = (n, 0) + chunks
+        if all(whole):
+            pieces.append(rereads.key(index))
+        else:
             positions = halos.setdefault(index, {})
-            return (operator.getitem, (halo_name,) + index,
-                    positions.setdefault(part, len(positions)))
-        return [nest(level + 1, chunk_index + (j,), part + (local,), whole and full)
-                for j, local, full in axis_segments[level]]
-
-    pieces = nest(0, (), (), True)
+            pieces.append((operator.getitem, (halo_name,) + index,
+                           positions.setdefault(part, len(positions))))
+    # Nest them one list level per axis, the last axis innermost.
+    for count in [len(segments) for segments in axis_segments[:0:-1]]:
+        pieces = [pieces[i:i + count] for i in range(0, len(pieces), count)]
     # np.block joins the innermost lists along the last axis, so outer lists of one
     # element can go; a lone piece then needs no assembly at all.
     while isinstance(pieces, list) and len(pieces) == 1:
