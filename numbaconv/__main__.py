@@ -218,7 +218,8 @@ def main(argv=None) -> int:
     v.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="dask threads or worker processes (default: the cores)")
     v.add_argument("--compare", action="store_true",
-                   help="also time the in-memory call on a 1 GiB sub-volume")
+                   help="also time the in-memory call on a 1 GiB sub-volume, and the "
+                        "same zarr-to-zarr store without the convolution")
     v.add_argument("--keep", action="store_true", help="keep output.zarr")
     args = parser.parse_args(argv)
     if args.command == "demo":
