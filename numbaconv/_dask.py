@@ -31,6 +31,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from ._conv_arrays import conv_arrays
 from ._dispatch import chosen_paths
 from ._registry import METHODS
 from ._spec import (
@@ -175,13 +176,11 @@ def convolve_zero_block(window_shape, parameters: BlockParameters) -> np.ndarray
 
 
 def _convolve_window(window, pads, p: BlockParameters) -> np.ndarray:
-    from .functional import _conv
-
     method = p.method
     if method == "fft" and not (np.isfinite(window).all()
                                 and np.isfinite(p.weight).all()):
         method = p.nonfinite_method
-    return _conv(window, p.weight, p.bias, p.stride, pads, p.dilation, p.groups,
+    return conv_arrays(window, p.weight, p.bias, p.stride, pads, p.dilation, p.groups,
                  "zeros", method, len(p.stride))
 
 

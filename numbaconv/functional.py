@@ -1,22 +1,12 @@
-"""Public convolution functions: arguments -> plan (:mod:`numbaconv._plan`) -> runner.
-
-This is the only module that allocates outputs; kernels receive normalised arrays.
-"""
+"""Public convolution functions: NumPy inputs go to :mod:`numbaconv._conv_arrays`
+(arguments -> plan -> runner), dask arrays to :mod:`numbaconv._dask`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._blas import single_threaded_blas
-from ._compile import KernelNotReady, fallback_allowed
-from ._fallback import conv_taps
-from ._fft import conv_fft
-from ._padding import pad_input
-from ._plan import get_plan
-from ._registry import METHODS
-from ._spec import (
-    as_arrays, check_flag, conv_geometry, is_dask_array, weight_shape_dims,
-)
+from ._conv_arrays import conv_arrays
+from ._spec import check_flag, conv_geometry, is_dask_array, weight_shape_dims
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
@@ -29,48 +19,8 @@ def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, meth
 
         return dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
                          method, d)
-    x, weight, bias = as_arrays(x, weight, bias)
-    plan = get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                    method, d)
-    dtype = plan.dtype
-    if plan.out6_shape[0] == 0:
-        return np.zeros(plan.geom.output_shape, dtype=dtype)
-    if plan.geom.batch is None:
-        x = x[None]
-    method, form = plan.method, plan.form
-    if method == "fft" and method != plan.nonfinite_method and not (
-            np.isfinite(x).all() and np.isfinite(weight).all()):
-        # The FFT path would spread a NaN or Inf to every output instead of only those
-        # whose receptive field holds it.
-        method, form = plan.nonfinite_method, plan.nonfinite_form
-    if plan.pre_pad:
-        x = pad_input(x.astype(dtype, copy=False), plan.geom.padding, padding_mode)
-    x6 = np.ascontiguousarray(x, dtype=dtype).reshape(plan.x6_shape)
-    w6 = np.ascontiguousarray(weight, dtype=dtype).reshape(plan.w6_shape)
-    if bias is None:
-        bias2 = np.zeros(plan.bias2_shape, dtype=dtype)
-    else:
-        bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(plan.bias2_shape)
-    out = np.empty(plan.out6_shape, dtype=dtype)
-    arrays = (x6, w6, bias2, out, plan.stride, plan.dilation, plan.pad)
-    if plan.fallback == "none" or method == "fft":
-        METHODS[method](*arrays, form)
-    else:
-        try:
-            with fallback_allowed():
-                METHODS[method](*arrays, form)
-        except KernelNotReady:
-            # The kernel compiles in a background process: meanwhile, a path that needs
-            # none (see numbaconv._compile). One BLAS thread: the compile job has the
-            # other core (two BLAS threads against it ran the fallback 6x slower).
-            use_fft = (plan.fallback == "fft" and np.isfinite(x6).all()
-                       and np.isfinite(w6).all())
-            with single_threaded_blas:
-                if use_fft:
-                    conv_fft(*arrays, plan.fallback_form)
-                else:
-                    conv_taps(*arrays)
-    return out.reshape(plan.geom.output_shape)
+    return conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                       method, d)
 
 
 _CONV_DOC = """{summary}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import numbaconv
-from numbaconv import _compile
+from numbaconv import _compile, _conv_arrays
 from numbaconv._fallback import conv_taps, weight_grad_taps
 from numbaconv._registry import FORMS, GROUPS
 
@@ -105,8 +105,8 @@ def test_named_paths_never_fall_back(cold_kernels, rng, monkeypatch):
     """Only ``auto`` may take another path than the kernels; a named path compiles."""
     def refuse(*args):
         raise AssertionError("fell back")
-    monkeypatch.setattr(numbaconv.functional, "conv_taps", refuse)
-    monkeypatch.setattr(numbaconv.functional, "conv_fft", refuse)
+    monkeypatch.setattr(_conv_arrays, "conv_taps", refuse)
+    monkeypatch.setattr(_conv_arrays, "conv_fft", refuse)
     x = rng.standard_normal((1, 16, 12, 12))
     w = rng.standard_normal((16, 16, 3, 3))
     for method in ("direct", "im2col"):

@@ -14,6 +14,7 @@ from conftest import assert_close
 da = pytest.importorskip("dask.array")
 import dask  # noqa: E402
 
+from numbaconv import _dask  # noqa: E402
 from numbaconv._dask import aligned_chunks, axis_window, output_chunks  # noqa: E402
 
 FUNCS = {1: numbaconv.conv1d, 2: numbaconv.conv2d, 3: numbaconv.conv3d}
@@ -152,10 +153,8 @@ def test_axis_planning():
 
 
 def test_nan_stays_in_its_receptive_field(monkeypatch):
-    import numbaconv._dask
-
     # auto's choice for the interior block, made the FFT whatever this machine's tuning.
-    monkeypatch.setattr(numbaconv._dask, "chosen_paths", lambda *_: ("fft", "direct"))
+    monkeypatch.setattr(_dask, "chosen_paths", lambda *_: ("fft", "direct"))
     x = np.random.default_rng(0).standard_normal((1, 1, 8192)).astype(np.float32)
     w = np.random.default_rng(1).standard_normal((1, 1, 513)).astype(np.float32)
     chunk = (1, 1, 2048)
@@ -173,15 +172,13 @@ def test_every_block_takes_one_path(monkeypatch):
     w = np.random.default_rng(1).standard_normal((8, 8, 3, 3)).astype(np.float32)
     y = numbaconv.conv2d(da.from_array(x, chunks=(1, 8, 20, 20)), w, padding=1)
     seen = set()
-    from numbaconv import functional
-
-    real = functional._conv
+    real = _dask.conv_arrays
 
     def spy(*args):
         seen.add(args[8])
         return real(*args)
 
-    monkeypatch.setattr(functional, "_conv", spy)
+    monkeypatch.setattr(_dask, "conv_arrays", spy)
     y.compute(scheduler="sync")
     assert len(seen) == 1 and "auto" not in seen
 

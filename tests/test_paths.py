@@ -91,11 +91,11 @@ def test_choices_on_the_suite_pin_the_cost_model():
 def test_call_plans_follow_new_machine_constants(monkeypatch, rng):
     """Calls reuse their validated plan (and auto's choice) for the same shapes, until
     the cost model's constants change, as after ``tune()``."""
-    from numbaconv import functional
+    from numbaconv import _conv_arrays
 
     ran = []
     for name, run in list(_registry.METHODS.items()):
-        monkeypatch.setitem(functional.METHODS, name,
+        monkeypatch.setitem(_conv_arrays.METHODS, name,
                             lambda *args, name=name, run=run: ran.append(name) or run(*args))
     x = rng.standard_normal((1, 16, 32, 32)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
