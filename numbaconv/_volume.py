@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -109,8 +110,6 @@ def in_memory_rates(source, weight, gib: float = 1.0, rounds: int = 3):
 def copy_time(source, path: str, scheduler: str, workers: int) -> float:
     """Wall time of storing ``source`` into a new zarr array at ``path`` through dask
     (the out-of-core run's reads and writes without its convolution); removes it."""
-    import shutil
-
     import dask
     import dask.array as da
     import zarr
@@ -143,6 +142,11 @@ def run(directory: str, gib: float, chunk: int, kernel: int, scheduler: str,
     result_path = os.path.join(directory, "output.zarr")
     shape = volume_shape(gib, chunk)
     if not _existing(source_path, shape, chunk):
+        needed = 2.05 * math.prod(shape) * 4 / GIB
+        if _free_gib(directory) < needed:
+            print(f"the input and output need {needed:.1f} GiB free in {directory}; "
+                  f"there are {_free_gib(directory):.1f}")
+            return 2
         print(f"writing a {np.prod(shape) * 4 / GIB:.2f} GiB synthetic volume to "
               f"{source_path} ...", flush=True)
         t0 = time.perf_counter()
@@ -152,6 +156,11 @@ def run(directory: str, gib: float, chunk: int, kernel: int, scheduler: str,
         print(f"  written in {time.perf_counter() - t0:.1f} s", flush=True)
 
     source = zarr.open_array(source_path, mode="r")
+    shutil.rmtree(result_path, ignore_errors=True)  # an earlier run's, kept
+    if _free_gib(directory) < 1.05 * source.nbytes / GIB:
+        print(f"the output needs {source.nbytes / GIB:.1f} GiB free in {directory}; "
+              f"there are {_free_gib(directory):.1f}")
+        return 2
     weight = np.random.default_rng(1).random((1, 1) + (kernel,) * 3).astype(np.float32)
     weight /= weight.sum()
     x = da.from_zarr(source)[None, None]
@@ -186,20 +195,27 @@ def run(directory: str, gib: float, chunk: int, kernel: int, scheduler: str,
               f"of warm calls; the first call {first_rate / 1e6:.1f}); out of core / in "
               f"memory = {rate / memory_rate:.2f} ({rate / first_rate:.2f} of the first "
               f"call)")
-        copy_wall = copy_time(source, os.path.join(directory, "copy.zarr"), scheduler,
-                              workers)
-        print(f"I/O alone (the same zarr-to-zarr store of the input, no convolution): "
-              f"{copy_wall:.1f} s, {size / copy_wall:.3f} GiB/s", flush=True)
     error = check_blocks(source, zarr.open_array(result_path, mode="r"), weight,
                          np.random.default_rng(2))
     ok = error <= 1e-4
     print(f"check: {'ok' if ok else 'FAILED'}, sampled blocks (corners and across "
-          f"chunk borders) within {error:.2g} of the in-memory call (tolerance 1e-4)")
+          f"chunk borders) within {error:.2g} of the in-memory call (tolerance 1e-4)",
+          flush=True)
     if not keep:
-        import shutil
-
         shutil.rmtree(result_path, ignore_errors=True)
+    if compare:
+        if _free_gib(directory) < 1.05 * size:
+            print(f"I/O alone: skipped, it needs {size:.1f} GiB free in {directory}")
+        else:
+            copy_wall = copy_time(source, os.path.join(directory, "copy.zarr"),
+                                  scheduler, workers)
+            print(f"I/O alone (the same zarr-to-zarr store of the input, no "
+                  f"convolution): {copy_wall:.1f} s, {size / copy_wall:.3f} GiB/s")
     return 0 if ok else 1
+
+
+def _free_gib(directory: str) -> float:
+    return shutil.disk_usage(directory).free / GIB
 
 
 def _numba_threads(scheduler: str, workers: int) -> int:
