@@ -215,8 +215,8 @@ def main(argv=None) -> int:
     v.add_argument("--kernel", type=int, default=5, help="kernel edge (default 5)")
     v.add_argument("--scheduler", default="threads",
                    choices=["threads", "processes", "sync", "distributed"])
-    v.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="dask threads or worker processes (default: the cores)")
+    v.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
+                   help="dask threads or worker processes (default: the cores + 1)")
     v.add_argument("--compare", action="store_true",
                    help="also time the in-memory call on a 1 GiB sub-volume, and the "
                         "same zarr-to-zarr store without the convolution")
