@@ -33,7 +33,9 @@ _CONV_DOC = """{summary}
     ----------
     x : array_like
         Input {x_shape}, or unbatched without the leading ``N``. Any real dtype and
-        memory layout; it is never modified.
+        memory layout; it is never modified. A ``dask.array.Array`` gives a lazy dask
+        array of the same values, computed chunk by chunk (the ``dask`` extra; see the
+        README's "Dask arrays").
     weight : array_like
         Kernel ``(C_out, C_in // groups, {kernel})``.
     bias : array_like, optional
@@ -56,7 +58,7 @@ _CONV_DOC = """{summary}
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray or dask.array.Array
         C-contiguous ``(N, C_out, *out)`` (unbatched in, unbatched out), float32 when every
         input is float32 or float16 (or an integer type mixed with those), else float64.
 
