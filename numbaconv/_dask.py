@@ -34,14 +34,8 @@ from dask.highlevelgraph import HighLevelGraph
 from ._conv_arrays import conv_arrays
 from ._dispatch import chosen_paths
 from ._registry import METHODS
-from ._spec import (
-    _checked_array,
-    check_bias,
-    check_method,
-    check_padding_mode,
-    compute_dtype,
-    conv_geometry,
-)
+from ._padding import NUMPY_MODES
+from ._spec import _checked_array, check_call, conv_geometry
 
 
 class AxisWindow(NamedTuple):
@@ -82,16 +76,6 @@ def output_chunks(chunks: tuple, stride: int, out_size: int) -> tuple:
     return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
 
 
-def _source_positions(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
-    """The input position each (possibly padded) position copies, as ``torch`` pads."""
-    if mode == "reflect":
-        positions = np.abs(positions)
-        return np.where(positions >= size, 2 * (size - 1) - positions, positions)
-    if mode == "replicate":
-        return np.clip(positions, 0, size - 1)
-    return np.mod(positions, size)  # circular
-
-
 def axis_window(o0: int, o1: int, size: int, kernel: int, stride: int, dilation: int,
                 pad_before: int, mode: str) -> AxisWindow:
     """The :class:`AxisWindow` of output positions ``[o0, o1)`` along one axis."""
@@ -104,13 +88,17 @@ def axis_window(o0: int, o1: int, size: int, kernel: int, stride: int, dilation:
         if start >= stop:
             return AxisWindow((), (0, 0))
         return AxisWindow(((start, stop - 1, 1),), (start - lo, hi - stop))
-    # The part inside the array as one run, so that it takes whole chunks; the padded
-    # parts from the positions they copy.
+    # The positions each padded position copies, by the np.pad the in-memory call pads
+    # with; the part inside the array as one run, so that it takes whole chunks.
+    pad_lo, pad_hi = max(0, -lo), max(0, hi - size)
+    sources = np.pad(np.arange(size), (pad_lo, pad_hi), mode=NUMPY_MODES[mode])
+    sources = sources[lo + pad_lo:hi + pad_lo]
     start, stop = max(lo, 0), min(hi, size)
     core = ((start, stop - 1, 1),) if start < stop else ()
-    before = _runs(_source_positions(np.arange(lo, min(0, hi)), size, mode))
-    after = _runs(_source_positions(np.arange(max(size, lo), hi), size, mode))
-    return AxisWindow(before + core + after, (0, 0))
+    n_before = min(0, hi) - lo if lo < 0 else 0
+    n_after = hi - max(size, lo) if hi > size else 0
+    return AxisWindow(_runs(sources[:n_before]) + core
+                      + _runs(sources[len(sources) - n_after:]), (0, 0))
 
 
 def _runs(sources: np.ndarray) -> tuple:
@@ -201,12 +189,9 @@ def dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
         raise ValueError(
             "input is a dask array with unknown chunk sizes (NaN in its chunks); call "
             "x.compute_chunk_sizes() first")
-    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
-    check_bias(bias, geom.out_channels)
-    padding_mode = check_padding_mode(padding_mode, geom)
-    method = check_method(method, METHODS)
-    dtype = compute_dtype(np.empty(0, x.dtype), weight,
-                          *(() if bias is None else (bias,)))
+    geom, padding_mode, method, dtype = check_call(
+        x.shape, x.dtype, weight, bias, stride, padding, dilation, groups, padding_mode,
+        method, d, METHODS)
     d = geom.d
     if geom.batch is None:
         return dask_conv(x[None], weight, bias, stride, padding, dilation, groups,

@@ -5,7 +5,8 @@ Zero padding never materialises: the kernels skip or zero-fill the padded positi
 
 import numpy as np
 
-_NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+# PyTorch's padding modes by their np.pad names.
+NUMPY_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def pad_input(x: np.ndarray, padding, padding_mode: str) -> np.ndarray:
@@ -16,4 +17,4 @@ def pad_input(x: np.ndarray, padding, padding_mode: str) -> np.ndarray:
     array; ``x`` is not modified.
     """
     lead = ((0, 0),) * (x.ndim - len(padding))
-    return np.pad(x, lead + tuple(padding), mode=_NUMPY_MODES[padding_mode])
+    return np.pad(x, lead + tuple(padding), mode=NUMPY_MODES[padding_mode])

@@ -32,14 +32,7 @@ from ._direct import plan_direct
 from ._fft import plan_fft
 from ._im2col import columns_form, GemmForm, shifted_layout
 from ._registry import METHODS
-from ._spec import (
-    check_bias,
-    check_method,
-    check_padding_mode,
-    compute_dtype,
-    conv_geometry,
-    to_3d,
-)
+from ._spec import check_call, to_3d
 from ._winograd import plan_tasks as winograd_tasks
 from ._winograd import winograd_grid
 
@@ -163,11 +156,9 @@ class Plan(NamedTuple):
 def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d,
               constants, threads, budgets) -> Plan:
     """Validate a call (raising its errors) and work out its :class:`Plan`."""
-    geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups, d=d)
-    check_bias(bias, geom.out_channels)
-    padding_mode = check_padding_mode(padding_mode, geom)
-    method = check_method(method, METHODS)
-    dtype = compute_dtype(x, weight, *(() if bias is None else (bias,)))
+    geom, padding_mode, method, dtype = check_call(
+        x.shape, x.dtype, weight, bias, stride, padding, dilation, groups, padding_mode,
+        method, d, METHODS)
     d = geom.d
     pads = geom.padding
     pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)

@@ -295,8 +295,8 @@ def _checked_array(name: str, value) -> np.ndarray:
     return array
 
 
-def compute_dtype(*arrays: np.ndarray) -> np.dtype:
-    """The result dtype: float32 or float64 (SPEC.md "Numbers")."""
+def compute_dtype(*arrays) -> np.dtype:
+    """The result dtype of arrays (or dtypes): float32 or float64 (SPEC.md "Numbers")."""
     dtype = np.result_type(*arrays)
     if dtype.kind == "f" and dtype.itemsize <= 4:
         return np.dtype(np.float32)
@@ -310,6 +310,19 @@ def as_arrays(x, weight, bias):
     if bias is not None:
         bias = _checked_array("bias", bias)
     return x, weight, bias
+
+
+def check_call(x_shape, x_dtype, weight, bias, stride, padding, dilation, groups,
+               padding_mode, method, d, paths):
+    """Check a convolution call's arguments (raising their errors); return its
+    ``(geometry, padding_mode, method, dtype)``. ``weight`` and ``bias`` are arrays,
+    ``paths`` the method names besides ``"auto"``."""
+    geom = conv_geometry(x_shape, weight.shape, stride, padding, dilation, groups, d=d)
+    check_bias(bias, geom.out_channels)
+    padding_mode = check_padding_mode(padding_mode, geom)
+    method = check_method(method, paths)
+    dtype = compute_dtype(x_dtype, weight, *(() if bias is None else (bias,)))
+    return geom, padding_mode, method, dtype
 
 
 def check_bias(bias, out_channels: int) -> None:
