@@ -133,12 +133,26 @@ def bench(compare: bool, cases=None, methods=None) -> None:
         print("PyTorch is not installed: pip install torch to compare")
 
 
-def backward_bench() -> None:
-    """Time conv_backward against PyTorch's backward on the training cases."""
-    from .bench import format_backward, run_backward, steady_allocator
+def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> None:
+    """Time ``entry`` (forward, backward or transpose) against the installed peers, each
+    library in its own worker process (see ``numbaconv._peers``)."""
+    import json
 
-    steady_allocator()
-    print(format_backward(run_backward()))
+    from . import _peers
+
+    if cases:
+        valid = [c.name for c in _peers.SUITES[entry]]
+        unknown = sorted(set(cases) - set(valid))
+        if unknown:
+            raise SystemExit(f"--cases: unknown {entry} case(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(valid)}")
+    if rounds is not None and rounds < 1:
+        raise SystemExit(f"--rounds={rounds} must be at least 1")
+    result = _peers.measure(entry, cases, rounds or _peers.ROUNDS)
+    print(_peers.format_result(result))
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 def _ints(text: str) -> tuple:
@@ -190,12 +204,22 @@ def main(argv=None) -> int:
                            "fresh processes")
     what.add_argument("--compile", action="store_true",
                       help="instead, time each kernel form's compile in a fresh process")
+    what.add_argument("--peers", action="store_true",
+                      help="instead, time the extended forward suite against PyTorch "
+                           "(NCHW, channels_last) and ONNX Runtime, each library in its "
+                           "own process")
     what.add_argument("--backward", action="store_true",
-                      help="instead, time conv_backward against PyTorch's")
+                      help="the same for conv_backward against PyTorch's")
+    what.add_argument("--transpose", action="store_true",
+                      help="the same for conv_transpose* against PyTorch and ONNX Runtime")
     b.add_argument("--cases", type=lambda t: t.split(","),
                    help="comma-separated case names (default: the whole suite)")
     b.add_argument("--methods", type=lambda t: t.split(","),
                    help="comma-separated paths and/or auto (default: all of them)")
+    b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose: rounds "
+                                               "(default 5)")
+    b.add_argument("--json", help="--peers, --backward, --transpose: also write the "
+                                  "per-round times to this file")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
     e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
     e.add_argument("--weight", type=_ints, required=True, help="C_out,C_in/groups,*kernel")
@@ -228,8 +252,9 @@ def main(argv=None) -> int:
         latency()
     elif args.command == "bench" and args.compile:
         compile_report()
-    elif args.command == "bench" and args.backward:
-        backward_bench()
+    elif args.command == "bench" and (args.peers or args.backward or args.transpose):
+        entry = "backward" if args.backward else "transpose" if args.transpose else "forward"
+        peers_bench(entry, args.cases, args.rounds, args.json)
     elif args.command == "bench":
         bench(args.compare, args.cases, args.methods)
     elif args.command == "explain":

@@ -339,68 +339,6 @@ def summary_lines(rows):
 BACKWARD_SUITE = tuple(c for c in SUITE if c.name in ("r50_3x3_56", "mbv2_dw3", "c3d"))
 
 
-def _torch_backward(case: Case, x, w, g):
-    try:
-        import torch
-    except ImportError:
-        return None
-    import numba
-
-    torch.set_num_threads(numba.get_num_threads())
-    d = len(case.weight_shape) - 2
-    tx, tw, tg = (torch.from_numpy(a) for a in (x, w, g))
-    def per_axis(value):
-        return [value] * d
-
-    def run():
-        # grad_input and grad_weight, as autograd's backward of conv{d}d computes them
-        return torch.ops.aten.convolution_backward(
-            tg, tx, tw, None, per_axis(case.stride), per_axis(case.padding),
-            per_axis(case.dilation), False, per_axis(0), case.groups, [True, True, False])
-
-    return run
-
-
-def run_backward(cases=BACKWARD_SUITE, compare: bool = True, progress=True):
-    """Time ``conv_backward`` (input and weight gradients) per case, and PyTorch's
-    ``convolution_backward`` with the same outputs where installed."""
-    if compare:
-        _import_torch_first()
-    from . import conv, conv_backward
-
-    rows = []
-    bar = _progress(len(cases)) if progress else None
-    for case in cases:
-        x, w, _ = case.arrays()
-        g = np.random.default_rng(1).standard_normal(
-            conv(x, w, **case.kwargs).shape, dtype=np.float32)
-        row = {"case": case.name, "torch": None}
-        runners = {"numbaconv": lambda: conv_backward(g, x, w, **case.kwargs, bias=False)}
-        torch_run = _torch_backward(case, x, w, g) if compare else None
-        if torch_run:
-            runners["torch"] = torch_run
-        row.update(timed_rounds(runners))
-        rows.append(row)
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
-    return rows
-
-
-def format_backward(rows) -> str:
-    """Backward timings as a table, with the ratio to PyTorch where measured."""
-    lines = [f"{'case':<14}{'numbaconv ms':>14}{'torch ms':>10}{'ratio':>7}"]
-    for r in rows:
-        t = r.get("torch")
-        lines.append(f"{r['case']:<14}{r['numbaconv'] * 1e3:>14.3f}"
-                     + (f"{t * 1e3:>10.3f}{r['numbaconv'] / t:>7.2f}" if t else
-                        f"{'-':>10}{'-':>7}"))
-    lines.append("backward = input and weight gradients; ratio = numbaconv / PyTorch "
-                 "(aten.convolution_backward)")
-    return "\n".join(lines)
-
-
 _COLD_START = """
 import json, sys, time
 start = float(sys.argv[1])
