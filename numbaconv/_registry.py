@@ -61,13 +61,17 @@ FORMS = {
                         (((1, 2, 5, 5), (2, 2, 3, 3)),), 1, "backward"),
     "shifted_grad": Form("backward", "shifted", "weight gradient by shifted GEMMs",
                          (((1, 16, 48, 48), (16, 16, 3, 3)),), 1, "backward"),
+    "col2im": Form("backward", "col2im", "input gradient by one GEMM and a scatter",
+                   (((1, 4, 6, 6), (4, 4, 3, 3)),), 1, "input_grad"),
     "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
 }
 
 DTYPES = ("float32", "float64")
 # Sets of kernels with the cached helpers only they call (helpers that kernels of two
-# groups call, ``blas.gemm`` and ``direct.plane_layout``, are compiled into each caller):
+# groups call, ``blas.gemm``, ``direct.plane_layout`` and ``direct.fill_plane``, are
+# compiled into each caller):
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
-GROUPS = ("winograd", "columns", "shifted", "channelwise", "dense", "channelwise_grad")
+GROUPS = ("winograd", "columns", "shifted", "channelwise", "dense", "channelwise_grad",
+          "col2im")

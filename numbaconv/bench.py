@@ -452,13 +452,13 @@ def format_cold_start(rows) -> str:
 _COMPILE_TIMES = """
 import json, sys, time
 from numbaconv._warm import run_example
-from numbaconv._kernels import direct, grad, im2col, winograd
+from numbaconv._kernels import col2im, direct, grad, im2col, winograd
 form, dtype = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 run_example(form, dtype)
 total = time.perf_counter() - t0
 kernels = []
-for module in (direct, grad, im2col, winograd):
+for module in (col2im, direct, grad, im2col, winograd):
     for name, fn in vars(module).items():
         if getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "signatures"):
             for sig in fn.signatures:

@@ -2,11 +2,14 @@
 
 Both are convolutions again, so both run on the fast paths:
 
-- The input gradient is a convolution of the output gradient, spread out by the stride
-  (zeros between its samples), with the kernel flipped in space and its input and output
-  channels swapped per group, padded by the dilated kernel's span minus one. That gives
-  the gradient of the padded input; the padding is then folded back: cut off for zero
-  padding, added onto the input's edges for reflect, replicate and circular padding.
+- The input gradient at stride 1 is a convolution of the output gradient with the
+  kernel flipped in space and its input and output channels swapped per group, padded
+  by the dilated kernel's span minus one. At stride > 1 it is one GEMM of all the taps
+  and a scatter (col2im, :mod:`numbaconv._col2im`), which does no work on zeros; with
+  fewer than ``_col2im.MIN_CHANNELS`` output channels per group, the convolution again,
+  of the output gradient spread out by the stride. That gives the gradient of the
+  padded input; the padding is then folded back: cut off for zero padding, added onto
+  the input's edges for reflect, replicate and circular padding.
 - The weight gradient is ``grad_out[g] (C_out/G, P) @ columns[g].T (P, K)`` summed over
   samples: the forward im2col columns, one GEMM per block, accumulated in place (no two
   threads ever add into the same weight gradient). With one input channel per group
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._col2im import input_grad_col2im, takes_col2im
 from ._registry import METHODS
 from ._im2col import im2col_weight_grad_of
 from ._blas import single_threaded_blas
@@ -85,12 +89,26 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     Positions no output reads (past the last window) get zero. With ``crop``, ``(start,
     size)`` per axis, only that window of it is returned, computed directly when the
     window lies within the reach of the kernel (no work on the padding).
+
+    At stride > 1 with a few output channels per group or more, one GEMM and a scatter
+    (:mod:`numbaconv._col2im`) do it; ``method`` is then not used. Otherwise it is a
+    convolution (on the path ``method``) of the output gradient, spread out with zeros
+    at stride > 1, with the kernel flipped and its channels swapped per group.
     """
     d = weight.ndim - 2
     n, c_out = grad_out.shape[:2]
-    out = grad_out.shape[2:]
     c_in_g = weight.shape[1]
     kernel = weight.shape[2:]
+    cog = c_out // groups
+    if takes_col2im(stride, cog):
+        try:
+            with fallback_allowed():
+                return input_grad_col2im(grad_out, weight,
+                                         crop or [(0, p) for p in padded], stride,
+                                         dilation, groups)
+        except KernelNotReady:
+            pass  # its kernel compiles in the background: meanwhile, the convolution
+    out = grad_out.shape[2:]
     spans = [(k - 1) * dl + 1 for k, dl in zip(kernel, dilation)]
     if any(s > 1 for s in stride):
         spread = np.zeros((n, c_out) + tuple((o - 1) * s + 1 for o, s in zip(out, stride)),
@@ -98,7 +116,6 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
         spread[(Ellipsis,) + tuple(slice(None, None, s) for s in stride)] = grad_out
     else:
         spread = grad_out
-    cog = c_out // groups
     flipped = weight.reshape((groups, cog, c_in_g) + kernel).swapaxes(1, 2)
     flipped = flipped[(Ellipsis,) + (slice(None, None, -1),) * d]
     flipped = np.ascontiguousarray(flipped).reshape((groups * c_in_g, cog) + kernel)
@@ -169,7 +186,7 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
 
 
 def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                  padding_mode="zeros", bias=True):
+                  padding_mode="zeros", bias=True, input_grad=True):
     """Gradients of a convolution with respect to its input, weight and bias.
 
     Parameters
@@ -183,11 +200,15 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     bias : bool
         Whether to return the bias gradient (``grad_out`` summed over all but the
         channel axis) or ``None``.
+    input_grad : bool
+        Whether to compute the input gradient; with ``False`` (a network's first
+        layer needs none) ``grad_x`` is ``None`` and no time is spent on it.
 
     Returns
     -------
     grad_x, grad_weight, grad_bias : numpy.ndarray or None
-        Shaped like ``x``, ``weight`` and ``(C_out,)``; float32 when every input is
+        Shaped like ``x`` (or ``None``, see ``input_grad``), ``weight`` and
+        ``(C_out,)``; float32 when every input is
         float32 or float16, else float64. Reflect, replicate and circular padding add
         the gradient of each padded element onto the input element it copied.
 
@@ -210,6 +231,7 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     padding_mode = check_padding_mode(padding_mode, geom)
     check_flag("bias", bias)
+    check_flag("input_grad", input_grad)
     if grad_out.shape != geom.output_shape:
         raise ValueError(
             f"grad_out has shape {grad_out.shape}; expected {geom.output_shape}, the "
@@ -223,7 +245,8 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     spatial_axes = tuple(range(2, 2 + d))
     grad_bias = g.sum(axis=(0,) + spatial_axes) if bias else None
     if xb.shape[0] == 0:
-        return (np.zeros(x.shape, dtype), np.zeros(weight.shape, dtype), grad_bias)
+        return (np.zeros(x.shape, dtype) if input_grad else None,
+                np.zeros(weight.shape, dtype), grad_bias)
     pads = geom.padding
     xd = xb.astype(dtype, copy=False)
     if padding_mode != "zeros" and any(p for pair in pads for p in pair):
@@ -233,6 +256,8 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
         pad_before = tuple(lo for lo, _ in pads)
     grad_weight = weight_grad(g, xd, weight.shape, geom.stride, geom.dilation,
                                pad_before, geom.groups)
+    if not input_grad:
+        return None, grad_weight, grad_bias
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads))
     if padding_mode == "zeros":
         grad_x = padded_input_grad(g, w, padded, geom.stride, geom.dilation, geom.groups,

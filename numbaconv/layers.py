@@ -13,6 +13,7 @@ import numpy as np
 
 from ._spec import (
     PADDING_MODES,
+    check_flag,
     conv_geometry,
     layer_arguments,
     transpose_output_shape,
@@ -119,11 +120,15 @@ class _ConvNd(_Layer):
         self._input = np.asarray(x)
         return y
 
-    def backward(self, grad_out):
-        """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``."""
+    def backward(self, grad_out, input_grad=True):
+        """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``.
+
+        With ``input_grad=False`` (a network's first layer) the input gradient is not
+        computed and ``None`` is returned."""
         grad_out = self._check_grad(grad_out)
         gx, gw, gb = conv_backward(grad_out, self._input, self.weight, **self._kwargs(),
-                                   padding_mode=self.padding_mode, bias=self.bias is not None)
+                                   padding_mode=self.padding_mode, bias=self.bias is not None,
+                                   input_grad=input_grad)
         self.grad_weight = gw.astype(self.dtype, copy=False)
         self.grad_bias = None if gb is None else gb.astype(self.dtype, copy=False)
         return gx
@@ -169,14 +174,17 @@ class _ConvTransposeNd(_Layer):
         self._input = np.asarray(x)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True):
         """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``.
+        With ``input_grad=False`` the input gradient is not computed and ``None`` is
+        returned.
 
         The transposed convolution's input gradient is the ordinary convolution of
         ``grad_out`` with the same weight; its weight gradient is the forward weight
         gradient with the roles of input and output gradient exchanged.
         """
         grad_out = self._check_grad(grad_out)
+        check_flag("input_grad", input_grad)
         x = self._input
         dtype = np.result_type(x.dtype, self.weight.dtype, grad_out.dtype)
         dtype = np.float32 if dtype.kind == "f" and dtype.itemsize <= 4 else np.float64
@@ -187,14 +195,16 @@ class _ConvTransposeNd(_Layer):
         xb = x if batched else x[None]
         # y = conv_transpose(x)  <=>  x is the output gradient of conv(y_like, weight)
         # with y cropped: grad_x = conv(grad_out, weight) over the same geometry.
-        gx = conv(g, self.weight, None, stride, padding, dilation, self.groups)
-        crop = tuple(slice(0, s) for s in xb.shape[2:])
-        gx = np.ascontiguousarray(gx[(Ellipsis,) + crop])
         gw = weight_grad(xb.astype(dtype), np.ascontiguousarray(g, dtype=dtype),
                          self.weight.shape, stride, dilation, padding, self.groups)
         self.grad_weight = gw.astype(self.dtype, copy=False)
         self.grad_bias = (None if self.bias is None else
                           g.sum(axis=(0,) + tuple(range(2, 2 + self.d))).astype(self.dtype))
+        if not input_grad:
+            return None
+        gx = conv(g, self.weight, None, stride, padding, dilation, self.groups)
+        crop = tuple(slice(0, s) for s in xb.shape[2:])
+        gx = np.ascontiguousarray(gx[(Ellipsis,) + crop])
         return gx if batched else gx[0]
 
     def _output_shape_of(self, input_shape):

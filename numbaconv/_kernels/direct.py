@@ -282,23 +282,70 @@ def _axpy_taps(acc, xp, offsets, weights, length, base, init):
         t += 1
 
 
-# Not cached on its own (compiled into each caller and cached with it): the direct and
-# the gradient kernels call it, and processes compiling those at once (``warmup``)
+# Not cached on their own (compiled into each caller and cached with it): the direct
+# and the gradient kernels call them, and processes compiling those at once (``warmup``)
 # must never share a cache index.
 @njit(fastmath=set(FASTMATH), nogil=True)
 def plane_layout(OH, OW, KH, KW, stride, dilation):
-    """``(Hp, Wp, offsets)`` of the zero-padded plane the channel-wise kernels use: the
-    extent ``Hp x Wp`` the outputs read, and each tap's offset ``kh*dh*Wp + kw*dw`` in it
-    (``stride``, ``dilation``: ``(d, h, w)``)."""
+    """``(Hq, Wq, offsets)`` of the zero-padded plane the channel-wise kernels use, split
+    into stride phases: ``sh * sw`` phase planes of ``Hq x Wq``, phase ``(a, b)`` holding
+    padded position ``(rq*sh + a, cq*sw + b)`` at ``((a*sw + b)*Hq + rq)*Wq + cq``.
+    Output ``(oh, ow)`` then reads tap ``(kh, kw)`` at ``oh*Wq + ow + offsets[tap]``,
+    in phase ``(kh*dh % sh, kw*dw % sw)``: for any stride, each tap is one contiguous
+    axpy (or dot product) over the whole ``OH x Wq`` plane, the ``Wq - OW`` extra
+    columns per row computed and dropped. With unit stride it is the padded plane
+    itself. (``stride``, ``dilation``: ``(d, h, w)``.)"""
     sh, sw = stride[1], stride[2]
     dh, dw = dilation[1], dilation[2]
-    Hp = (OH - 1) * sh + (KH - 1) * dh + 1
-    Wp = (OW - 1) * sw + (KW - 1) * dw + 1
+    Hq = OH + ((KH - 1) * dh) // sh
+    Wq = OW + ((KW - 1) * dw) // sw
     offsets = np.empty(KH * KW, dtype=np.int64)
     for kh in range(KH):
         for kw in range(KW):
-            offsets[kh * KW + kw] = kh * dh * Wp + kw * dw
-    return Hp, Wp, offsets
+            phase = ((kh * dh) % sh) * sw + (kw * dw) % sw
+            offsets[kh * KW + kw] = ((phase * Hq + (kh * dh) // sh) * Wq
+                                     + (kw * dw) // sw)
+    return Hq, Wq, offsets
+
+
+@njit(fastmath=set(FASTMATH), nogil=True)
+def fill_plane(xp, src, Hq, Wq, stride, pad):
+    """Copy the input plane ``src`` ``(H, W)`` into the phase planes of ``xp`` (see
+    :func:`plane_layout`; ``pad``: the zero padding before each axis). Only positions
+    inside ``src`` are written: the others are the same for every plane, so they stay
+    zero from the buffer's allocation."""
+    H, W = src.shape
+    sh, sw = stride[1], stride[2]
+    ph, pw = pad[1], pad[2]
+    for a in range(sh):
+        for rq in range(Hq):
+            i_h = rq * sh + a - ph
+            if i_h < 0 or i_h >= H:
+                continue
+            run = src[i_h]
+            for b in range(sw):
+                # Columns cq with 0 <= cq*sw + b - pw < W (ceil divisions).
+                lo = max(0, -((b - pw) // sw))
+                hi = min(Wq, -((b - pw - W) // sw))
+                if hi <= lo:
+                    continue
+                start = ((a * sw + b) * Hq + rq) * Wq
+                seg = xp[start + lo: start + hi]
+                src_run = run[lo * sw + b - pw:]
+                # Loops from 0 over slices, not array-to-array slice assignments (those
+                # compile seconds slower), with constant steps: so that LLVM vectorises
+                # the copies. An index that may be negative (NumPy's wraparound) or a
+                # variable step copies element by element: 2.4x slower on a stride-1
+                # depthwise layer.
+                if sw == 1:
+                    for j in range(hi - lo):
+                        seg[j] = src_run[j]
+                elif sw == 2:
+                    for j in range(hi - lo):
+                        seg[j] = src_run[2 * j]
+                else:
+                    for j in range(hi - lo):
+                        seg[j] = src_run[j * sw]
 
 
 @njit(parallel=True, **_JIT)
@@ -306,30 +353,23 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
     """Convolution with one input channel per group (depthwise and its multiples).
 
     ``x``: ``(N, G, 1, D, H, W)``; ``w``: ``(G, COg, KD, KH, KW)``; one job per output
-    plane. Each input plane is copied once into a zero-padded buffer with row pitch
-    ``Wp``; with unit stride, output (oh, ow) then reads ``xp[oh*Wp + ow + offset(tap)]``,
-    so every tap is a single axpy over the whole plane (the ``Wp - OW`` extra columns per
-    row are computed and dropped), free of borders and short-row remainders. Jobs are
-    dealt round-robin to ``threads`` threads, each with its own buffers.
+    plane. Each input plane is copied once into a zero-padded buffer split into stride
+    phases (:func:`plane_layout`), so that every tap is a single axpy over the whole
+    output plane, free of borders, strides and short-row remainders. Jobs are dealt
+    round-robin to ``threads`` threads, each with its own buffers.
     """
     N, G, D = x.shape[0], x.shape[1], x.shape[3]
     COg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
     OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
-    sh, sw = stride[1], stride[2]
-    ph, pw = pad[1], pad[2]
-    Hp, Wp, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
-    unit = sh == 1 and sw == 1
-    acc_pitch = Wp if unit else OW
+    Hq, Wq, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
+    planes = stride[1] * stride[2]
     jobs = N * G * COg * OD
     threads = min(threads, jobs)
-    H, W = x.shape[4], x.shape[5]
-    c_lo = max(0, pw)
-    c_hi = min(Wp, pw + W)
     for t in prange(threads):
-        # Buffers once per thread; the padded plane's border columns stay zero, so only
-        # its rows are rewritten per plane.
-        xp = np.zeros(Hp * Wp + (KW - 1) * dilation[2], dtype=x.dtype)
-        acc = np.empty(OH * acc_pitch, dtype=x.dtype)
+        # Buffers once per thread: positions outside the input are never written, so
+        # they stay zero.
+        xp = np.zeros(planes * Hq * Wq + Wq, dtype=x.dtype)
+        acc = np.empty(OH * Wq, dtype=x.dtype)
         for job in range(t, jobs, threads):
             od = job % OD
             rest = job // OD
@@ -339,40 +379,18 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
             n = rest // G
             # The bias goes in with the first tap pass, or here if no plane is read.
             fresh = True
-            if not unit:
-                acc[:] = bias[g, co]
-                fresh = False
             for kd in range(KD):
                 i_d = od * stride[0] + kd * dilation[0] - pad[0]
                 if i_d < 0 or i_d >= D:
                     continue
-                # The padded plane's border columns are never written: they stay zero.
-                for r in range(Hp):
-                    i_h = r - ph
-                    if 0 <= i_h < H:
-                        # Loops, not array-to-array slice assignments: those
-                        # compile seconds slower (overlap checks, broadcasting).
-                        seg = xp[r * Wp + c_lo: r * Wp + c_hi]
-                        run = x[n, g, 0, i_d, i_h, c_lo - pw: c_hi - pw]
-                        for j in range(c_hi - c_lo):
-                            seg[j] = run[j]
-                    else:
-                        xp[r * Wp: (r + 1) * Wp] = 0
+                fill_plane(xp, x[n, g, 0, i_d], Hq, Wq, stride, pad)
                 weights = w[g, co, kd].reshape(KH * KW)
-                if unit:
-                    _axpy_taps(acc, xp, offsets, weights, OH * Wp, bias[g, co], fresh)
-                    fresh = False
-                else:
-                    for oh in range(OH):
-                        for tp in range(KH * KW):
-                            wv = weights[tp]
-                            base = oh * sh * Wp + offsets[tp]
-                            for i in range(OW):
-                                acc[oh * OW + i] += wv * xp[base + i * sw]
+                _axpy_taps(acc, xp, offsets, weights, OH * Wq, bias[g, co], fresh)
+                fresh = False
             if fresh:
                 acc[:] = bias[g, co]
             for oh in range(OH):
                 # A loop, not a slice assignment (those compile far slower).
-                orow, run = out[n, g, co, od, oh], acc[oh * acc_pitch: oh * acc_pitch + OW]
+                orow, run = out[n, g, co, od, oh], acc[oh * Wq: oh * Wq + OW]
                 for j in range(OW):
                     orow[j] = run[j]

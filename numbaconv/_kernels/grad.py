@@ -4,11 +4,10 @@ output channels).
 With one input channel per group the weight gradient is tiny (``C_out x taps``) and the
 im2col GEMM degenerates into thousands of matrix-vector products. Here each thread owns
 whole output channels (no two threads write one value). As in the forward channel-wise
-kernel (and with its plane layout), each input plane is copied once into a zero-padded buffer
-with row pitch ``Wp``, and the output gradient's rows are laid out at the same pitch
-(zeros past ``OW``): with
-unit stride a tap's gradient is then a single dot product over the whole plane,
-``dot(gp, xp[offset(tap):])``, free of borders and short rows.
+kernel (and with its plane layout, split into stride phases), each input plane is copied
+once into a zero-padded buffer, and the output gradient's rows are laid out at the same
+pitch ``Wq`` (zeros past ``OW``): a tap's gradient is then a single dot product over the
+whole plane, ``dot(gp, xp[offset(tap):])``, free of borders, strides and short rows.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
-from .direct import plane_layout
+from .direct import fill_plane, plane_layout
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
@@ -66,53 +65,32 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     N, G, D, H, W = x.shape
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
     KD, KH, KW = gw.shape[2], gw.shape[3], gw.shape[4]
-    sh, sw = stride[1], stride[2]
-    ph, pw = pad[1], pad[2]
-    Hp, Wp, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
-    unit = sh == 1 and sw == 1
+    Hq, Wq, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
+    planes = stride[1] * stride[2]
     taps = KH * KW
     zero = np.zeros(1, dtype=x.dtype)[0]
     for job in prange(G * COg):
         gi = job // COg
         m = job % COg
         acc = np.zeros(KD * taps)  # float64 sums of float32 products
-        xp = np.zeros(Hp * Wp + (KW - 1) * dilation[2], dtype=x.dtype)
-        gp = np.zeros(OH * Wp, dtype=x.dtype)
+        # Positions outside the input are never written, so they stay zero.
+        xp = np.zeros(planes * Hq * Wq + Wq, dtype=x.dtype)
+        gp = np.zeros(OH * Wq, dtype=x.dtype)
         for n in range(N):
             for od in range(OD):
-                if unit:
-                    for oh in range(OH):
-                        # Loops, not array-to-array slice assignments: those compile
-                        # seconds slower (overlap checks, broadcasting).
-                        seg, run = gp[oh * Wp: oh * Wp + OW], g[n, gi, m, od, oh]
-                        for j in range(OW):
-                            seg[j] = run[j]
+                for oh in range(OH):
+                    # Loops, not array-to-array slice assignments: those compile
+                    # seconds slower (overlap checks, broadcasting).
+                    seg, run = gp[oh * Wq: oh * Wq + OW], g[n, gi, m, od, oh]
+                    for j in range(OW):
+                        seg[j] = run[j]
                 for kd in range(KD):
                     i_d = od * stride[0] + kd * dilation[0] - pad[0]
                     if i_d < 0 or i_d >= D:
                         continue
-                    xp[:] = 0
-                    c_lo = max(0, pw)
-                    c_hi = min(Wp, pw + W)
-                    for r in range(Hp):
-                        i_h = r - ph
-                        if 0 <= i_h < H and c_hi > c_lo:
-                            seg = xp[r * Wp + c_lo: r * Wp + c_hi]
-                            run = x[n, gi, i_d, i_h, c_lo - pw: c_hi - pw]
-                            for j in range(c_hi - c_lo):
-                                seg[j] = run[j]
-                    part = acc[kd * taps: (kd + 1) * taps]
-                    if unit:
-                        _dot_taps(part, gp, xp, offsets, OH * Wp, zero)
-                    else:
-                        for oh in range(OH):
-                            grow = g[n, gi, m, od, oh]
-                            for t in range(taps):
-                                base = oh * sh * Wp + offsets[t]
-                                s = 0.0
-                                for i in range(OW):
-                                    s += grow[i] * xp[base + i * sw]
-                                part[t] += s
+                    fill_plane(xp, x[n, gi, i_d], Hq, Wq, stride, pad)
+                    _dot_taps(acc[kd * taps: (kd + 1) * taps], gp, xp, offsets, OH * Wq,
+                              zero)
         for kd in range(KD):
             for t in range(taps):
                 gw[gi, m, kd, t // KW, t % KW] = acc[kd * taps + t]

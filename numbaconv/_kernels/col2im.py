@@ -1,0 +1,101 @@
+"""The input gradient by one GEMM and a scatter (col2im): the transposed convolution and
+the input gradient of a strided convolution, with no zeros spread.
+
+For a task (one sample, one group, a block of input channels), the columns of a block of
+output rows are ``cols (cb*K, pc) = w[g, :, block]^T @ grad[n, g, :, rows]``: one BLAS
+GEMM of all the kernel's taps at once. Each column entry is then added onto the input
+position its tap came from (``o*stride + k*dilation - start`` per axis). A task owns its
+input channels, so no two threads ever add onto one element.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+from ..config import CACHE, FASTMATH
+from .blas import gemm
+
+_JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
+
+
+@njit(**_JIT)
+def _scatter_rows(gx, cols, c0, c1, r0, r1, kernel, stride, dilation, start, out_spatial):
+    """``gx[c, o*s + k*dl - start] += cols[(c - c0)*K + tap, o]`` for the output rows
+    ``r0 .. r1`` (over ``OD*OH``) of the columns, within ``gx``'s bounds."""
+    KD, KH, KW = kernel
+    sd, sh, sw = stride
+    dd, dh, dw = dilation
+    td, th, tw = start
+    OD, OH, OW = out_spatial
+    D, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
+    K = KD * KH * KW
+    for c in range(c0, c1):
+        plane = gx[c]
+        for kd in range(KD):
+            for kh in range(KH):
+                for kw in range(KW):
+                    row = ((c - c0) * K + (kd * KH + kh) * KW + kw)
+                    col = cols[row]
+                    # Output columns whose input column is inside [0, W) (ceil divisions).
+                    shift = kw * dw - tw
+                    lo = max(0, -(shift // sw))
+                    hi = min(OW, -((shift - W) // sw))
+                    if hi <= lo:
+                        continue
+                    for r in range(r0, r1):
+                        od, oh = r // OH, r % OH
+                        i_d = od * sd + kd * dd - td
+                        i_h = oh * sh + kh * dh - th
+                        if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
+                            continue
+                        src = col[(r - r0) * OW + lo: (r - r0) * OW + hi]
+                        dst = plane[i_d, i_h, lo * sw + shift:]
+                        # Loops from 0 over slices with constant steps, so that LLVM
+                        # vectorises them (see direct.fill_plane).
+                        if sw == 1:
+                            for j in range(hi - lo):
+                                dst[j] += src[j]
+                        elif sw == 2:
+                            for j in range(hi - lo):
+                                dst[2 * j] += src[j]
+                        else:
+                            for j in range(hi - lo):
+                                dst[j * sw] += src[j]
+
+
+@njit(parallel=True, **_JIT)
+def col2im_input_grad(g4, w3, gx6, tasks, kernel, stride, dilation, start, out_spatial,
+                      rows_per_chunk, cols_bufs):
+    """Write ``gx6`` ``(N, G, Cg, D, H, W)``, the input gradient over the window that
+    starts at ``start`` (per axis, in padded coordinates).
+
+    ``g4`` ``(N, G, COg, P)`` is the output gradient, ``w3`` ``(G, COg, Cg*K)`` the
+    weight; ``tasks`` rows ``(n, g, c0, c1)`` are dealt round-robin to the threads, each
+    with a row of ``cols_bufs`` ``(threads, cb*K*rows_per_chunk*OW)`` for its columns.
+    The output rows (over ``OD*OH``) go ``rows_per_chunk`` at a time. The GEMMs are
+    SciPy's BLAS, kept single-threaded by the caller.
+    """
+    threads = min(cols_bufs.shape[0], tasks.shape[0])
+    K = kernel[0] * kernel[1] * kernel[2]
+    COg, P = g4.shape[2], g4.shape[3]
+    CgK = w3.shape[2]
+    OW = out_spatial[2]
+    rows = out_spatial[0] * out_spatial[1]
+    for t in prange(threads):
+        buf = cols_bufs[t]
+        for i in range(t, tasks.shape[0], threads):
+            n, g, c0, c1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3]
+            target = gx6[n, g]
+            for c in range(c0, c1):
+                target[c] = 0
+            for r0 in range(0, rows, rows_per_chunk):
+                r1 = min(rows, r0 + rows_per_chunk)
+                pc = (r1 - r0) * OW
+                cols = buf[: (c1 - c0) * K * pc].reshape((c1 - c0) * K, pc)
+                # Row-major cols[cbK, pc] = w[:, cbK]^T @ grad[COg, pc], as column-major
+                # cols^T (pc x cbK) = grad^T @ w: 'N' for grad's column-major view
+                # (pc x COg, ld P), 'T' for w's (cbK x COg, ld CgK).
+                gemm(78, 84, pc, (c1 - c0) * K, COg, 1.0, g4[n, g, 0:, r0 * OW:], P,
+                     w3[g, 0:, c0 * K:], CgK, 0.0, cols, pc)
+                _scatter_rows(target, cols, c0, c1, r0, r1, kernel, stride, dilation,
+                              start, out_spatial)
