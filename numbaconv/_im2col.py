@@ -119,16 +119,21 @@ def _tasks(n, groups, cog, positions, pc, cc):
 
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
                    itemsize, budget):
-    """``(Dp, Hp, Wp)`` of the padded input if the shifted-GEMM form applies (unit stride,
-    at least ``config.SHIFTED_MIN_CHANNELS`` input channels per group and ``config.SHIFTED_MIN_TAPS``
-    taps, not a plain 1x1 whose input already is its columns, padded inputs within the
-    ``budget``, ``config.SHIFTED_MIN_POSITIONS`` positions), else None."""
-    if (tuple(stride) != (1, 1, 1) or cg < config.SHIFTED_MIN_CHANNELS
-            or math.prod(kernel) < config.SHIFTED_MIN_TAPS):
+    """``(Dp, Hp, Wp)`` of the padded input if the shifted-GEMM form applies (at least
+    ``config.SHIFTED_MIN_CHANNELS`` input channels per group and
+    ``config.SHIFTED_MIN_TAPS`` taps, not a plain 1x1 whose input already is its
+    columns, padded inputs within the ``budget``, ``config.SHIFTED_MIN_POSITIONS``
+    positions), else None. With a stride the padded input is split into its stride
+    phases (``_kernels.im2col._pad_plane``): ``(sd*Dq, sh*sw*Hq, Wq)`` with ``Dq = OD +
+    (KD-1)*dd // sd`` and so on, so that each tap is one shifted GEMM as at unit
+    stride."""
+    if cg < config.SHIFTED_MIN_CHANNELS or math.prod(kernel) < config.SHIFTED_MIN_TAPS:
         return None
     if is_pointwise(kernel, stride, pad, in_spatial, out_spatial):
         return None
-    padded = tuple(o + (k - 1) * d for o, k, d in zip(out_spatial, kernel, dilation))
+    dq, hq, wq = (o + (k - 1) * d // s for o, k, d, s in
+                  zip(out_spatial, kernel, dilation, stride))
+    padded = (stride[0] * dq, stride[1] * stride[2] * hq, wq)
     if n * groups * cg * math.prod(padded) * itemsize > budget:
         return None
     if n * shifted_positions(padded, out_spatial) < config.SHIFTED_MIN_POSITIONS:
@@ -196,8 +201,8 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm):
         with single_threaded_blas, kernel_launch:
             xp = scratch("padded", (N, G, Cg, math.prod(form.padded)), out.dtype)
             cbufs = scratch("accumulators", (form.threads, COg * config.SHIFTED_CHUNK), out.dtype)
-            shifted_gemm_forward(x6, wt, bias2, out, kernel, tuple(dilation), tuple(pad),
-                                 form.padded, xp, tasks, cbufs)
+            shifted_gemm_forward(x6, wt, bias2, out, kernel, tuple(stride), tuple(dilation),
+                                 tuple(pad), form.padded, xp, tasks, cbufs)
         return out
     P = math.prod(out_spatial)
     w3 = w6.reshape(G, COg, -1)
@@ -236,7 +241,8 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
                             tuple(pad), x6.shape[3:], tuple(out_spatial), g4.itemsize,
                             budget)
     if padded is not None:
-        return _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded)
+        return _shifted_weight_grad(x6, g4, kernel, stride, dilation, pad, out_spatial,
+                                    padded)
     pc, cc = plan_tasks(N, G, K, COg, P, g4.itemsize, threads, budget, 1)
     tasks = _tasks(N, G, COg, P, pc, cc)
     threads = min(threads, len(tasks))
@@ -251,7 +257,7 @@ def im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad, out_spatial):
     return partial.sum(axis=0)
 
 
-def _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded):
+def _shifted_weight_grad(x6, g4, kernel, stride, dilation, pad, out_spatial, padded):
     """The weight gradient in the shifted form: one GEMM per tap and block of positions,
     of depth the block's positions (see ``shifted_weight_grad``)."""
     N, G, Cg = x6.shape[:3]
@@ -274,8 +280,8 @@ def _shifted_weight_grad(x6, g4, kernel, dilation, pad, out_spatial, padded):
     with single_threaded_blas, kernel_launch:
         xp = scratch("padded", (N, G, Cg, math.prod(padded)), g4.dtype)
         gp = scratch("gradient", (N, G, COg, Q), g4.dtype)
-        shifted_weight_grad(x6, g6, partial, tuple(kernel), tuple(dilation), tuple(pad),
-                            padded, xp, gp, tasks, threads)
+        shifted_weight_grad(x6, g6, partial, tuple(kernel), tuple(stride), tuple(dilation),
+                            tuple(pad), padded, xp, gp, tasks, threads)
     # (G, taps, COg, Cg) -> (G, COg, Cg * taps) in the weight's (c, kd, kh, kw) order.
     return np.ascontiguousarray(partial.sum(axis=0).transpose(0, 2, 3, 1)).reshape(
         G, COg, Cg * taps)

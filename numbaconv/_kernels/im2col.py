@@ -23,6 +23,7 @@ from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
 from .blas import gemm
+from .direct import fill_plane
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
@@ -181,44 +182,59 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
 
 
 @njit(**_JIT)
-def _pad_plane(x6, xp, row, pad, padded):
+def _pad_plane(x6, xp, row, stride, pad, padded):
     """Zero-padded copy of input channel ``row`` (over ``N*G*Cg``) of ``x6`` into ``xp``
-    ``(N, G, Cg, Dp*Hp*Wp)``: the extent ``padded = (Dp, Hp, Wp)`` outputs read."""
+    ``(N, G, Cg, Dp*Hp*Wp)``, split into stride phases so that every tap of a strided
+    convolution reads its inputs at one shift of the output positions, as at unit
+    stride (where it is the padded input itself, of the extent the outputs read).
+
+    ``padded = (sd*Dq, sh*sw*Hq, Wq)``: depth phase ``a`` of plane ``zq`` (input depth
+    ``zq*sd + a - pd``) starts at ``(a*Dq + zq)*Hp*Wp`` and holds that plane's ``sh*sw``
+    phase planes of ``Hq x Wq`` (``direct.plane_layout``'s layout)."""
     N, G, Cg, D, H, W = x6.shape
-    pd, ph, pw = pad
+    sd = stride[0]
     Dp, Hp, Wp = padded
+    Dq = Dp // sd
+    Hq = Hp // (stride[1] * stride[2])
     c = row % Cg
     g = (row // Cg) % G
     n = row // (Cg * G)
     dst = xp[n, g, c]
     dst[:] = 0
-    lo = max(0, pw)
-    hi = min(Wp, pw + W)
-    for z in range(Dp):
-        i_d = z - pd
-        if i_d < 0 or i_d >= D:
-            continue
-        for r in range(Hp):
-            i_h = r - ph
-            if i_h < 0 or i_h >= H or hi <= lo:
+    for a in range(sd):
+        for zq in range(Dq):
+            i_d = zq * sd + a - pad[0]
+            if i_d < 0 or i_d >= D:
                 continue
-            base = (z * Hp + r) * Wp
-            # A loop, not ``dst[a:b] = x6[...]``: Numba's array-to-array slice
-            # assignment (overlap checks, broadcasting) took 2 s of compile time.
-            seg, run = dst[base + lo: base + hi], x6[n, g, c, i_d, i_h, lo - pw: hi - pw]
-            for j in range(hi - lo):
-                seg[j] = run[j]
+            base = (a * Dq + zq) * Hp * Wp
+            fill_plane(dst[base: base + Hp * Wp], x6[n, g, c, i_d], Hq, Wp, stride, pad)
+
+
+@njit(**_JIT)
+def _tap_offset(tap, kernel, stride, dilation, padded):
+    """Where tap ``tap`` (over ``KD*KH*KW``) of output position 0 reads in a plane laid
+    out by :func:`_pad_plane`; output position ``q`` reads at ``q`` plus that."""
+    KD, KH, KW = kernel
+    sd, sh, sw = stride
+    Dp, Hp, Wp = padded
+    kw = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+    zd, zh, zw = kd * dilation[0], kh * dilation[1], kw * dilation[2]
+    phase_plane = (zh % sh) * sw + zw % sw
+    return (((zd % sd) * (Dp // sd) + zd // sd) * Hp * Wp
+            + (phase_plane * (Hp // (sh * sw)) + zh // sh) * Wp + zw // sw)
 
 
 @njit(parallel=True, **_JIT)
-def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, tasks,
-                         cbufs):
+def shifted_gemm_forward(x6, wt, bias2, out, kernel, stride, dilation, pad, padded, xp,
+                         tasks, cbufs):
     """Unit-stride convolution as one GEMM per kernel tap, without columns.
 
     With the input zero-padded into ``xp`` ``(N, G, Cg, Dp*Hp*Wp)`` (just the extent the
-    outputs read, ``padded = (Dp, Hp, Wp)``) and outputs numbered ``q = (od*Hp + oh)*Wp +
-    ow`` over the padded pitch, tap ``(kd, kh, kw)`` reads ``xp[n, g, :, q +
-    offset(tap)]``: its "columns" are a shifted view of ``xp`` with leading dimension
+    outputs read, ``padded = (Dp, Hp, Wp)``, split into stride phases by
+    :func:`_pad_plane`) and outputs numbered ``q = (od*Hp + oh)*Wp + ow`` over the
+    padded pitch, tap ``(kd, kh, kw)`` reads ``xp[n, g, :, q + offset(tap)]``: its "columns" are a shifted view of ``xp`` with leading dimension
     ``Dp*Hp*Wp``. So ``C[:, q] = sum_tap wt[g, tap] @ xp[n, g, :, q + offset(tap)]``,
     accumulated by BLAS (``beta = 1``) in each thread's row of ``cbufs``. ``tasks`` rows
     ``(n, g, q0, q1, c0, c1)`` (at most a chunk of positions, so the accumulators stay
@@ -229,13 +245,12 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
     N, G, Cg, D, H, W = x6.shape
     OH, OW = out.shape[4], out.shape[5]
     KD, KH, KW = kernel
-    dd, dh, dw = dilation
     Dp, Hp, Wp = padded
     L = Dp * Hp * Wp
     taps = KD * KH * KW
     for row in prange(N * G * Cg):
         # np.int64: one signature for both callers (the prange index may be unsigned)
-        _pad_plane(x6, xp, np.int64(row), pad, padded)
+        _pad_plane(x6, xp, np.int64(row), stride, pad, padded)
     threads = min(cbufs.shape[0], tasks.shape[0])
     for t in prange(threads):
         cbuf = cbufs[t]
@@ -246,10 +261,7 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
             cm = c1 - c0
             cmat = cbuf[: cm * qc]
             for tap in range(taps):
-                kw = tap % KW
-                kh = (tap // KW) % KH
-                kd = tap // (KW * KH)
-                off = (kd * dd * Hp + kh * dh) * Wp + kw * dw
+                off = _tap_offset(tap, kernel, stride, dilation, padded)
                 # Row-major C[cm, qc] (+)= wt[c0:c1, Cg] @ xp[Cg, q0+off:][:qc], as
                 # column-major C^T = xp^T @ wt^T.
                 gemm(78, 78, qc, cm, Cg, 1.0, xp[n, g, 0, q0 + off:], L, wt[g, tap, c0:],
@@ -273,8 +285,8 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, dilation, pad, padded, xp, 
 
 
 @njit(parallel=True, **_JIT)
-def shifted_weight_grad(x6, g6, partial, kernel, dilation, pad, padded, xp, gp, tasks,
-                        threads):
+def shifted_weight_grad(x6, g6, partial, kernel, stride, dilation, pad, padded, xp, gp,
+                        tasks, threads):
     """Weight gradient in the shifted form: per tap, ``partial[t, g, tap] (COg, Cg) +=
     gp[n, g] (COg, Q) @ xp[n, g, :, offset(tap):][:, :Q].T``, with the output gradient
     laid out at the padded pitch in ``gp`` ``(N, G, COg, Q)`` (zeros off the valid
@@ -284,13 +296,12 @@ def shifted_weight_grad(x6, g6, partial, kernel, dilation, pad, padded, xp, gp, 
     N, G, Cg = x6.shape[0], x6.shape[1], x6.shape[2]
     COg, OD, OH, OW = g6.shape[2], g6.shape[3], g6.shape[4], g6.shape[5]
     KD, KH, KW = kernel
-    dd, dh, dw = dilation
     Dp, Hp, Wp = padded
     L = Dp * Hp * Wp
     Q = gp.shape[3]
     for row in prange(N * G * Cg):
         # np.int64: one signature for both callers (the prange index may be unsigned)
-        _pad_plane(x6, xp, np.int64(row), pad, padded)
+        _pad_plane(x6, xp, np.int64(row), stride, pad, padded)
     for row in prange(N * G * COg):
         co = row % COg
         g = (row // COg) % G
@@ -305,10 +316,7 @@ def shifted_weight_grad(x6, g6, partial, kernel, dilation, pad, padded, xp, gp, 
     for t in prange(threads):
         for i in range(t, tasks.shape[0], threads):
             n, g, tap, q0, q1 = tasks[i, 0], tasks[i, 1], tasks[i, 2], tasks[i, 3], tasks[i, 4]
-            kw = tap % KW
-            kh = (tap // KW) % KH
-            kd = tap // (KW * KH)
-            off = (kd * dd * Hp + kh * dh) * Wp + kw * dw
+            off = _tap_offset(tap, kernel, stride, dilation, padded)
             # Row-major P[COg, Cg] += gp[COg, q0:q1] @ xp[Cg, q0+off:][:, :qc]^T, as
             # column-major P^T (Cg, COg) = xp' @ gp'^T: 'T' of xp's column-major view.
             gemm(84, 78, Cg, COg, q1 - q0, 1.0, xp[n, g, 0, q0 + off:], L,
