@@ -80,14 +80,12 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     taps = math.prod(kernel)
     prec = _precision(itemsize)
     if form.name == "channelwise":
-        # Strided depthwise reads every stride-th input: gathers, not vector loads.
-        slow = math.prod(stride)
-        # With unit stride each row's axpys also run over the padded row's extra
-        # (KW - 1) * dilation columns.
-        if stride[1] == stride[2] == 1:
-            slow *= (out[2] + (kernel[2] - 1) * dilation[2]) / out[2]
+        # Each row's axpys also run over the extra (KW - 1) * dilation // stride
+        # columns of the plane's stride phases.
+        slow = (out[2] + (kernel[2] - 1) * dilation[2] // stride[2]) / out[2]
         seconds = c.call + macs * slow / (c.channelwise_macs * prec)
-        return Estimate(seconds, 0, f"channel-wise axpys over {taps} taps")
+        return Estimate(seconds, 0, f"channel-wise axpys over {taps} taps"
+                        + (f" of {cg} input channels" if cg > 1 else ""))
     dot = cg * taps
     rate = c.direct_macs * prec * dot / (dot + c.direct_dot_half)
     per_column = kernel[2] if dilation[2] > 1 else stride[2]

@@ -36,12 +36,14 @@ def use_channelwise(groups_in: int, taps: int, planes: int, threads: int) -> boo
     channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD):
     whole-plane axpys beat dot products of length taps (3x on a 31x31 depthwise and on a
     1->8 5x5x5 layer here), but that kernel runs one job per output plane, so with few
-    planes per thread (one image with a large kernel) the dense kernel wins."""
-    if groups_in != 1:
+    planes per thread (one image with a large kernel) the dense kernel wins. Grouped
+    layers of up to ``config.CHANNELWISE_MAX_CHANNELS`` channels per group take it with
+    up to ``config.CHANNELWISE_MAX_TAPS`` taps."""
+    if groups_in > config.CHANNELWISE_MAX_CHANNELS:
         return False
     if taps <= config.CHANNELWISE_MAX_TAPS:
         return True
-    return planes >= config.CHANNELWISE_MIN_PLANES_PER_THREAD * threads
+    return groups_in == 1 and planes >= config.CHANNELWISE_MIN_PLANES_PER_THREAD * threads
 
 
 def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,
@@ -91,8 +93,12 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad, form: DirectForm):
     G, COg, Cg, KD, KH, KW = w6.shape
     if form.name == "channelwise":
         with kernel_launch:
-            channelwise_conv(x6, w6.reshape(G, COg, KD, KH, KW), bias2, out,
-                             stride, dilation, pad, form.threads)
+            # (G, COg, KD, Cg * KH * KW): each depth tap's weights in the kernel's
+            # order of (input channel, tap) pairs.
+            wt = np.ascontiguousarray(w6.transpose(0, 1, 3, 2, 4, 5)).reshape(
+                G, COg, KD, Cg * KH * KW)
+            channelwise_conv(x6, wt, bias2, out, (KD, KH, KW), stride, dilation, pad,
+                             form.threads)
         return out
     # Match the packed rows' order [kw, kd, kh, c] so each dot product is contiguous.
     wt = np.ascontiguousarray(w6.transpose(0, 1, 5, 3, 4, 2)).reshape(

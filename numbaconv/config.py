@@ -56,11 +56,12 @@ WINOGRAD_TASK_BYTES, WINOGRAD_MIN_CHANNELS
     Bytes of transformed tiles and products per Winograd task at most (2-8 MiB alike,
     1 MiB made 256-channel GEMMs too thin), and the input channels per group it needs
     (each of its GEMMs has depth Cg).
-CHANNELWISE_MAX_TAPS, CHANNELWISE_MIN_PLANES_PER_THREAD
+CHANNELWISE_MAX_TAPS, CHANNELWISE_MIN_PLANES_PER_THREAD, CHANNELWISE_MAX_CHANNELS
     One input channel per group takes the channel-wise direct kernel up to this many
     taps, or with at least this many output planes per thread (3x faster than dot
     products on a 31x31 depthwise layer; with fewer planes the dense kernel, which
-    splits rows, wins).
+    splits rows, wins). Up to ``CHANNELWISE_MAX_CHANNELS`` input channels per group
+    (grouped layers) take it up to ``CHANNELWISE_MAX_TAPS`` taps.
 DIRECT_PACK_BYTES
     Bytes of packed input rows per dense direct job: small enough to stay in L2 next to
     the weights.
@@ -105,6 +106,7 @@ WINOGRAD_TASK_BYTES = 4 << 20
 WINOGRAD_MIN_CHANNELS = 16
 CHANNELWISE_MAX_TAPS = 32
 CHANNELWISE_MIN_PLANES_PER_THREAD = 4
+CHANNELWISE_MAX_CHANNELS = 8
 DIRECT_PACK_BYTES = 1 << 17
 L2_BYTES = 1 << 20
 FFT_SEGMENT_FACTORS = (2, 4, 8, 16, 32)
@@ -118,6 +120,7 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "SHIFTED_MIN_CHANNELS", "SHIFTED_MIN_TAPS", "SHIFTED_MIN_POSITIONS",
              "SHIFTED_CHUNK", "WINOGRAD_TASK_BYTES", "WINOGRAD_MIN_CHANNELS",
              "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
+             "CHANNELWISE_MAX_CHANNELS",
              "DIRECT_PACK_BYTES", "L2_BYTES", "FFT_SEGMENT_FACTORS",
              "FFT_FALLBACK_ADVANTAGE")
 

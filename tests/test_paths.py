@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import scipy.fft
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import numbaconv
@@ -577,3 +577,26 @@ def test_shifted_form_takes_strided_layers(rng, x_shape, w_shape, stride, dilati
     # <grad_w, v> is the derivative of <conv(x, w), g> along v: exact, the conv is linear
     assert np.vdot(gw, eps_dir) == pytest.approx(
         np.vdot(conv_reference(x, eps_dir, **kw), g), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), cg=st.integers(1, config.CHANNELWISE_MAX_CHANNELS),
+       groups=st.integers(1, 3), cog=st.integers(1, 3), k=st.integers(1, 4),
+       stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 2),
+       seed=st.integers(0, 2**31))
+def test_grouped_layers_take_the_channelwise_kernel(d, cg, groups, cog, k, stride,
+                                                   dilation, pad, seed):
+    """Up to CHANNELWISE_MAX_CHANNELS input channels per group: the channel-wise kernel
+    (every input channel's planes in one buffer, split into stride phases), against
+    the oracle."""
+    assume(k ** d <= config.CHANNELWISE_MAX_TAPS)
+    rng = np.random.default_rng(seed)
+    spatial = tuple(int(v) for v in rng.integers((k - 1) * dilation + 1, 12, d))
+    x = rng.standard_normal((2, groups * cg) + spatial)
+    w = rng.standard_normal((groups * cog, cg) + (k,) * d)
+    b = rng.standard_normal(groups * cog)
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct", None)
+    assert plan.form.name == "channelwise"
+    assert_close(numbaconv.conv(x, w, b, **kw, method="direct"),
+                 conv_reference(x, w, b, **kw), np.float64)

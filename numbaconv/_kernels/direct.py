@@ -349,32 +349,39 @@ def fill_plane(xp, src, Hq, Wq, stride, pad):
 
 
 @njit(parallel=True, **_JIT)
-def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
-    """Convolution with one input channel per group (depthwise and its multiples).
+def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, threads):
+    """Convolution with one or a few input channels per group (depthwise, its multiples,
+    and grouped layers of a few channels per group).
 
-    ``x``: ``(N, G, 1, D, H, W)``; ``w``: ``(G, COg, KD, KH, KW)``; one job per output
-    plane. Each input plane is copied once into a zero-padded buffer split into stride
-    phases (:func:`plane_layout`), so that every tap is a single axpy over the whole
-    output plane, free of borders, strides and short-row remainders. Jobs are dealt
-    round-robin to ``threads`` threads, each with its own buffers.
+    ``x``: ``(N, G, Cg, D, H, W)``; ``w``: ``(G, COg, KD, Cg * KH * KW)``, ``kernel`` its
+    ``(KD, KH, KW)``; one job per sample, group and output depth. Each of the group's
+    input planes is copied once into a zero-padded buffer split into stride phases
+    (:func:`plane_layout`), the ``Cg`` planes one after another, so that every (input
+    channel, tap) pair is one axpy over the whole output plane, free of borders,
+    strides and short-row remainders, and each output channel's are a single list of
+    offsets. Jobs are dealt round-robin to ``threads`` threads, each with its own
+    buffers.
     """
-    N, G, D = x.shape[0], x.shape[1], x.shape[3]
-    COg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    COg = w.shape[1]
+    KD, KH, KW = kernel
     OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
-    Hq, Wq, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
-    planes = stride[1] * stride[2]
-    jobs = N * G * COg * OD
+    Hq, Wq, tap_offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
+    block = stride[1] * stride[2] * Hq * Wq + Wq  # one input channel's planes
+    offsets = np.empty(Cg * KH * KW, dtype=np.int64)
+    for c in range(Cg):
+        for tp in range(KH * KW):
+            offsets[c * KH * KW + tp] = c * block + tap_offsets[tp]
+    jobs = N * G * OD
     threads = min(threads, jobs)
     for t in prange(threads):
         # Buffers once per thread: positions outside the input are never written, so
         # they stay zero.
-        xp = np.zeros(planes * Hq * Wq + Wq, dtype=x.dtype)
-        acc = np.empty(OH * Wq, dtype=x.dtype)
+        xp = np.zeros(Cg * block, dtype=x.dtype)
+        acc = np.empty((COg, OH * Wq), dtype=x.dtype)
         for job in range(t, jobs, threads):
             od = job % OD
             rest = job // OD
-            co = rest % COg
-            rest //= COg
             g = rest % G
             n = rest // G
             # The bias goes in with the first tap pass, or here if no plane is read.
@@ -383,14 +390,19 @@ def channelwise_conv(x, w, bias, out, stride, dilation, pad, threads):
                 i_d = od * stride[0] + kd * dilation[0] - pad[0]
                 if i_d < 0 or i_d >= D:
                     continue
-                fill_plane(xp, x[n, g, 0, i_d], Hq, Wq, stride, pad)
-                weights = w[g, co, kd].reshape(KH * KW)
-                _axpy_taps(acc, xp, offsets, weights, OH * Wq, bias[g, co], fresh)
+                for c in range(Cg):
+                    fill_plane(xp[c * block: (c + 1) * block], x[n, g, c, i_d], Hq, Wq,
+                               stride, pad)
+                for co in range(COg):
+                    _axpy_taps(acc[co], xp, offsets, w[g, co, kd], OH * Wq, bias[g, co],
+                               fresh)
                 fresh = False
-            if fresh:
-                acc[:] = bias[g, co]
-            for oh in range(OH):
-                # A loop, not a slice assignment (those compile far slower).
-                orow, run = out[n, g, co, od, oh], acc[oh * Wq: oh * Wq + OW]
-                for j in range(OW):
-                    orow[j] = run[j]
+            for co in range(COg):
+                if fresh:
+                    acc[co] = bias[g, co]
+                for oh in range(OH):
+                    # A loop, not a slice assignment (those compile far slower).
+                    orow = out[n, g, co, od, oh]
+                    run = acc[co, oh * Wq: oh * Wq + OW]
+                    for j in range(OW):
+                        orow[j] = run[j]
