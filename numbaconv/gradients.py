@@ -21,12 +21,16 @@ Both are convolutions again, so both run on the fast paths:
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 from ._col2im import input_grad_col2im, takes_col2im
 from ._registry import METHODS
 from ._im2col import im2col_weight_grad_of
 from ._blas import single_threaded_blas
+from ._direct import use_channelwise
 from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
 from ._kernels import grad as _grad_kernels
@@ -171,14 +175,15 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
     cog = weight_shape[0] // groups
     out = g.shape[2:]
     d = len(out)
-    if c_in_g == 1:
-        gw = np.empty((groups, cog) + kernel, dtype=g.dtype)
+    if c_in_g == 1 or use_channelwise(c_in_g, math.prod(kernel),
+                                      n * groups * cog * to_3d(out, d, 1)[0],
+                                      numba.get_num_threads()):
+        # (G, COg, KD, Cg, KH, KW), as the kernel writes it
+        gw = np.empty((groups, cog, kernel[0], c_in_g) + kernel[1:], dtype=g.dtype)
         with kernel_launch:
-            channelwise_weight_grad(
-                x6.reshape((n, groups) + x6.shape[3:]),
-                g.reshape((n, groups, cog) + to_3d(out, d, 1)), gw,
-                stride, dilation, pad_before)
-        return gw.reshape(weight_shape)
+            channelwise_weight_grad(x6, g.reshape((n, groups, cog) + to_3d(out, d, 1)),
+                                    gw, stride, dilation, pad_before)
+        return np.ascontiguousarray(gw.transpose(0, 1, 3, 2, 4, 5)).reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
     gw = im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad_before,
                                to_3d(out, d, 1))

@@ -598,5 +598,12 @@ def test_grouped_layers_take_the_channelwise_kernel(d, cg, groups, cog, k, strid
     kw = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
     plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct", None)
     assert plan.form.name == "channelwise"
-    assert_close(numbaconv.conv(x, w, b, **kw, method="direct"),
-                 conv_reference(x, w, b, **kw), np.float64)
+    y = numbaconv.conv(x, w, b, **kw, method="direct")
+    assert_close(y, conv_reference(x, w, b, **kw), np.float64)
+    # The weight gradient by the channel-wise gradient kernel: <grad_w, v> is the
+    # derivative of <conv(x, w), g> along v (exact: the convolution is linear in w).
+    g = rng.standard_normal(y.shape)
+    gw = numbaconv.conv_backward(g, x, w, **kw, input_grad=False)[1]
+    v = rng.standard_normal(w.shape)
+    assert np.vdot(gw, v) == pytest.approx(np.vdot(conv_reference(x, v, **kw), g),
+                                           rel=1e-9, abs=1e-9)

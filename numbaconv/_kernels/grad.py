@@ -56,25 +56,32 @@ def _dot_taps(acc, gp, xp, offsets, length, zero):
 
 @njit(parallel=True, **_JIT)
 def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
-    """Write ``gw`` ``(G, COg, KD, KH, KW)``.
+    """Write ``gw`` ``(G, COg, KD, Cg, KH, KW)``.
 
-    ``x`` ``(N, G, D, H, W)`` is the unpadded input (one channel per group), ``g``
-    ``(N, G, COg, OD, OH, OW)`` the output gradient; ``stride``, ``dilation`` and ``pad``
-    (zero padding before each axis) are ``(d, h, w)`` tuples.
+    ``x`` ``(N, G, Cg, D, H, W)`` is the unpadded input (one or a few channels per
+    group), ``g`` ``(N, G, COg, OD, OH, OW)`` the output gradient; ``stride``,
+    ``dilation`` and ``pad`` (zero padding before each axis) are ``(d, h, w)`` tuples.
+    The group's ``Cg`` input planes lie one after another in one buffer, as in the
+    forward kernel, so each (channel, tap) pair is one dot product.
     """
-    N, G, D, H, W = x.shape
+    N, G, Cg, D, H, W = x.shape
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
-    KD, KH, KW = gw.shape[2], gw.shape[3], gw.shape[4]
-    Hq, Wq, offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
-    planes = stride[1] * stride[2]
+    KD = gw.shape[2]
+    KH, KW = gw.shape[4], gw.shape[5]
+    Hq, Wq, tap_offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
+    block = stride[1] * stride[2] * Hq * Wq + Wq  # one input channel's planes
     taps = KH * KW
+    offsets = np.empty(Cg * taps, dtype=np.int64)
+    for c in range(Cg):
+        for tp in range(taps):
+            offsets[c * taps + tp] = c * block + tap_offsets[tp]
     zero = np.zeros(1, dtype=x.dtype)[0]
     for job in prange(G * COg):
         gi = job // COg
         m = job % COg
-        acc = np.zeros(KD * taps)  # float64 sums of float32 products
+        acc = np.zeros(KD * Cg * taps)  # float64 sums of float32 products
         # Positions outside the input are never written, so they stay zero.
-        xp = np.zeros(planes * Hq * Wq + Wq, dtype=x.dtype)
+        xp = np.zeros(Cg * block, dtype=x.dtype)
         gp = np.zeros(OH * Wq, dtype=x.dtype)
         for n in range(N):
             for od in range(OD):
@@ -88,9 +95,12 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
                     i_d = od * stride[0] + kd * dilation[0] - pad[0]
                     if i_d < 0 or i_d >= D:
                         continue
-                    fill_plane(xp, x[n, gi, i_d], Hq, Wq, stride, pad)
-                    _dot_taps(acc[kd * taps: (kd + 1) * taps], gp, xp, offsets, OH * Wq,
-                              zero)
+                    for c in range(Cg):
+                        fill_plane(xp[c * block: (c + 1) * block], x[n, gi, c, i_d], Hq,
+                                   Wq, stride, pad)
+                    _dot_taps(acc[kd * Cg * taps: (kd + 1) * Cg * taps], gp, xp, offsets,
+                              OH * Wq, zero)
         for kd in range(KD):
-            for t in range(taps):
-                gw[gi, m, kd, t // KW, t % KW] = acc[kd * taps + t]
+            for c in range(Cg):
+                for tp in range(taps):
+                    gw[gi, m, kd, c, tp // KW, tp % KW] = acc[(kd * Cg + c) * taps + tp]
