@@ -60,8 +60,8 @@ CHANNELWISE_MAX_TAPS, CHANNELWISE_MIN_PLANES_PER_THREAD, CHANNELWISE_MAX_CHANNEL
     One input channel per group takes the channel-wise direct kernel up to this many
     taps, or with at least this many output planes per thread (3x faster than dot
     products on a 31x31 depthwise layer; with fewer planes the dense kernel, which
-    splits rows, wins). Up to ``CHANNELWISE_MAX_CHANNELS`` input channels per group
-    (grouped layers) take it up to ``CHANNELWISE_MAX_TAPS`` taps.
+    splits rows, wins). Grouped layers of up to ``CHANNELWISE_MAX_CHANNELS`` input and
+    output channels per group take it up to ``CHANNELWISE_MAX_TAPS`` taps.
 DIRECT_PACK_BYTES
     Bytes of packed input rows per dense direct job: small enough to stay in L2 next to
     the weights.

@@ -175,7 +175,7 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
     cog = weight_shape[0] // groups
     out = g.shape[2:]
     d = len(out)
-    if c_in_g == 1 or use_channelwise(c_in_g, math.prod(kernel),
+    if c_in_g == 1 or use_channelwise(c_in_g, cog, math.prod(kernel),
                                       n * groups * cog * to_3d(out, d, 1)[0],
                                       numba.get_num_threads()):
         # (G, COg, KD, Cg, KH, KW), as the kernel writes it
