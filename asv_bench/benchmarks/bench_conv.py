@@ -12,6 +12,7 @@ Run from asv_bench/: ``asv run --python=same --quick``.
 import numpy as np
 
 import numbaconv
+from numbaconv import _peers
 from numbaconv._compile import compiling_in_foreground
 from numbaconv.bench import BACKWARD_SUITE, LARGE_KERNEL, SUITE
 
@@ -101,3 +102,30 @@ class Backward:
 
     def time_backward(self, name):
         numbaconv.conv_backward(self.g, self.x, self.w, **self.case.kwargs, bias=False)
+
+
+_PEER_CASES = {(entry, c.name): c for entry in ("forward", "backward", "transpose")
+               for c in _peers.SUITES[entry]
+               if entry != "forward" or c.name not in {s.name for s in SUITE}}
+
+
+class Peers:
+    """The extended suite of ``bench --peers`` (numbaconv alone; the peers' ratios come
+    from ``python -m numbaconv bench --peers``, which runs each library in its own
+    process): forward on the layer kinds beyond ``SUITE``, strided and grouped
+    backward, and transposed layers at stride 1, 2 and 4."""
+
+    _cases = _PEER_CASES
+    params = [[f"{entry}:{name}" for entry, name in _PEER_CASES]]
+    param_names = ["entry:case"]
+    timeout = 300
+
+    def setup(self, key):
+        entry, name = key.split(":")
+        case = self._cases[(entry, name)]
+        self.call = _peers.build_calls("numbaconv", entry, [case], 1)[name]
+        with compiling_in_foreground():  # compile (or load) the kernels, here
+            self.call()
+
+    def time_call(self, key):
+        self.call()
