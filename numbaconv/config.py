@@ -52,6 +52,10 @@ SHIFTED_MIN_CHANNELS, SHIFTED_MIN_TAPS, SHIFTED_MIN_POSITIONS, SHIFTED_CHUNK
     wavenet_d256 0.94 against 1.32 ms) and output positions in all (fewer made the
     per-tap GEMMs too thin: r50_3x3_14 0.96 against 1.07 ms); it computes output
     positions in chunks of ``SHIFTED_CHUNK`` (384-768 best, 1024 up to 25% slower).
+COL2IM_TASK_BYTES
+    Bytes of columns per block of output rows in the col2im input gradient at most
+    (1 MiB: 5-10% faster than 8 MiB on the transposed layers of ``bench --transpose``,
+    the scatter then reading the columns from cache).
 WINOGRAD_TASK_BYTES, WINOGRAD_MIN_CHANNELS
     Bytes of transformed tiles and products per Winograd task at most (2-8 MiB alike,
     1 MiB made 256-channel GEMMs too thin), and the input channels per group it needs
@@ -102,6 +106,7 @@ SHIFTED_MIN_CHANNELS = 16
 SHIFTED_MIN_TAPS = 3
 SHIFTED_MIN_POSITIONS = 2048
 SHIFTED_CHUNK = 512
+COL2IM_TASK_BYTES = 1 << 20
 WINOGRAD_TASK_BYTES = 4 << 20
 WINOGRAD_MIN_CHANNELS = 16
 CHANNELWISE_MAX_TAPS = 32
@@ -118,7 +123,8 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "IM2COL_TASK_BYTES", "IM2COL_MIN_TASKS_PER_THREAD",
              "IM2COL_MIN_TASK_POSITIONS", "IM2COL_MIN_TASK_CHANNELS",
              "SHIFTED_MIN_CHANNELS", "SHIFTED_MIN_TAPS", "SHIFTED_MIN_POSITIONS",
-             "SHIFTED_CHUNK", "WINOGRAD_TASK_BYTES", "WINOGRAD_MIN_CHANNELS",
+             "SHIFTED_CHUNK", "COL2IM_TASK_BYTES", "WINOGRAD_TASK_BYTES",
+             "WINOGRAD_MIN_CHANNELS",
              "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
              "CHANNELWISE_MAX_CHANNELS",
              "DIRECT_PACK_BYTES", "L2_BYTES", "FFT_SEGMENT_FACTORS",
