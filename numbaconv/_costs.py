@@ -84,7 +84,12 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
         # columns of the plane's stride phases.
         slow = (out[2] + (kernel[2] - 1) * dilation[2] // stride[2]) / out[2]
         seconds = c.call + macs * slow / (c.channelwise_macs * prec)
-        return Estimate(seconds, 0, f"channel-wise axpys over {taps} taps"
+        # Per thread: the group's input planes in stride phases, and the accumulators.
+        wq = out[2] + (kernel[2] - 1) * dilation[2] // stride[2]
+        hq = out[1] + (kernel[1] - 1) * dilation[1] // stride[1]
+        extra = form.threads * itemsize * (cg * (stride[1] * stride[2] * hq + 1) * wq
+                                           + form.co_chunk * out[1] * wq)
+        return Estimate(seconds, extra, f"channel-wise axpys over {taps} taps"
                         + (f" of {cg} input channels" if cg > 1 else ""))
     dot = cg * taps
     rate = c.direct_macs * prec * dot / (dot + c.direct_dot_half)

@@ -28,7 +28,7 @@ class DirectForm(NamedTuple):
     name: str        # "channelwise" or "dense"
     threads: int
     ow_chunk: int    # dense: output columns per job
-    co_chunk: int    # dense: output channels per job
+    co_chunk: int    # output channels per job
 
 
 def use_channelwise(groups_in: int, groups_out: int, taps: int, planes: int,
@@ -47,6 +47,19 @@ def use_channelwise(groups_in: int, groups_out: int, taps: int, planes: int,
     if taps <= config.CHANNELWISE_MAX_TAPS:
         return True
     return groups_in == 1 and planes >= config.CHANNELWISE_MIN_PLANES_PER_THREAD * threads
+
+
+def channelwise_chunk(planes, cog, out_spatial, kernel, stride, dilation, itemsize,
+                      jobs_wanted) -> int:
+    """Output channels per job of the channel-wise kernel: all of a group's, unless
+    ``planes`` (sample, group and depth triples) leave fewer than ``jobs_wanted`` jobs,
+    and at most ``config.CHANNELWISE_ACC_BYTES`` of accumulators per thread."""
+    wq = out_spatial[2] + (kernel[2] - 1) * dilation[2] // stride[2]
+    plane_bytes = out_spatial[1] * wq * itemsize
+    chunk = min(cog, max(1, config.CHANNELWISE_ACC_BYTES // plane_bytes))
+    if planes * math.ceil(cog / chunk) < jobs_wanted:
+        chunk = min(chunk, max(1, math.ceil(cog * planes / jobs_wanted)))
+    return chunk
 
 
 def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,
@@ -75,7 +88,10 @@ def plan_direct(n, groups, cg, cog, kernel, stride, dilation, out_spatial, items
     """The :class:`DirectForm` of a convolution (per-axis arguments as ``(d, h, w)``)."""
     taps = math.prod(kernel)
     if use_channelwise(cg, cog, taps, n * groups * cog * out_spatial[0], threads):
-        return DirectForm("channelwise", threads, 0, 0)
+        return DirectForm("channelwise", threads, 0,
+                          channelwise_chunk(n * groups * out_spatial[0], cog, out_spatial,
+                                            kernel, stride, dilation, itemsize,
+                                            jobs_per_thread * threads))
     # Packed bytes per output column: sw input columns, or all KW taps when dilated.
     per_column = kernel[2] if dilation[2] > 1 else stride[2]
     row_bytes = per_column * kernel[0] * kernel[1] * cg * itemsize
@@ -101,7 +117,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad, form: DirectForm):
             wt = np.ascontiguousarray(w6.transpose(0, 1, 3, 2, 4, 5)).reshape(
                 G, COg, KD, Cg * KH * KW)
             channelwise_conv(x6, wt, bias2, out, (KD, KH, KW), stride, dilation, pad,
-                             form.threads)
+                             form.co_chunk, form.threads)
         return out
     # Match the packed rows' order [kw, kd, kh, c] so each dot product is contiguous.
     wt = np.ascontiguousarray(w6.transpose(0, 1, 5, 3, 4, 2)).reshape(

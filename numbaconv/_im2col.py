@@ -2,8 +2,9 @@
 
 Three forms share the path (``method="im2col"``), all of them GEMMs by BLAS: unit-stride
 3x3 kernels take Winograd F(4x4, 3x3) where it pays (:mod:`numbaconv._winograd`), other
-unit-stride kernels the shifted-GEMM form (no columns: one GEMM per tap on a padded
-copy), and the rest the column form described here.
+kernels with enough channels and positions the shifted-GEMM form (no columns: one GEMM
+per tap on a padded copy split into its stride phases), and the rest the column form
+described here.
 
 The work is cut into tasks of one sample, one group and a block of output positions,
 dealt to Numba's threads (:mod:`numbaconv._kernels.im2col`). Each task builds its
@@ -119,21 +120,20 @@ def _tasks(n, groups, cog, positions, pc, cc):
 
 def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out_spatial,
                    itemsize, budget):
-    """``(Dp, Hp, Wp)`` of the padded input if the shifted-GEMM form applies (at least
-    ``config.SHIFTED_MIN_CHANNELS`` input channels per group and
+    """``(P, Dq, Hq, Wq)`` of the padded input if the shifted-GEMM form applies (at
+    least ``config.SHIFTED_MIN_CHANNELS`` input channels per group and
     ``config.SHIFTED_MIN_TAPS`` taps, not a plain 1x1 whose input already is its
     columns, padded inputs within the ``budget``, ``config.SHIFTED_MIN_POSITIONS``
-    positions), else None. With a stride the padded input is split into its stride
-    phases (``_kernels.im2col._pad_plane``): ``(sd*Dq, sh*sw*Hq, Wq)`` with ``Dq = OD +
-    (KD-1)*dd // sd`` and so on, so that each tap is one shifted GEMM as at unit
-    stride."""
+    positions), else None. The padded input is split into its ``P = sd*sh*sw`` stride
+    phases (``_kernels.im2col._pad_plane``), each ``Dq x Hq x Wq`` with ``Dq = OD +
+    (KD-1)*dd // sd`` and so on. Each tap is then one shifted GEMM, as at unit stride
+    (``P = 1``: the padded input itself)."""
     if cg < config.SHIFTED_MIN_CHANNELS or math.prod(kernel) < config.SHIFTED_MIN_TAPS:
         return None
     if is_pointwise(kernel, stride, pad, in_spatial, out_spatial):
         return None
-    dq, hq, wq = (o + (k - 1) * d // s for o, k, d, s in
-                  zip(out_spatial, kernel, dilation, stride))
-    padded = (stride[0] * dq, stride[1] * stride[2] * hq, wq)
+    padded = (math.prod(stride),) + tuple(o + (k - 1) * d // s for o, k, d, s in
+                                          zip(out_spatial, kernel, dilation, stride))
     if n * groups * cg * math.prod(padded) * itemsize > budget:
         return None
     if n * shifted_positions(padded, out_spatial) < config.SHIFTED_MIN_POSITIONS:
@@ -144,7 +144,7 @@ def shifted_layout(n, groups, cg, kernel, stride, dilation, pad, in_spatial, out
 def shifted_positions(padded, out_spatial) -> int:
     """Output positions the shifted form computes per sample and group, counted over
     the padded pitch (the last valid one is ``(OD-1, OH-1, OW-1)``)."""
-    _, hp, wp = padded
+    hp, wp = padded[-2:]
     return (out_spatial[0] - 1) * hp * wp + (out_spatial[1] - 1) * wp + out_spatial[2]
 
 

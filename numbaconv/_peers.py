@@ -21,7 +21,6 @@ against ``aten.convolution_backward``) and ``transpose`` (``conv_transpose*d``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -274,14 +273,14 @@ def worker(library, entry, names) -> None:
     from stdin, one JSON line of results each, until ``quit``."""
     from .bench import median_time, steady_allocator
 
+    reply = sys.stdout
+    sys.stdout = sys.stderr  # nothing a library prints may corrupt the replies
     steady_allocator()
     import numba
 
     threads = numba.get_num_threads()
     cases = [c for c in SUITES[entry] if c.name in names]
     calls = build_calls(library, entry, cases, threads)
-    reply = sys.stdout
-    sys.stdout = sys.stderr  # nothing a library prints may corrupt the replies
     for command in sys.stdin:
         command = command.strip()
         if command == "warm":
@@ -337,7 +336,7 @@ def measure(entry="forward", names=None, rounds=ROUNDS, libraries=None, progress
     is the list of per-round times in seconds; ``missing`` the peers not installed.
     """
     cases = [c for c in SUITES[entry] if names is None or c.name in names]
-    wanted = ("numbaconv",) + tuple(libraries or PEERS[entry])
+    wanted = ("numbaconv",) + tuple(PEERS[entry] if libraries is None else libraries)
     present = [lib for lib in wanted if available(lib)]
     missing = [lib for lib in wanted if lib not in present]
     names = [c.name for c in cases]
@@ -436,5 +435,4 @@ def format_result(result) -> str:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     worker(sys.argv[1], sys.argv[2], sys.argv[3].split(","))

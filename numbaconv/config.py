@@ -66,6 +66,10 @@ CHANNELWISE_MAX_TAPS, CHANNELWISE_MIN_PLANES_PER_THREAD, CHANNELWISE_MAX_CHANNEL
     products on a 31x31 depthwise layer; with fewer planes the dense kernel, which
     splits rows, wins). Grouped layers of up to ``CHANNELWISE_MAX_CHANNELS`` input and
     output channels per group take it up to ``CHANNELWISE_MAX_TAPS`` taps.
+CHANNELWISE_ACC_BYTES
+    Bytes of output-plane accumulators per thread of the channel-wise kernel at most
+    (it computes a block of a group's output channels per job from one copy of the
+    input planes).
 DIRECT_PACK_BYTES
     Bytes of packed input rows per dense direct job: small enough to stay in L2 next to
     the weights.
@@ -112,6 +116,7 @@ WINOGRAD_MIN_CHANNELS = 16
 CHANNELWISE_MAX_TAPS = 32
 CHANNELWISE_MIN_PLANES_PER_THREAD = 4
 CHANNELWISE_MAX_CHANNELS = 8
+CHANNELWISE_ACC_BYTES = 2 << 20
 DIRECT_PACK_BYTES = 1 << 17
 L2_BYTES = 1 << 20
 FFT_SEGMENT_FACTORS = (2, 4, 8, 16, 32)
@@ -126,7 +131,7 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "SHIFTED_CHUNK", "COL2IM_TASK_BYTES", "WINOGRAD_TASK_BYTES",
              "WINOGRAD_MIN_CHANNELS",
              "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
-             "CHANNELWISE_MAX_CHANNELS",
+             "CHANNELWISE_MAX_CHANNELS", "CHANNELWISE_ACC_BYTES",
              "DIRECT_PACK_BYTES", "L2_BYTES", "FFT_SEGMENT_FACTORS",
              "FFT_FALLBACK_ADVANTAGE")
 

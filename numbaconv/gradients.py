@@ -318,7 +318,10 @@ _TRANSPOSE_DOC = """{d}D transposed convolution, as ``torch.nn.functional.conv_t
     groups : int
         Divides ``C_in``.
     method : {{"auto", "direct", "im2col", "fft"}}
-        The path of the underlying convolution.
+        The path of the underlying convolution. At stride > 1 with at least
+        ``numbaconv._col2im.MIN_CHANNELS`` output channels per group the result is one
+        GEMM and a scatter (col2im) whatever the ``method``, which then only applies
+        while that kernel compiles.
 
     Returns
     -------

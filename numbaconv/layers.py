@@ -120,7 +120,7 @@ class _ConvNd(_Layer):
         self._input = np.asarray(x)
         return y
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out, *, input_grad=True):
         """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``.
 
         With ``input_grad=False`` (a network's first layer) the input gradient is not
@@ -174,7 +174,7 @@ class _ConvTransposeNd(_Layer):
         self._input = np.asarray(x)
         return y
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out, *, input_grad=True):
         """Input gradient of the last forward call; sets ``grad_weight``, ``grad_bias``.
         With ``input_grad=False`` the input gradient is not computed and ``None`` is
         returned.

@@ -26,7 +26,7 @@ def _scatter_rows(gx, cols, c0, c1, r0, r1, kernel, stride, dilation, start, out
     sd, sh, sw = stride
     dd, dh, dw = dilation
     td, th, tw = start
-    OD, OH, OW = out_spatial
+    OH, OW = out_spatial[1], out_spatial[2]
     D, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
     K = KD * KH * KW
     for c in range(c0, c1):

@@ -21,9 +21,11 @@ product of contiguous vectors. A register block of 4 output channels x 2 output 
 runs 8 such dot products at once: 6 vector loads feed 8 FMAs, and LLVM vectorises the
 loop (``fastmath`` ``reassoc`` turns each sum into vector partial sums).
 
-Channel-wise kernel (``channelwise_conv``, one input channel per group: depthwise): each
-tap adds a scaled slice of an input row to the output row, a contiguous axpy that LLVM
-vectorises; border outputs simply skip the taps that fall in the zero padding.
+Channel-wise kernel (``channelwise_conv``, one or a few input channels per group:
+depthwise and few-channel grouped layers): a group's input planes are copied into a
+zero-padded buffer split into stride phases (:func:`plane_layout`), so that each
+(channel, tap) pair adds a scaled, shifted copy of it to the whole output plane: a
+contiguous axpy that LLVM vectorises, with no borders.
 """
 
 from __future__ import annotations
@@ -309,9 +311,10 @@ def plane_layout(OH, OW, KH, KW, stride, dilation):
 
 
 @njit(fastmath=set(FASTMATH), nogil=True)
-def fill_plane(xp, src, Hq, Wq, stride, pad):
+def fill_plane(xp, src, Hq, Wq, pitch, stride, pad):
     """Copy the input plane ``src`` ``(H, W)`` into the phase planes of ``xp`` (see
-    :func:`plane_layout`; ``pad``: the zero padding before each axis). Only positions
+    :func:`plane_layout`; phase plane ``p`` starts at ``p * pitch``, ``Hq * Wq`` there;
+    ``pad``: the zero padding before each axis). Only positions
     inside ``src`` are written: the others are the same for every plane, so they stay
     zero from the buffer's allocation."""
     H, W = src.shape
@@ -329,7 +332,7 @@ def fill_plane(xp, src, Hq, Wq, stride, pad):
                 hi = min(Wq, -((b - pw - W) // sw))
                 if hi <= lo:
                     continue
-                start = ((a * sw + b) * Hq + rq) * Wq
+                start = (a * sw + b) * pitch + rq * Wq
                 seg = xp[start + lo: start + hi]
                 src_run = run[lo * sw + b - pw:]
                 # Loops from 0 over slices, not array-to-array slice assignments (those
@@ -349,12 +352,15 @@ def fill_plane(xp, src, Hq, Wq, stride, pad):
 
 
 @njit(parallel=True, **_JIT)
-def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, threads):
+def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
+                     threads):
     """Convolution with one or a few input channels per group (depthwise, its multiples,
     and grouped layers of a few channels per group).
 
     ``x``: ``(N, G, Cg, D, H, W)``; ``w``: ``(G, COg, KD, Cg * KH * KW)``, ``kernel`` its
-    ``(KD, KH, KW)``; one job per sample, group and output depth. Each of the group's
+    ``(KD, KH, KW)``; one job per sample, group, output depth and block of
+    ``co_chunk`` output channels (more than one block only where that is needed for
+    enough jobs, or to bound the accumulators: each block copies the planes). Each of the group's
     input planes is copied once into a zero-padded buffer split into stride phases
     (:func:`plane_layout`), the ``Cg`` planes one after another, so that every (input
     channel, tap) pair is one axpy over the whole output plane, free of borders,
@@ -372,16 +378,20 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, threads):
     for c in range(Cg):
         for tp in range(KH * KW):
             offsets[c * KH * KW + tp] = c * block + tap_offsets[tp]
-    jobs = N * G * OD
+    blocks = (COg + co_chunk - 1) // co_chunk
+    jobs = N * G * OD * blocks
     threads = min(threads, jobs)
     for t in prange(threads):
         # Buffers once per thread: positions outside the input are never written, so
         # they stay zero.
         xp = np.zeros(Cg * block, dtype=x.dtype)
-        acc = np.empty((COg, OH * Wq), dtype=x.dtype)
+        acc = np.empty((co_chunk, OH * Wq), dtype=x.dtype)
         for job in range(t, jobs, threads):
-            od = job % OD
-            rest = job // OD
+            c0 = (job % blocks) * co_chunk
+            c1 = min(COg, c0 + co_chunk)
+            rest = job // blocks
+            od = rest % OD
+            rest //= OD
             g = rest % G
             n = rest // G
             # The bias goes in with the first tap pass, or here if no plane is read.
@@ -392,17 +402,17 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, threads):
                     continue
                 for c in range(Cg):
                     fill_plane(xp[c * block: (c + 1) * block], x[n, g, c, i_d], Hq, Wq,
-                               stride, pad)
-                for co in range(COg):
-                    _axpy_taps(acc[co], xp, offsets, w[g, co, kd], OH * Wq, bias[g, co],
-                               fresh)
+                               Hq * Wq, stride, pad)
+                for co in range(c0, c1):
+                    _axpy_taps(acc[co - c0], xp, offsets, w[g, co, kd], OH * Wq,
+                               bias[g, co], fresh)
                 fresh = False
-            for co in range(COg):
+            for co in range(c0, c1):
                 if fresh:
-                    acc[co] = bias[g, co]
+                    acc[co - c0] = bias[g, co]
                 for oh in range(OH):
                     # A loop, not a slice assignment (those compile far slower).
                     orow = out[n, g, co, od, oh]
-                    run = acc[co, oh * Wq: oh * Wq + OW]
+                    run = acc[co - c0, oh * Wq: oh * Wq + OW]
                     for j in range(OW):
                         orow[j] = run[j]

@@ -1,7 +1,7 @@
-"""Weight gradient of channel-wise (depthwise) convolutions (Numba, parallel over
-output channels).
+"""Weight gradient of channel-wise (depthwise and few-channel grouped) convolutions
+(Numba, parallel over output channels).
 
-With one input channel per group the weight gradient is tiny (``C_out x taps``) and the
+With one (or a few) input channels per group the weight gradient is tiny (``C_out x taps``) and the
 im2col GEMM degenerates into thousands of matrix-vector products. Here each thread owns
 whole output channels (no two threads write one value). As in the forward channel-wise
 kernel (and with its plane layout, split into stride phases), each input plane is copied
@@ -64,7 +64,7 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     The group's ``Cg`` input planes lie one after another in one buffer, as in the
     forward kernel, so each (channel, tap) pair is one dot product.
     """
-    N, G, Cg, D, H, W = x.shape
+    N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
     KD = gw.shape[2]
     KH, KW = gw.shape[4], gw.shape[5]
@@ -97,7 +97,7 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
                         continue
                     for c in range(Cg):
                         fill_plane(xp[c * block: (c + 1) * block], x[n, gi, c, i_d], Hq,
-                                   Wq, stride, pad)
+                                   Wq, Hq * Wq, stride, pad)
                     _dot_taps(acc[kd * Cg * taps: (kd + 1) * Cg * taps], gp, xp, offsets,
                               OH * Wq, zero)
         for kd in range(KD):

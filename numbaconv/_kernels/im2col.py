@@ -184,18 +184,17 @@ def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, ou
 @njit(**_JIT)
 def _pad_plane(x6, xp, row, stride, pad, padded):
     """Zero-padded copy of input channel ``row`` (over ``N*G*Cg``) of ``x6`` into ``xp``
-    ``(N, G, Cg, Dp*Hp*Wp)``, split into stride phases so that every tap of a strided
-    convolution reads its inputs at one shift of the output positions, as at unit
-    stride (where it is the padded input itself, of the extent the outputs read).
+    ``(N, G, Cg, P*Dq*Hq*Wq)``, split into its ``P = sd*sh*sw`` stride phases so that
+    every tap of a strided convolution reads its inputs at one shift of the output
+    positions, as at unit stride (where it is the padded input itself, of the extent
+    the outputs read).
 
-    ``padded = (sd*Dq, sh*sw*Hq, Wq)``: depth phase ``a`` of plane ``zq`` (input depth
-    ``zq*sd + a - pd``) starts at ``(a*Dq + zq)*Hp*Wp`` and holds that plane's ``sh*sw``
-    phase planes of ``Hq x Wq`` (``direct.plane_layout``'s layout)."""
-    N, G, Cg, D, H, W = x6.shape
-    sd = stride[0]
-    Dp, Hp, Wp = padded
-    Dq = Dp // sd
-    Hq = Hp // (stride[1] * stride[2])
+    ``padded = (P, Dq, Hq, Wq)``: phase ``(a, b, c)`` (input position ``(zq*sd + a,
+    rq*sh + b, cq*sw + c)`` of the padded input) is a ``Dq x Hq x Wq`` volume of its
+    own, the ``((a*sh + b)*sw + c)``-th."""
+    G, Cg, D = x6.shape[1], x6.shape[2], x6.shape[3]
+    sd, sh, sw = stride
+    Dq, Hq, Wq = padded[1], padded[2], padded[3]
     c = row % Cg
     g = (row // Cg) % G
     n = row // (Cg * G)
@@ -206,24 +205,24 @@ def _pad_plane(x6, xp, row, stride, pad, padded):
             i_d = zq * sd + a - pad[0]
             if i_d < 0 or i_d >= D:
                 continue
-            base = (a * Dq + zq) * Hp * Wp
-            fill_plane(dst[base: base + Hp * Wp], x6[n, g, c, i_d], Hq, Wp, stride, pad)
+            base = (a * sh * sw * Dq + zq) * Hq * Wq
+            fill_plane(dst[base:], x6[n, g, c, i_d], Hq, Wq, Dq * Hq * Wq, stride, pad)
 
 
 @njit(**_JIT)
 def _tap_offset(tap, kernel, stride, dilation, padded):
     """Where tap ``tap`` (over ``KD*KH*KW``) of output position 0 reads in a plane laid
-    out by :func:`_pad_plane`; output position ``q`` reads at ``q`` plus that."""
-    KD, KH, KW = kernel
+    out by :func:`_pad_plane`; output position ``q = (od*Hq + oh)*Wq + ow`` reads at
+    ``q`` plus that."""
+    KH, KW = kernel[1], kernel[2]
     sd, sh, sw = stride
-    Dp, Hp, Wp = padded
+    Dq, Hq, Wq = padded[1], padded[2], padded[3]
     kw = tap % KW
     kh = (tap // KW) % KH
     kd = tap // (KW * KH)
     zd, zh, zw = kd * dilation[0], kh * dilation[1], kw * dilation[2]
-    phase_plane = (zh % sh) * sw + zw % sw
-    return (((zd % sd) * (Dp // sd) + zd // sd) * Hp * Wp
-            + (phase_plane * (Hp // (sh * sw)) + zh // sh) * Wp + zw // sw)
+    phase = ((zd % sd) * sh + zh % sh) * sw + zw % sw
+    return ((phase * Dq + zd // sd) * Hq + zh // sh) * Wq + zw // sw
 
 
 @njit(parallel=True, **_JIT)
@@ -245,8 +244,8 @@ def shifted_gemm_forward(x6, wt, bias2, out, kernel, stride, dilation, pad, padd
     N, G, Cg, D, H, W = x6.shape
     OH, OW = out.shape[4], out.shape[5]
     KD, KH, KW = kernel
-    Dp, Hp, Wp = padded
-    L = Dp * Hp * Wp
+    P, Dp, Hp, Wp = padded
+    L = P * Dp * Hp * Wp
     taps = KD * KH * KW
     for row in prange(N * G * Cg):
         # np.int64: one signature for both callers (the prange index may be unsigned)
@@ -296,8 +295,8 @@ def shifted_weight_grad(x6, g6, partial, kernel, stride, dilation, pad, padded, 
     N, G, Cg = x6.shape[0], x6.shape[1], x6.shape[2]
     COg, OD, OH, OW = g6.shape[2], g6.shape[3], g6.shape[4], g6.shape[5]
     KD, KH, KW = kernel
-    Dp, Hp, Wp = padded
-    L = Dp * Hp * Wp
+    P, Dp, Hp, Wp = padded
+    L = P * Dp * Hp * Wp
     Q = gp.shape[3]
     for row in prange(N * G * Cg):
         # np.int64: one signature for both callers (the prange index may be unsigned)
