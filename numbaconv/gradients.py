@@ -175,6 +175,8 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
     cog = weight_shape[0] // groups
     out = g.shape[2:]
     d = len(out)
+    # Depthwise always: its GEMM would be thousands of matrix-vector products, even
+    # where the forward pass prefers the dense kernel (few planes, many taps).
     if c_in_g == 1 or use_channelwise(c_in_g, cog, math.prod(kernel),
                                       n * groups * cog * to_3d(out, d, 1)[0],
                                       numba.get_num_threads()):

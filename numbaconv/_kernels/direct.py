@@ -288,26 +288,30 @@ def _axpy_taps(acc, xp, offsets, weights, length, base, init):
 # and the gradient kernels call them, and processes compiling those at once (``warmup``)
 # must never share a cache index.
 @njit(fastmath=set(FASTMATH), nogil=True)
-def plane_layout(OH, OW, KH, KW, stride, dilation):
-    """``(Hq, Wq, offsets)`` of the zero-padded plane the channel-wise kernels use, split
+def plane_layout(OH, OW, KH, KW, stride, dilation, Cg):
+    """``(Hq, Wq, block, offsets)`` of the zero-padded planes the channel-wise kernels
+    use: each of ``Cg`` input channels takes ``block`` elements, its plane split
     into stride phases: ``sh * sw`` phase planes of ``Hq x Wq``, phase ``(a, b)`` holding
     padded position ``(rq*sh + a, cq*sw + b)`` at ``((a*sw + b)*Hq + rq)*Wq + cq``.
     Output ``(oh, ow)`` then reads tap ``(kh, kw)`` at ``oh*Wq + ow + offsets[tap]``,
     in phase ``(kh*dh % sh, kw*dw % sw)``: for any stride, each tap is one contiguous
     axpy (or dot product) over the whole ``OH x Wq`` plane, the ``Wq - OW`` extra
     columns per row computed and dropped. With unit stride it is the padded plane
-    itself. (``stride``, ``dilation``: ``(d, h, w)``.)"""
+    itself. ``offsets[c*KH*KW + tap]`` is that offset for input channel ``c``'s plane.
+    (``stride``, ``dilation``: ``(d, h, w)``.)"""
     sh, sw = stride[1], stride[2]
     dh, dw = dilation[1], dilation[2]
     Hq = OH + ((KH - 1) * dh) // sh
     Wq = OW + ((KW - 1) * dw) // sw
-    offsets = np.empty(KH * KW, dtype=np.int64)
-    for kh in range(KH):
-        for kw in range(KW):
-            phase = ((kh * dh) % sh) * sw + (kw * dw) % sw
-            offsets[kh * KW + kw] = ((phase * Hq + (kh * dh) // sh) * Wq
-                                     + (kw * dw) // sw)
-    return Hq, Wq, offsets
+    block = sh * sw * Hq * Wq + Wq  # one input channel's phase planes, and slack
+    offsets = np.empty(Cg * KH * KW, dtype=np.int64)
+    for c in range(Cg):
+        for kh in range(KH):
+            for kw in range(KW):
+                phase = ((kh * dh) % sh) * sw + (kw * dw) % sw
+                row = phase * Hq + (kh * dh) // sh
+                offsets[(c * KH + kh) * KW + kw] = c * block + row * Wq + (kw * dw) // sw
+    return Hq, Wq, block, offsets
 
 
 @njit(fastmath=set(FASTMATH), nogil=True)
@@ -372,12 +376,7 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     COg = w.shape[1]
     KD, KH, KW = kernel
     OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
-    Hq, Wq, tap_offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
-    block = stride[1] * stride[2] * Hq * Wq + Wq  # one input channel's planes
-    offsets = np.empty(Cg * KH * KW, dtype=np.int64)
-    for c in range(Cg):
-        for tp in range(KH * KW):
-            offsets[c * KH * KW + tp] = c * block + tap_offsets[tp]
+    Hq, Wq, block, offsets = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
     blocks = (COg + co_chunk - 1) // co_chunk
     jobs = N * G * OD * blocks
     threads = min(threads, jobs)

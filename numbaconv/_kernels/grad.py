@@ -68,13 +68,8 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
     KD = gw.shape[2]
     KH, KW = gw.shape[4], gw.shape[5]
-    Hq, Wq, tap_offsets = plane_layout(OH, OW, KH, KW, stride, dilation)
-    block = stride[1] * stride[2] * Hq * Wq + Wq  # one input channel's planes
+    Hq, Wq, block, offsets = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
     taps = KH * KW
-    offsets = np.empty(Cg * taps, dtype=np.int64)
-    for c in range(Cg):
-        for tp in range(taps):
-            offsets[c * taps + tp] = c * block + tap_offsets[tp]
     zero = np.zeros(1, dtype=x.dtype)[0]
     for job in prange(G * COg):
         gi = job // COg
