@@ -1,36 +1,83 @@
 """Convolution of in-memory arrays: arguments -> plan (:mod:`numbaconv._plan`) -> runner.
 
-This is the only module that allocates outputs; kernels receive normalised arrays. It is
-used by the public functions (:mod:`numbaconv.functional`) and by each block of a dask
-array's convolution (:mod:`numbaconv._dask`).
+This is the only module that allocates outputs (or takes the user's ``out=``); kernels
+receive normalised arrays. It is used by the public functions
+(:mod:`numbaconv.functional`) and by each block of a dask array's convolution
+(:mod:`numbaconv._dask`).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 
 from ._blas import single_threaded_blas
+from ._channels_last import conv_depthwise, conv_gemm, to_channels_first, to_channels_last
 from ._compile import KernelNotReady, fallback_allowed
 from ._fallback import conv_taps
 from ._fft import conv_fft
 from ._padding import pad_input
 from ._plan import get_plan
 from ._registry import METHODS
-from ._spec import as_arrays
+from ._spec import as_arrays, check_out
 
 
 def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
-                d):
+                d, layout="channels_first", out=None):
     """The convolution of in-memory arrays (arguments as :func:`numbaconv.conv`'s, ``d``
-    the dimensionality or ``None``): arguments -> plan -> runner."""
+    the dimensionality or ``None``): arguments -> plan -> runner, written into ``out``
+    when it is given."""
+    user_arrays = (("input", x), ("weight", weight), ("bias", bias))
     x, weight, bias = as_arrays(x, weight, bias)
     plan = get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                    method, d)
-    dtype = plan.dtype
+                    method, d, layout)
+    if out is None:
+        out = np.empty(plan.output_shape, dtype=plan.dtype)
+    else:
+        check_out(out, plan.output_shape, plan.dtype, user_arrays)
     if plan.out6_shape[0] == 0:
-        return np.zeros(plan.geom.output_shape, dtype=dtype)
+        return out
     if plan.geom.batch is None:
         x = x[None]
+    if plan.layout == "channels_first":
+        _run(x, weight, bias, plan, padding_mode, out.reshape(plan.out6_shape))
+    else:
+        _run_channels_last(x, weight, bias, plan, padding_mode,
+                           out.reshape(plan.out5_shape))
+    return out
+
+
+def _run_channels_last(x, weight, bias, plan, padding_mode, out5):
+    """Run a channels-last plan (``x`` batched ``(N, *spatial, C)``), writing ``out5``
+    ``(N, OD, OH, OW, C_out)``: in place by its form, else on transposed copies."""
+    d, dtype = plan.geom.d, plan.dtype
+    if plan.layout_form != "transpose":
+        if plan.pre_pad:
+            x = pad_input(x.astype(dtype, copy=False), plan.geom.padding + ((0, 0),),
+                          padding_mode)
+        x5 = np.ascontiguousarray(x, dtype=dtype).reshape(plan.x5_shape)
+        w = np.ascontiguousarray(weight, dtype=dtype)
+        w5 = w.reshape(w.shape[:2] + plan.w6_shape[3:])
+        b = (np.zeros(plan.geom.out_channels, dtype) if bias is None
+             else np.ascontiguousarray(bias, dtype=dtype))
+        run = conv_gemm if plan.layout_form == "gemm" else conv_depthwise
+        try:
+            with fallback_allowed() if plan.fallback != "none" else nullcontext():
+                run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)
+            return
+        except KernelNotReady:
+            pass  # compiling in the background: the channels-first route meanwhile
+    out6 = np.empty(plan.out6_shape, dtype)
+    _run(to_channels_first(x, d), weight, bias, plan, padding_mode, out6)
+    out_first = out6.reshape((out6.shape[0], plan.geom.out_channels) + plan.geom.out_spatial)
+    np.copyto(out5, to_channels_last(out_first, d).reshape(out5.shape))
+
+
+def _run(x, weight, bias, plan, padding_mode, out6):
+    """Run a channels-first plan on batched ``x`` ``(N, C_in, *spatial)``, writing
+    ``out6`` ``(N, G, COg, OD, OH, OW)``."""
+    dtype = plan.dtype
     method, form = plan.method, plan.form
     if method == "fft" and method != plan.nonfinite_method and not (
             np.isfinite(x).all() and np.isfinite(weight).all()):
@@ -45,23 +92,21 @@ def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode
         bias2 = np.zeros(plan.bias2_shape, dtype=dtype)
     else:
         bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(plan.bias2_shape)
-    out = np.empty(plan.out6_shape, dtype=dtype)
-    arrays = (x6, w6, bias2, out, plan.stride, plan.dilation, plan.pad)
+    arrays = (x6, w6, bias2, out6, plan.stride, plan.dilation, plan.pad)
     if plan.fallback == "none" or method == "fft":
         METHODS[method](*arrays, form)
-    else:
-        try:
-            with fallback_allowed():
-                METHODS[method](*arrays, form)
-        except KernelNotReady:
-            # The kernel compiles in a background process: meanwhile, a path that needs
-            # none (see numbaconv._compile). One BLAS thread: the compile job has the
-            # other core (two BLAS threads against it ran the fallback 6x slower).
-            use_fft = (plan.fallback == "fft" and np.isfinite(x6).all()
-                       and np.isfinite(w6).all())
-            with single_threaded_blas:
-                if use_fft:
-                    conv_fft(*arrays, plan.fallback_form)
-                else:
-                    conv_taps(*arrays)
-    return out.reshape(plan.geom.output_shape)
+        return
+    try:
+        with fallback_allowed():
+            METHODS[method](*arrays, form)
+    except KernelNotReady:
+        # The kernel compiles in a background process: meanwhile, a path that needs
+        # none (see numbaconv._compile). One BLAS thread: the compile job has the
+        # other core (two BLAS threads against it ran the fallback 6x slower).
+        use_fft = (plan.fallback == "fft" and np.isfinite(x6).all()
+                   and np.isfinite(w6).all())
+        with single_threaded_blas:
+            if use_fft:
+                conv_fft(*arrays, plan.fallback_form)
+            else:
+                conv_taps(*arrays)

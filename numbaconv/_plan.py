@@ -32,7 +32,8 @@ from ._direct import plan_direct
 from ._fft import plan_fft
 from ._im2col import columns_form, GemmForm, shifted_layout
 from ._registry import METHODS
-from ._spec import check_call, to_3d
+from ._channels_last import channels_last_form
+from ._spec import channels_first_shape, check_call, check_layout, to_3d
 from ._winograd import plan_tasks as winograd_tasks
 from ._winograd import winograd_grid
 
@@ -151,13 +152,23 @@ class Plan(NamedTuple):
     stride: tuple
     dilation: tuple
     pad: tuple
+    layout: str            # "channels_first" | "channels_last"
+    layout_form: str       # channels_last: "gemm" | "depthwise" | "transpose"
+                           # (_channels_last.channels_last_form); else "none"
+    x5_shape: tuple        # channels_last: (N, D, H, W, C_in), as run (padded)
+    out5_shape: tuple      # channels_last: (N, OD, OH, OW, C_out)
+    output_shape: tuple    # the result's shape, in the call's layout
 
 
 def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d,
-              constants, threads, budgets) -> Plan:
+              constants, threads, budgets, layout="channels_first") -> Plan:
     """Validate a call (raising its errors) and work out its :class:`Plan`."""
+    layout = check_layout(layout)
+    x_shape = x.shape
+    if layout == "channels_last":
+        x_shape = channels_first_shape(x_shape, weight.ndim - 2 if d is None else d)
     geom, padding_mode, method, dtype = check_call(
-        x.shape, x.dtype, weight, bias, stride, padding, dilation, groups, padding_mode,
+        x_shape, x.dtype, weight, bias, stride, padding, dilation, groups, padding_mode,
         method, d, METHODS)
     d = geom.d
     pads = geom.padding
@@ -190,6 +201,12 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
                                       dtype.itemsize)
     n = 1 if geom.batch is None else geom.batch
     g, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
+    output_shape = geom.output_shape
+    layout_form = "none"
+    if layout == "channels_last":
+        output_shape = output_shape[:-d - 1] + output_shape[-d:] + (c_out,)
+        layout_form = ("transpose" if form is None
+                       else channels_last_form(geom, method, form))
     return Plan(
         geom=geom, dtype=dtype, method=method, form=form,
         nonfinite_method=nonfinite_method, nonfinite_form=nonfinite_form,
@@ -201,6 +218,10 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
         stride=to_3d(geom.stride, d, 1),
         dilation=to_3d(geom.dilation, d, 1),
         pad=to_3d((lo for lo, _ in run_geom.padding), d, 0),
+        layout=layout, layout_form=layout_form,
+        x5_shape=(n,) + to_3d(run_geom.spatial, d, 1) + (c_in,),
+        out5_shape=(n,) + to_3d(geom.out_spatial, d, 1) + (c_out,),
+        output_shape=output_shape,
     )
 
 
@@ -219,7 +240,7 @@ _PLANS: dict = {}
 
 
 def get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
-             d) -> Plan:
+             d, layout="channels_first") -> Plan:
     """The cached :class:`Plan` of a call (made by :func:`make_plan` on a miss)."""
     constants = machine_constants()
     threads = numba.get_num_threads()
@@ -227,12 +248,13 @@ def get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, m
     # 1 is a valid stride. The tunables' snapshot holds the budgets too.
     key = (x.shape, x.dtype.str, weight.shape, weight.dtype.str,
            None if bias is None else (bias.shape, bias.dtype.str),
-           repr((stride, padding, dilation, groups, padding_mode, method)), d,
+           repr((stride, padding, dilation, groups, padding_mode, method, layout)), d,
            threads, config.snapshot(), constants)
     plan = _PLANS.get(key)
     if plan is None:
         plan = make_plan(x, weight, bias, stride, padding, dilation, groups,
-                         padding_mode, method, d, constants, threads, current_budgets())
+                         padding_mode, method, d, constants, threads, current_budgets(),
+                         layout)
         if len(_PLANS) >= 256:
             _PLANS.clear()
         _PLANS[key] = plan

@@ -35,6 +35,7 @@ class Form(NamedTuple):
     examples: tuple    # ((input shape, weight shape), ...): calls that reach the form
     groups: int
     method: str        # the ``method=`` that reaches the form for these shapes
+    layout: str = "channels_first"  # the examples' layout (input shapes in it)
 
 
 # The shifted-GEMM form needs 16 channels and 2048 output positions (a 3x3 kernel there
@@ -65,6 +66,11 @@ FORMS = {
                    (((1, 4, 6, 6), (4, 4, 3, 3)),), 1, "input_grad"),
     "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
+    "cl_gemm": Form("im2col", "channels_last", "channels-last rows + GEMM",
+                    (((1, 5, 5, 2), (4, 2, 3, 3)),), 1, "im2col", "channels_last"),
+    "cl_depthwise": Form("direct", "channels_last", "channels-last depthwise, "
+                         "vectorised over channels", (((1, 5, 5, 2), (2, 1, 3, 3)),), 2,
+                         "direct", "channels_last"),
 }
 
 DTYPES = ("float32", "float64")
@@ -74,4 +80,4 @@ DTYPES = ("float32", "float64")
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
 GROUPS = ("winograd", "columns", "shifted", "channelwise", "dense", "channelwise_grad",
-          "col2im")
+          "col2im", "channels_last")

@@ -482,3 +482,57 @@ def dtype_itemsize(dtype) -> int:
     if dt.kind not in "fiub" or (dt.kind == "f" and dt.itemsize > 8):
         raise TypeError(f"dtype={dtype!r} must be a real float, integer or bool dtype")
     return 4 if dt.kind == "f" and dt.itemsize <= 4 else 8
+
+
+LAYOUTS = ("channels_first", "channels_last")
+
+
+def check_layout(layout) -> str:
+    """``layout`` itself if it is "channels_first" or "channels_last"; otherwise a
+    ValueError naming it."""
+    if isinstance(layout, str) and layout in LAYOUTS:
+        return layout
+    raise ValueError(f"layout={layout!r} is not one of "
+                     f"{', '.join(map(repr, LAYOUTS))}")
+
+
+def channels_first_shape(shape, d) -> tuple:
+    """A channels-last input shape ``(N, *spatial, C)`` (or unbatched) as the
+    channels-first one; shapes of the wrong rank are returned as they are, for
+    ``conv_geometry`` to report."""
+    shape = tuple(shape)
+    if d not in (1, 2, 3) or len(shape) not in (d + 1, d + 2):
+        return shape
+    lead = len(shape) - d - 1
+    return shape[:lead] + shape[-1:] + shape[lead:-1]
+
+
+def check_out(out, shape, dtype, inputs) -> np.ndarray:
+    """``out`` itself if it can take a result of ``shape`` and ``dtype``: a writeable,
+    C-contiguous NumPy array of exactly those, sharing no memory with any of
+    ``inputs`` (``(name, array)`` pairs); otherwise a TypeError or ValueError naming
+    ``out`` (SPEC.md "Output reuse")."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array (or None), not {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}; this call's result is {dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}; this call's result is "
+                         f"{tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    for name, array in inputs:
+        if array is not None and np.may_share_memory(out, array) and _shares(out, array):
+            raise ValueError(f"out shares memory with {name}; the result would "
+                             f"overwrite the data it is computed from")
+    return out
+
+
+def _shares(a, b) -> bool:
+    """Whether ``a`` and ``b`` overlap (when that is too hard to settle, assume so)."""
+    try:
+        return np.shares_memory(a, b, max_work=100_000)
+    except getattr(np, "exceptions", np).TooHardError:  # np.exceptions: NumPy >= 1.25
+        return True

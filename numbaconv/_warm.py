@@ -40,7 +40,7 @@ def run_example(form: str, dtype) -> None:
             g = np.ones(output_shape(x.shape, w.shape, stride=2), dtype)
             padded_input_grad(g, w, x.shape[2:], (2,) * d, (1,) * d, f.groups)
         else:
-            conv(x, w, padding=1, groups=f.groups, method=f.method)
+            conv(x, w, padding=1, groups=f.groups, method=f.method, layout=f.layout)
 
 
 @contextmanager

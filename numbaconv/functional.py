@@ -6,21 +6,47 @@ from __future__ import annotations
 import numpy as np
 
 from ._conv_arrays import conv_arrays
-from ._spec import check_flag, conv_geometry, is_dask_array, weight_shape_dims
+from ._spec import check_flag, check_layout, conv_geometry, is_dask_array, weight_shape_dims
 
 __all__ = [
     "conv", "conv1d", "conv2d", "conv3d", "output_shape", "count_params", "count_macs",
 ]
 
 
-def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d):
+def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d,
+          layout, out):
     if is_dask_array(x):
-        from ._dask import dask_conv
+        return _dask_conv(x, weight, bias, stride, padding, dilation, groups,
+                          padding_mode, method, d, layout, out)
+    return conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                       method, d, layout, out)
 
+
+def _dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
+               d, layout, out):
+    """A dask input: a lazy result, so no ``out=``; channels-last as a lazy transpose
+    (the channel axis is one chunk, so each block is transposed in memory)."""
+    from ._dask import dask_conv
+
+    if out is not None:
+        raise TypeError("out= does not take a dask input (the result is a lazy dask "
+                        "array; store it with dask.array.store or to_zarr instead)")
+    if check_layout(layout) == "channels_first":
         return dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
                          method, d)
-    return conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                       method, d)
+    d = np.ndim(weight) - 2 if d is None else d
+    channel_axis = x.ndim - d - 1
+    y = dask_conv(x.transpose(_move(x.ndim, -1, channel_axis)), weight, bias, stride,
+                  padding, dilation, groups, padding_mode, method, d)
+    return y.transpose(_move(y.ndim, channel_axis, -1))
+
+
+def _move(ndim, source, destination) -> tuple:
+    """The axis order of ``np.moveaxis(a, source, destination)`` for ``a.ndim == ndim``."""
+    order = list(range(ndim))
+    axis = order.pop(source)
+    order.insert(destination % ndim, axis)
+    return tuple(order)
 
 
 _CONV_DOC = """{summary}
@@ -32,7 +58,8 @@ _CONV_DOC = """{summary}
     Parameters
     ----------
     x : array_like
-        Input {x_shape}, or unbatched without the leading ``N``. Any real dtype and
+        Input {x_shape} (``(N, *spatial, C_in)`` with ``layout="channels_last"``), or
+        unbatched without the leading ``N``. Any real dtype and
         memory layout; it is never modified. A ``dask.array.Array`` gives a lazy dask
         array of the same values, computed chunk by chunk (the ``dask`` extra; see the
         README's "Dask arrays").
@@ -55,11 +82,22 @@ _CONV_DOC = """{summary}
         Inf. "direct": Numba loop kernels; "im2col": columns and a BLAS GEMM, in blocks
         of at most ``config.IM2COL_BUDGET_BYTES``; "fft": ``scipy.fft`` spectra, blocked
         along long axes (an explicit "fft" spreads a NaN or Inf to every output).
+    layout : {{"channels_first", "channels_last"}}
+        Where the channel axis is, in ``x`` and in the result: second (after ``N``),
+        as PyTorch, or last, as NumPy images ``(H, W, C)`` and TensorFlow. The weight is
+        ``(C_out, C_in // groups, {kernel})`` in both. Channels-last depthwise and dense
+        GEMM layers run on that layout in place; the other paths on transposed copies.
+    out : numpy.ndarray, optional
+        Where to write the result: a writeable C-contiguous array of exactly the
+        result's shape and dtype that shares no memory with ``x``, ``weight`` or
+        ``bias`` (else a ValueError or TypeError naming ``out``, before any work). Not
+        with a dask ``x``.
 
     Returns
     -------
     numpy.ndarray or dask.array.Array
-        C-contiguous ``(N, C_out, *out)`` (unbatched in, unbatched out), float32 when every
+        C-contiguous ``(N, C_out, *out)`` (channels-last ``(N, *out, C_out)``; unbatched
+        in, unbatched out; ``out`` itself when given), float32 when every
         input is float32 or float16 (or an integer type mixed with those), else float64.
 
     Raises
@@ -70,27 +108,27 @@ _CONV_DOC = """{summary}
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-         padding_mode="zeros", method="auto"):
+         padding_mode="zeros", method="auto", layout="channels_first", out=None):
     return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 method, d=None)
+                 method, None, layout, out)
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", method="auto"):
+           padding_mode="zeros", method="auto", layout="channels_first", out=None):
     return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 method, d=1)
+                 method, 1, layout, out)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", method="auto"):
+           padding_mode="zeros", method="auto", layout="channels_first", out=None):
     return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 method, d=2)
+                 method, 2, layout, out)
 
 
 def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", method="auto"):
+           padding_mode="zeros", method="auto", layout="channels_first", out=None):
     return _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 method, d=3)
+                 method, 3, layout, out)
 
 
 conv.__doc__ = _CONV_DOC.format(

@@ -34,6 +34,7 @@ from ._direct import use_channelwise
 from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
 from ._kernels import grad as _grad_kernels
+from ._channels_last import to_channels_first, to_channels_last
 from ._padding import pad_input
 from .functional import conv
 from ._threads import kernel_launch
@@ -41,6 +42,7 @@ from ._spec import (
     to_3d,
     _checked_array,
     check_flag,
+    check_layout,
     check_method,
     transpose_output_shape,
     as_arrays,
@@ -193,7 +195,8 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
 
 
 def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                  padding_mode="zeros", bias=True, input_grad=True):
+                  padding_mode="zeros", bias=True, input_grad=True,
+                  layout="channels_first"):
     """Gradients of a convolution with respect to its input, weight and bias.
 
     Parameters
@@ -210,6 +213,9 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     input_grad : bool
         Whether to compute the input gradient; with ``False`` (a network's first
         layer needs none) ``grad_x`` is ``None`` and no time is spent on it.
+    layout : {"channels_first", "channels_last"}
+        The layout of ``x``, ``grad_out`` and ``grad_x`` (see :func:`numbaconv.conv`).
+        Channels-last gradients are computed on transposed copies.
 
     Returns
     -------
@@ -235,6 +241,15 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     """
     x, weight, _ = as_arrays(x, weight, None)
     grad_out = _checked_array("grad_out", grad_out)
+    d = weight.ndim - 2
+    if check_layout(layout) == "channels_last" and _layout_ranks(d, x, grad_out):
+        grad_x, grad_weight, grad_bias = conv_backward(
+            to_channels_first(grad_out, d), to_channels_first(x, d), weight, stride,
+            padding, dilation, groups, padding_mode=padding_mode, bias=bias,
+            input_grad=input_grad)
+        if grad_x is not None:
+            grad_x = np.ascontiguousarray(to_channels_last(grad_x, d))
+        return grad_x, grad_weight, grad_bias
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     padding_mode = check_padding_mode(padding_mode, geom)
     check_flag("bias", bias)
@@ -276,9 +291,20 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     return (grad_x if batched else grad_x[0]), grad_weight, grad_bias
 
 
+def _layout_ranks(d, *arrays) -> bool:
+    """Whether every array has the rank of a ``d``-dim convolution's input (batched or
+    not), so that its channel axis can be moved; otherwise the channels-first checks
+    report the shapes."""
+    return d in (1, 2, 3) and all(a.ndim in (d + 1, d + 2) for a in arrays)
+
+
 def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, dilation,
-                    method, d):
+                    method, d, layout):
     x, weight, bias = as_arrays(x, weight, bias)
+    if check_layout(layout) == "channels_last" and _layout_ranks(d, x):
+        y = _conv_transpose(to_channels_first(x, d), weight, bias, stride, padding,
+                            output_padding, groups, dilation, method, d, "channels_first")
+        return np.ascontiguousarray(to_channels_last(y, d))
     batched, c_out, out, stride, padding, dilation = transpose_output_shape(
         x.shape, weight.shape, stride, padding, output_padding, groups, dilation, d=d)
     check_bias(bias, c_out)
@@ -324,6 +350,10 @@ _TRANSPOSE_DOC = """{d}D transposed convolution, as ``torch.nn.functional.conv_t
         ``numbaconv._col2im.MIN_CHANNELS`` output channels per group the result is one
         GEMM and a scatter (col2im) whatever the ``method``, which then only applies
         while that kernel compiles.
+    layout : {{"channels_first", "channels_last"}}
+        With "channels_last", ``x`` is ``(N, {spatial}, C_in)`` and the result
+        ``(N, {spatial_out}, C_out)`` (computed on transposed copies); the weight's
+        order is the same in both.
 
     Returns
     -------
@@ -338,21 +368,21 @@ _TRANSPOSE_DOC = """{d}D transposed convolution, as ``torch.nn.functional.conv_t
 
 
 def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, *, method="auto"):
+                     groups=1, dilation=1, *, method="auto", layout="channels_first"):
     return _conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
-                           dilation, method, d=1)
+                           dilation, method, 1, layout)
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, *, method="auto"):
+                     groups=1, dilation=1, *, method="auto", layout="channels_first"):
     return _conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
-                           dilation, method, d=2)
+                           dilation, method, 2, layout)
 
 
 def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1, *, method="auto"):
+                     groups=1, dilation=1, *, method="auto", layout="channels_first"):
     return _conv_transpose(x, weight, bias, stride, padding, output_padding, groups,
-                           dilation, method, d=3)
+                           dilation, method, 3, layout)
 
 
 for _fn, _d, _sp, _k, _so in (

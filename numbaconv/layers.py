@@ -13,11 +13,14 @@ import numpy as np
 
 from ._spec import (
     PADDING_MODES,
+    channels_first_shape,
     check_flag,
+    check_layout,
     conv_geometry,
     layer_arguments,
     transpose_output_shape,
 )
+from ._channels_last import to_channels_first, to_channels_last
 from .functional import conv, count_macs, count_params
 from .gradients import (
     conv_backward,
@@ -44,7 +47,8 @@ class _Layer:
     transposed = False
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, dtype, rng):
+                 groups, bias, dtype, rng, layout):
+        self.layout = check_layout(layout)
         args = layer_arguments(self.d, in_channels, out_channels, kernel_size, stride,
                                padding, dilation, groups, bias, dtype)
         self.in_channels, self.out_channels = args.in_channels, args.out_channels
@@ -75,14 +79,30 @@ class _Layer:
             return int(self.weight.size) + (0 if self.bias is None else self.out_channels)
         return count_params(self.weight.shape, bias=self.bias is not None)
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, x, **kwargs):
+        return self.forward(x, **kwargs)
+
+    def output_shape(self, input_shape):
+        """Output shape for an input of ``input_shape`` (both in the layer's layout),
+        without computing it."""
+        shape = tuple(input_shape)
+        if self.layout == "channels_first":
+            return self._output_shape_of(shape)
+        out = self._output_shape_of(channels_first_shape(shape, self.d))
+        lead = len(out) - self.d - 1
+        return out[:lead] + out[lead + 1:] + out[lead:lead + 1]
+
+    def _first_shape(self, input_shape) -> tuple:
+        """``input_shape`` in the channels-first order."""
+        if self.layout == "channels_first":
+            return tuple(input_shape)
+        return channels_first_shape(input_shape, self.d)
 
     def _check_grad(self, grad_out):
         if self._input is None:
             raise RuntimeError("backward() called before forward(): there is no input "
                                "to differentiate at")
-        expected = self._output_shape_of(self._input.shape)
+        expected = self.output_shape(self._input.shape)
         grad_out = np.asarray(grad_out)
         if grad_out.shape != expected:
             raise ValueError(f"grad_out has shape {grad_out.shape}; expected {expected}, "
@@ -93,15 +113,17 @@ class _Layer:
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, "
-                f"bias={self.bias is not None})")
+                f"bias={self.bias is not None}"
+                + ("" if self.layout == "channels_first" else f", layout={self.layout!r}")
+                + ")")
 
 
 class _ConvNd(_Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", *,
-                 dtype=np.float32, rng=None):
+                 dtype=np.float32, rng=None, layout="channels_first"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype, rng)
+                         groups, bias, dtype, rng, layout)
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode={padding_mode!r} is not one of "
                              f"{', '.join(map(repr, PADDING_MODES))}")
@@ -114,9 +136,12 @@ class _ConvNd(_Layer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups)
 
-    def forward(self, x):
-        """The convolution of ``x`` ``(N, C_in, *spatial)``; keeps ``x`` for backward."""
-        y = conv(x, self.weight, self.bias, **self._kwargs(), padding_mode=self.padding_mode)
+    def forward(self, x, *, out=None):
+        """The convolution of ``x`` ``(N, C_in, *spatial)`` (``(N, *spatial, C_in)`` in
+        the channels-last layout), written into ``out`` when given (as
+        :func:`numbaconv.conv`'s); keeps ``x`` for backward."""
+        y = conv(x, self.weight, self.bias, **self._kwargs(), padding_mode=self.padding_mode,
+                 layout=self.layout, out=out)
         self._input = np.asarray(x)
         return y
 
@@ -128,7 +153,7 @@ class _ConvNd(_Layer):
         grad_out = self._check_grad(grad_out)
         gx, gw, gb = conv_backward(grad_out, self._input, self.weight, **self._kwargs(),
                                    padding_mode=self.padding_mode, bias=self.bias is not None,
-                                   input_grad=input_grad)
+                                   input_grad=input_grad, layout=self.layout)
         self.grad_weight = gw.astype(self.dtype, copy=False)
         self.grad_bias = None if gb is None else gb.astype(self.dtype, copy=False)
         return gx
@@ -137,13 +162,10 @@ class _ConvNd(_Layer):
         return conv_geometry(tuple(input_shape), self.weight.shape, **self._kwargs()
                              ).output_shape
 
-    def output_shape(self, input_shape):
-        """Output shape for an input of ``input_shape``, without computing it."""
-        return self._output_shape_of(input_shape)
-
     def macs(self, input_shape) -> int:
         """Multiply-accumulates of one forward call on ``input_shape``."""
-        return count_macs(tuple(input_shape), self.weight.shape, **self._kwargs())
+        return count_macs(self._first_shape(input_shape), self.weight.shape,
+                          **self._kwargs())
 
 
 class _ConvTransposeNd(_Layer):
@@ -152,9 +174,9 @@ class _ConvTransposeNd(_Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, *,
-                 dtype=np.float32, rng=None):
+                 dtype=np.float32, rng=None, layout="channels_first"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, dtype, rng)
+                         groups, bias, dtype, rng, layout)
         # Validates stride, padding, output_padding and dilation now.
         *_, self.stride, self.padding, self.dilation = transpose_output_shape(
             (self.in_channels,) + (1 << 30,) * self.d, self.weight.shape, stride, padding,
@@ -170,7 +192,8 @@ class _ConvTransposeNd(_Layer):
 
     def forward(self, x):
         """The transposed convolution of ``x``; keeps ``x`` for backward."""
-        y = self._functions[self.d](x, self.weight, self.bias, **self._kwargs())
+        y = self._functions[self.d](x, self.weight, self.bias, **self._kwargs(),
+                                    layout=self.layout)
         self._input = np.asarray(x)
         return y
 
@@ -186,6 +209,8 @@ class _ConvTransposeNd(_Layer):
         grad_out = self._check_grad(grad_out)
         check_flag("input_grad", input_grad)
         x = self._input
+        if self.layout == "channels_last":  # computed channels-first, on copies
+            x, grad_out = to_channels_first(x, self.d), to_channels_first(grad_out, self.d)
         dtype = np.result_type(x.dtype, self.weight.dtype, grad_out.dtype)
         dtype = np.float32 if dtype.kind == "f" and dtype.itemsize <= 4 else np.float64
         padding = self.padding
@@ -204,8 +229,10 @@ class _ConvTransposeNd(_Layer):
             return None
         gx = conv(g, self.weight, None, stride, padding, dilation, self.groups)
         crop = tuple(slice(0, s) for s in xb.shape[2:])
-        gx = np.ascontiguousarray(gx[(Ellipsis,) + crop])
-        return gx if batched else gx[0]
+        gx = gx[(Ellipsis,) + crop]
+        if self.layout == "channels_last":
+            gx = to_channels_last(gx, self.d)
+        return np.ascontiguousarray(gx if batched else gx[0])
 
     def _output_shape_of(self, input_shape):
         batched, c_out, out, *_ = transpose_output_shape(
@@ -213,14 +240,10 @@ class _ConvTransposeNd(_Layer):
         lead = (input_shape[0],) if batched else ()
         return lead + (c_out,) + out
 
-    def output_shape(self, input_shape):
-        """Output shape for an input of ``input_shape``, without computing it."""
-        return self._output_shape_of(input_shape)
-
     def macs(self, input_shape) -> int:
         """Multiply-accumulates of one forward call: each input element times each
         kernel tap and output channel of its group."""
-        shape = tuple(input_shape)
+        shape = self._first_shape(input_shape)
         n = shape[0] if len(shape) == self.d + 2 else 1
         spatial = shape[-self.d:]
         return (n * self.in_channels * (self.out_channels // self.groups)
@@ -241,6 +264,10 @@ _CONV_DOC = """{d}D convolution layer, as ``torch.nn.Conv{d}d`` (NumPy arrays, f
     rng : int, numpy.random.Generator or None
         Seeds the initialisation: weight and bias uniform in ``+-1/sqrt(fan_in)``,
         ``fan_in = in_channels / groups * prod(kernel_size)``.
+    layout : {{"channels_first", "channels_last"}}
+        The layout of inputs, outputs and their gradients (see
+        :func:`numbaconv.conv`); ``layer(x, out=array)`` writes the result into
+        ``array``.
 
     Attributes
     ----------
@@ -264,6 +291,8 @@ _TRANSPOSE_DOC = """{d}D transposed convolution layer, as ``torch.nn.ConvTranspo
         Seeds the initialisation: uniform in ``+-1/sqrt(fan_in)``,
         ``fan_in = out_channels / groups * prod(kernel_size)`` (PyTorch's, computed
         from the weight's second axis).
+    layout : {{"channels_first", "channels_last"}}
+        The layout of inputs, outputs and their gradients.
 
     Attributes
     ----------

@@ -173,7 +173,8 @@ def test_stale_cache_is_dropped(tmp_path):
 def test_every_form_names_a_group_and_a_reachable_method():
     assert {f.group for f in FORMS.values()} == set(GROUPS)
     kernels = [k for module in (numbaconv._direct, numbaconv._im2col, numbaconv._winograd,
-                                numbaconv.gradients, numbaconv._col2im)
+                                numbaconv.gradients, numbaconv._col2im,
+                                numbaconv._channels_last)
                for k in vars(module).values() if isinstance(k, _compile.Kernel)]
     assert {k.form for k in kernels} == set(FORMS)
 

@@ -1,0 +1,102 @@
+"""Channels-last convolutions (``layout="channels_last"``): ``x`` ``(N, *spatial, C)``.
+
+Which form takes a call follows the channels-first plan's choice for the same data, so
+``auto`` keeps one cost model:
+
+- ``"depthwise"``: a depthwise layer (``groups == C_in == C_out``) the plan gives the
+  direct path; a kernel vectorised over channels (:mod:`numbaconv._kernels.channels_last`).
+- ``"gemm"``: a dense layer (``groups == 1``) the plan gives a GEMM form other than
+  Winograd; one GEMM per block of output positions, written straight into the output.
+- ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, grouped
+  layers, channel multipliers): the channels-first call on transposed copies. Those
+  paths transform their input anyway, and two copies cost a few percent of them.
+
+While a channels-last kernel compiles (``auto`` in a cold process), its call takes the
+``"transpose"`` route, whose own fallbacks need no compiling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import config
+from ._blas import single_threaded_blas
+from ._compile import Kernel
+from ._kernels import channels_last as _kernels
+from ._kernels.blas import register_blas
+from ._threads import kernel_launch
+from ._workspace import scratch
+
+gemm_rows = Kernel(_kernels.gemm_rows, "cl_gemm")
+depthwise_rows = Kernel(_kernels.depthwise_rows, "cl_depthwise")
+
+LAYOUTS = ("channels_first", "channels_last")
+
+
+def channels_last_form(geom, method: str, form) -> str:
+    """``"depthwise"``, ``"gemm"`` or ``"transpose"`` for a call whose channels-first
+    plan runs ``method`` in ``form`` (see the module docstring)."""
+    if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
+        return "depthwise"
+    if method == "im2col" and geom.groups == 1 and form.name != "winograd":
+        return "gemm"
+    return "transpose"
+
+
+def to_channels_first(x: np.ndarray, d: int) -> np.ndarray:
+    """A view of channels-last ``x`` (batched or not) with the channel axis first."""
+    return np.moveaxis(x, -1, x.ndim - d - 1)
+
+
+def to_channels_last(x: np.ndarray, d: int) -> np.ndarray:
+    """A view of channels-first ``x`` (batched or not) with the channel axis last."""
+    return np.moveaxis(x, x.ndim - d - 1, -1)
+
+
+def _gemm_tasks(n, positions, row_bytes, threads) -> np.ndarray:
+    """Rows ``(n, p0, p1)``: blocks of output positions whose columns take at most
+    ``config.COL2IM_TASK_BYTES``, at least two per thread where the positions allow."""
+    per_task = max(1, config.COL2IM_TASK_BYTES // max(row_bytes, 1))
+    blocks = max(math.ceil(positions / per_task), math.ceil(2 * threads / n))
+    per_task = max(1, math.ceil(positions / blocks))
+    return np.array([(i, p0, min(positions, p0 + per_task)) for i in range(n)
+                     for p0 in range(0, positions, per_task)], dtype=np.int64)
+
+
+def conv_gemm(x5, weight, bias, out5, stride, dilation, pad):
+    """Write ``out5`` ``(N, OD, OH, OW, C_out)``, the dense convolution of ``x5``
+    ``(N, D, H, W, C_in)`` with ``weight`` ``(C_out, C_in, KD, KH, KW)`` and ``bias``
+    ``(C_out,)``, by GEMMs on channels-last rows (arrays C-contiguous, one dtype)."""
+    register_blas()
+    n = x5.shape[0]
+    kernel = tuple(weight.shape[2:])
+    ck = math.prod(weight.shape[1:])
+    gather = not (ck == weight.shape[1] and stride == (1, 1, 1) and pad == (0, 0, 0))
+    positions = math.prod(out5.shape[1:4])
+    threads = numba.get_num_threads()
+    tasks = _gemm_tasks(n, positions, ck * x5.dtype.itemsize, threads)
+    per_task = int((tasks[:, 2] - tasks[:, 1]).max())
+    with single_threaded_blas, kernel_launch:
+        cols = scratch("columns", (min(threads, len(tasks)), per_task * ck if gather
+                                   else 1), x5.dtype)
+        gemm_rows(x5, weight.reshape(weight.shape[0], ck), bias, out5, kernel, stride,
+                  dilation, pad, tasks, cols, gather)
+    return out5
+
+
+def conv_depthwise(x5, weight, bias, out5, stride, dilation, pad):
+    """Write ``out5``, the depthwise convolution of ``x5`` ``(N, D, H, W, C)`` with
+    ``weight`` ``(C, 1, KD, KH, KW)`` and ``bias`` ``(C,)``, vectorised over channels."""
+    c = x5.shape[-1]
+    kernel = tuple(weight.shape[2:])
+    wt = np.ascontiguousarray(weight.reshape(c, -1).T)  # (K, C): a tap's channels contiguous
+    rows = math.prod(out5.shape[:3])
+    ow = out5.shape[3]
+    jobs = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
+    ow_chunk = ow if rows >= jobs else max(64, math.ceil(ow * rows / jobs))
+    with kernel_launch:
+        depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk)
+    return out5

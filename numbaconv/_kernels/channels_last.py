@@ -1,0 +1,128 @@
+"""Kernels that read and write channels-last arrays in place: ``x`` ``(N, D, H, W, C)``,
+``out`` ``(N, OD, OH, OW, C_out)``, C-contiguous, one dtype (1D and 2D calls reach them
+with leading spatial axes of size 1, as the channels-first kernels do).
+
+In this layout a position's channels are contiguous, which gives two forms:
+
+- **GEMM** (``gemm_rows``, dense layers, ``groups == 1``): a block of output positions
+  is a row-major ``(positions, C_out)`` block of ``out``, and equals
+  ``columns (positions, C_in*K) @ weight (C_out, C_in*K)^T``. The columns are rows of
+  the input gathered per tap (a pointwise stride-1 layer with no padding needs none: its
+  columns are the input's own rows). The weight is used as given, ``(C_out, C_in, *k)``:
+  the columns' entries go in its order, ``c*K + tap``.
+- **Depthwise** (``depthwise_rows``): each output position is a sum over taps of input
+  vectors scaled channel by channel; the loop over channels is contiguous in the input,
+  the weight ``(K, C)`` and the output, so LLVM vectorises it.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+from ..config import CACHE, FASTMATH
+from .blas import gemm
+
+_JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
+
+
+@njit(**_JIT)
+def _gather_columns(xn, cols, p0, p1, kernel, stride, dilation, pad, out_spatial):
+    """``cols[p - p0, c*K + tap] = x[position p's input for tap, c]``, zero outside."""
+    D, H, W, C = xn.shape
+    KD, KH, KW = kernel
+    K = KD * KH * KW
+    OH, OW = out_spatial[1], out_spatial[2]
+    for p in range(p0, p1):
+        od, rest = p // (OH * OW), p % (OH * OW)
+        oh, ow = rest // OW, rest % OW
+        row = cols[p - p0]
+        tap = 0
+        for kd in range(KD):
+            i_d = od * stride[0] + kd * dilation[0] - pad[0]
+            for kh in range(KH):
+                i_h = oh * stride[1] + kh * dilation[1] - pad[1]
+                for kw in range(KW):
+                    i_w = ow * stride[2] + kw * dilation[2] - pad[2]
+                    if 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W:
+                        src = xn[i_d, i_h, i_w]
+                        for c in range(C):
+                            row[c * K + tap] = src[c]
+                    else:
+                        for c in range(C):
+                            row[c * K + tap] = 0.0
+                    tap += 1
+
+
+@njit(parallel=True, **_JIT)
+def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_bufs,
+              gather):
+    """Write ``out5`` by one GEMM per task of output positions.
+
+    ``w2`` ``(C_out, C_in*K)`` is the weight, ``bias`` ``(C_out,)``; ``tasks`` rows
+    ``(n, p0, p1)`` (positions over ``OD*OH*OW``) are dealt round-robin to the threads,
+    each with a row of ``cols_bufs`` for its columns. With ``gather`` False (a pointwise
+    stride-1 layer without padding) the GEMM reads the input's rows themselves. The GEMMs
+    are SciPy's BLAS, kept single-threaded by the caller.
+    """
+    N, OD, OH, OW, CO = out5.shape
+    CK = w2.shape[1]
+    threads = min(cols_bufs.shape[0], tasks.shape[0])
+    x_rows = x5.reshape(N, x5.size // N)
+    out_rows = out5.reshape(N, out5.size // N)
+    for t in prange(threads):
+        buf = cols_bufs[t]
+        for i in range(t, tasks.shape[0], threads):
+            n, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2]
+            pc = p1 - p0
+            target = out_rows[n, p0 * CO: p1 * CO]
+            for p in range(pc):
+                for o in range(CO):
+                    target[p * CO + o] = bias[o]
+            if gather:
+                cols = buf[: pc * CK].reshape(pc, CK)
+                _gather_columns(x5[n], cols, p0, p1, kernel, stride, dilation, pad,
+                                (OD, OH, OW))
+                source = buf
+            else:
+                source = x_rows[n, p0 * CK:]
+            # Row-major out[pc, CO] += cols[pc, CK] @ w2[CO, CK]^T, as column-major
+            # out^T (CO x pc) = w2 (CO x CK: 'T' of its CK x CO view, ld CK) @ cols^T
+            # (CK x pc, ld CK).
+            gemm(84, 78, CO, pc, CK, 1.0, w2, CK, source, CK, 1.0, target, CO)
+
+
+@njit(parallel=True, **_JIT)
+def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
+    """Write ``out5``, the depthwise convolution of ``x5`` with ``wt`` ``(K, C)`` (tap
+    by channel), ``bias`` ``(C,)``. Jobs are output rows, cut into pieces of ``ow_chunk``
+    positions (1D signals have a single long row)."""
+    N, D, H, W, C = x5.shape
+    _, OD, OH, OW, _ = out5.shape
+    KD, KH, KW = kernel
+    pieces = (OW + ow_chunk - 1) // ow_chunk
+    for job in prange(N * OD * OH * pieces):
+        row, piece = job // pieces, job % pieces
+        n, rest = row // (OD * OH), row % (OD * OH)
+        od, oh = rest // OH, rest % OH
+        out_row = out5[n, od, oh]
+        for ow in range(piece * ow_chunk, min(OW, (piece + 1) * ow_chunk)):
+            acc = out_row[ow]
+            for c in range(C):
+                acc[c] = bias[c]
+            for kd in range(KD):
+                i_d = od * stride[0] + kd * dilation[0] - pad[0]
+                if i_d < 0 or i_d >= D:
+                    continue
+                for kh in range(KH):
+                    i_h = oh * stride[1] + kh * dilation[1] - pad[1]
+                    if i_h < 0 or i_h >= H:
+                        continue
+                    x_row = x5[n, i_d, i_h]
+                    for kw in range(KW):
+                        i_w = ow * stride[2] + kw * dilation[2] - pad[2]
+                        if i_w < 0 or i_w >= W:
+                            continue
+                        src = x_row[i_w]
+                        w = wt[(kd * KH + kh) * KW + kw]
+                        for c in range(C):
+                            acc[c] += src[c] * w[c]

@@ -1,0 +1,284 @@
+"""``layout="channels_last"`` and ``out=`` (SPEC.md "Memory layout", "Output reuse"):
+against the float64 reference and PyTorch on permuted arrays, on every path and padding
+mode; which calls run on the channels-last kernels in place; ``out=``'s checks and that
+it allocates no output."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import numbaconv
+from numbaconv import _channels_last, _plan
+from _reference import conv_reference
+from conftest import assert_close, torch
+
+METHODS = ("auto", "direct", "im2col", "fft")
+MODES = ("zeros", "reflect", "replicate", "circular")
+SPATIAL = {1: (11,), 2: (7, 9), 3: (5, 6, 7)}
+
+
+def first(a, d):
+    return np.moveaxis(a, -1, a.ndim - d - 1)
+
+
+def last(a, d):
+    return np.moveaxis(a, a.ndim - d - 1, -1)
+
+
+# (C_in, C_out, groups, kernel): dense, pointwise, depthwise, grouped, channel multiplier
+LAYERS = ((6, 5, 1, 3), (6, 7, 1, 1), (6, 6, 6, 3), (6, 4, 2, 2), (3, 6, 3, 3))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("method", METHODS)
+def test_channels_last_matches_reference(rng, d, layer, method):
+    c_in, c_out, groups, k = layer
+    x = rng.standard_normal((2,) + SPATIAL[d] + (c_in,)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in // groups) + (k,) * d).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    for stride, padding, mode in ((1, "same", "zeros"), (2, 1, "reflect"),
+                                  (1, 1, "replicate"), (2, 2, "circular"),
+                                  (1, "valid", "zeros")):
+        kw = dict(stride=stride, padding=padding, groups=groups)
+        y = numbaconv.conv(x, w, b, **kw, padding_mode=mode, method=method,
+                           layout="channels_last")
+        ref = conv_reference(first(x, d), w, b, **kw, padding_mode=mode)
+        assert y.flags.c_contiguous and y.dtype == np.float32
+        assert_close(first(y, d), ref, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
+    x = rng.standard_normal(SPATIAL[d] + (4,)).astype(dtype)
+    w = rng.standard_normal((8, 4) + (2,) * d).astype(dtype)
+    view = np.asfortranarray(x)[..., ::-1]  # any memory layout is accepted
+    before = view.copy()
+    for method in METHODS:
+        y = numbaconv.conv(view, w, padding=1, dilation=2, method=method,
+                           layout="channels_last")
+        assert y.shape == numbaconv.output_shape(first(view, d).shape, w.shape, padding=1,
+                                                 dilation=2)[1:] + (8,)
+        assert_close(first(y, d), conv_reference(first(view, d), w, padding=1, dilation=2),
+                     dtype)
+    np.testing.assert_array_equal(view, before)
+
+
+@pytest.mark.parametrize("case", [
+    ((2, 9, 9, 8), (8, 1, 3, 3), 8, "depthwise"),      # depthwise
+    ((2, 9, 9, 8), (16, 8, 1, 1), 1, "gemm"),          # pointwise
+    ((1, 20, 20, 4), (16, 4, 3, 3), 1, "gemm"),        # dense, columns
+    ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped
+])
+def test_channels_last_forms(case):
+    """Depthwise, pointwise and dense GEMM calls run on the channels-last kernels,
+    in place; the rest on transposed copies."""
+    x_shape, w_shape, groups, form = case
+    x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
+    plan = _plan.get_plan(x, w, None, 1, 1, 1, groups, "zeros", "auto", 2, "channels_last")
+    assert plan.layout_form == form
+
+
+def test_channels_last_kernels_run_in_place(rng, monkeypatch):
+    """The in-place kernels themselves give the result (not the transposed route that
+    serves while they compile)."""
+    calls = []
+    for name in ("gemm_rows", "depthwise_rows"):
+        kernel = getattr(_channels_last, name)
+        monkeypatch.setattr(_channels_last, name, _Spy(kernel, calls))
+    x = rng.standard_normal((2, 9, 9, 8)).astype(np.float32)
+    with numbaconv._compile.compiling_in_foreground():
+        for w, groups in ((rng.standard_normal((8, 1, 3, 3)), 8),
+                          (rng.standard_normal((16, 8, 1, 1)), 1),
+                          (rng.standard_normal((16, 8, 1, 1)), 1),
+                          (rng.standard_normal((5, 8, 3, 3)), 1)):
+            w = w.astype(np.float32)
+            stride = 2 if len(calls) == 2 else 1  # a strided pointwise layer gathers
+            method = "im2col" if len(calls) == 3 else "auto"  # auto: 8 -> 5 is direct
+            y = numbaconv.conv2d(x, w, stride=stride, padding=w.shape[-1] // 2,
+                                 groups=groups, layout="channels_last", method=method)
+            ref = conv_reference(first(x, 2), w, stride=stride, padding=w.shape[-1] // 2,
+                                 groups=groups)
+            assert_close(first(y, 2), ref, np.float32)
+    assert calls == ["depthwise_rows", "gemm_rows", "gemm_rows", "gemm_rows"]
+
+
+class _Spy:
+    def __init__(self, kernel, calls):
+        self.kernel, self.calls = kernel, calls
+
+    def __call__(self, *args):
+        self.calls.append(self.kernel.name)
+        return self.kernel(*args)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("method", METHODS)
+def test_channels_last_against_torch(rng, mode, method):
+    """PyTorch on the same data with the channel axis moved, every path and mode."""
+    for x_shape, w_shape, groups in (((2, 12, 10, 8), (8, 1, 3, 3), 8),
+                                     ((2, 12, 10, 8), (16, 8, 1, 1), 1),
+                                     ((2, 12, 10, 8), (12, 8, 3, 3), 1),
+                                     ((2, 12, 10, 8), (12, 2, 3, 3), 4)):
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal(w_shape).astype(np.float32)
+        b = rng.standard_normal(w_shape[0]).astype(np.float32)
+        conv = torch.nn.Conv2d(x_shape[-1], w_shape[0], w_shape[2:], stride=2, padding=1,
+                               groups=groups, padding_mode=mode)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(w))
+            conv.bias.copy_(torch.from_numpy(b))
+            ref = conv(torch.from_numpy(first(x, 2).copy())).numpy()
+        y = numbaconv.conv2d(x, w, b, stride=2, padding=1, groups=groups,
+                             padding_mode=mode, method=method, layout="channels_last")
+        assert_close(first(y, 2), ref, np.float32)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_channels_last_backward_and_transpose(rng, d):
+    x = rng.standard_normal((2,) + SPATIAL[d] + (4,))
+    w = rng.standard_normal((6, 2) + (3,) * d)
+    g = rng.standard_normal(numbaconv.output_shape(first(x, d).shape, w.shape, stride=2,
+                                                   padding=1))
+    got = numbaconv.conv_backward(last(g, d), x, w, stride=2, padding=1, groups=2,
+                                  padding_mode="reflect", layout="channels_last")
+    want = numbaconv.conv_backward(g, first(x, d), w, stride=2, padding=1, groups=2,
+                                   padding_mode="reflect")
+    assert got[0].flags.c_contiguous
+    np.testing.assert_allclose(first(got[0], d), want[0], atol=1e-10)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-10)
+    np.testing.assert_allclose(got[2], want[2], atol=1e-10)
+    assert numbaconv.conv_backward(last(g, d), x, w, stride=2, padding=1, groups=2,
+                                   layout="channels_last", input_grad=False)[0] is None
+    transpose = (numbaconv.conv_transpose1d, numbaconv.conv_transpose2d,
+                 numbaconv.conv_transpose3d)[d - 1]
+    wt = rng.standard_normal((4, 3) + (3,) * d)
+    y = transpose(x, wt, stride=2, padding=1, groups=2, layout="channels_last")
+    assert y.flags.c_contiguous
+    np.testing.assert_allclose(first(y, d), transpose(first(x, d), wt, stride=2,
+                                                      padding=1, groups=2), atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [numbaconv.Conv2d, numbaconv.ConvTranspose2d])
+def test_channels_last_layers(rng, cls):
+    kw = dict(stride=2, padding=1, groups=2, rng=3)
+    cl, cf = cls(4, 6, 3, layout="channels_last", **kw), cls(4, 6, 3, **kw)
+    x = rng.standard_normal((2, 9, 8, 4)).astype(np.float32)
+    y = cl(x)
+    np.testing.assert_allclose(first(y, 2), cf(first(x, 2)), atol=1e-5)
+    assert cl.output_shape(x.shape) == y.shape
+    assert cl.macs(x.shape) == cf.macs(first(x, 2).shape)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_allclose(first(cl.backward(g), 2), cf.backward(first(g, 2)),
+                               atol=1e-4)
+    np.testing.assert_allclose(cl.grad_weight, cf.grad_weight, atol=1e-4)
+    with pytest.raises(ValueError, match="grad_out has shape"):
+        cl.backward(first(g, 2))
+    assert "layout='channels_last'" in repr(cl)
+
+
+def test_layout_errors():
+    x, w = np.ones((1, 5, 5, 2)), np.ones((3, 2, 3, 3))
+    for bad in ("NHWC", None, 1):
+        with pytest.raises(ValueError, match="layout="):
+            numbaconv.conv2d(x, w, layout=bad)
+        with pytest.raises(ValueError, match="layout="):
+            numbaconv.conv_backward(np.ones((1, 3, 3, 3)), x, w, layout=bad)
+        with pytest.raises(ValueError, match="layout="):
+            numbaconv.conv_transpose2d(x, np.ones((2, 3, 3, 3)), layout=bad)
+        with pytest.raises(ValueError, match="layout="):
+            numbaconv.Conv2d(2, 3, 3, layout=bad)
+    with pytest.raises(ValueError, match="channels"):  # 5 channels last, weight wants 2
+        numbaconv.conv2d(np.ones((1, 2, 5, 5)), w, layout="channels_last")
+
+
+# ---- out= ----
+
+def test_out_is_written_and_returned(rng):
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    for method in METHODS:
+        out = np.full((2, 6, 9, 9), np.nan, np.float32)
+        y = numbaconv.conv2d(x, w, padding=1, method=method, out=out)
+        assert y is out
+        assert_close(out, conv_reference(x, w, padding=1), np.float32)
+    xl = np.ascontiguousarray(last(x, 2))
+    for w_, groups in ((w, 1), (rng.standard_normal((4, 1, 3, 3)).astype(np.float32), 4)):
+        out = np.full((2, 9, 9, w_.shape[0]), np.nan, np.float32)
+        y = numbaconv.conv2d(xl, w_, padding=1, groups=groups, layout="channels_last",
+                             out=out)
+        assert y is out
+        assert_close(first(out, 2), conv_reference(x, w_, padding=1, groups=groups),
+                     np.float32)
+    empty = np.empty((0, 6, 9, 9), np.float32)
+    assert numbaconv.conv2d(x[:0], w, padding=1, out=empty) is empty
+
+
+def test_out_allocates_nothing_large(rng):
+    """Repeated calls with out= allocate no output (tracemalloc sees NumPy's
+    allocations): well under the output's 1.6 MB, where a call without it takes it."""
+    x = rng.standard_normal((1, 16, 50, 50)).astype(np.float32)
+    w = rng.standard_normal((160, 16, 1, 1)).astype(np.float32)
+    out = np.empty((1, 160, 50, 50), np.float32)
+    for layout, xx, o in (("channels_first", x, out),
+                          ("channels_last", np.ascontiguousarray(last(x, 2)),
+                           np.empty((1, 50, 50, 160), np.float32))):
+        for _ in range(2):  # warm: kernels, plans and scratch buffers
+            numbaconv.conv2d(xx, w, layout=layout, out=o)
+            numbaconv.conv2d(xx, w, layout=layout)
+        tracemalloc.start()
+        for _ in range(3):
+            numbaconv.conv2d(xx, w, layout=layout, out=o)
+        with_out = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        tracemalloc.start()
+        numbaconv.conv2d(xx, w, layout=layout)
+        without = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert without >= o.nbytes
+        assert with_out < o.nbytes / 8, (layout, with_out)
+
+
+def test_layer_out(rng):
+    layer = numbaconv.Conv2d(4, 6, 3, padding=1, rng=0)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    out = np.empty((2, 6, 9, 9), np.float32)
+    assert layer(x, out=out) is out
+    np.testing.assert_allclose(out, layer(x), atol=1e-6)
+
+
+def test_out_errors(rng):
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    b = np.zeros(3, np.float32)
+    cases = [
+        ([[0.0]], TypeError, "out must be a NumPy array"),
+        (np.empty((1, 3, 3, 3), np.float64), TypeError, "out has dtype float64"),
+        (np.empty((1, 3, 3, 4), np.float32), ValueError, r"out has shape \(1, 3, 3, 4\)"),
+        (np.empty((1, 3, 3, 3), np.float32, order="F"), ValueError, "C-contiguous"),
+        (np.empty((1, 3, 3, 6), np.float32)[..., ::2], ValueError, "C-contiguous"),
+    ]
+    readonly = np.empty((1, 3, 3, 3), np.float32)
+    readonly.flags.writeable = False
+    cases.append((readonly, ValueError, "read-only"))
+    for out, error, match in cases:
+        with pytest.raises(error, match=match):
+            numbaconv.conv2d(x, w, b, out=out)
+    big = np.zeros(200, np.float32)
+    xs = big[:50].reshape(1, 2, 5, 5)
+    for name, call in (("input", lambda o: numbaconv.conv2d(xs, w, out=o)),
+                       ("weight", lambda o: numbaconv.conv2d(x, big[:54].reshape(w.shape),
+                                                             out=o)),
+                       ("bias", lambda o: numbaconv.conv2d(x, w, big[25:28], out=o))):
+        with pytest.raises(ValueError, match=f"out shares memory with {name}"):
+            call(big[20:47].reshape(1, 3, 3, 3))
+    # Neighbouring but disjoint parts of one buffer are fine.
+    y = numbaconv.conv2d(xs, w, out=big[100:127].reshape(1, 3, 3, 3))
+    assert_close(y, conv_reference(xs, w), np.float32)
+    out = np.zeros((1, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="groups"):  # the call's own errors come first
+        numbaconv.conv2d(x, w, groups=2, out=out)
+    assert not out.any()  # nothing written before an error
