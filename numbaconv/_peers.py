@@ -10,12 +10,15 @@ tells the workers in turn to time every case (a median after warm-up, as
 A case's ratio to a peer is the median over rounds of the two libraries' times in the
 same round.
 
-Libraries: ``numbaconv``, ``torch`` (PyTorch NCHW), ``torch_cl`` (PyTorch channels_last:
+Libraries: ``numbaconv``, ``numbaconv_cl`` (``layout="channels_last"``, the input
+converted beforehand), ``torch`` (PyTorch NCHW), ``torch_cl`` (PyTorch channels_last:
 input and weight converted beforehand, PyTorch's best case; 2D and 3D only) and
 ``onnxruntime`` (a one-node ``Conv``/``ConvTranspose`` model, the weight and bias as
 initializers, ``intra_op_num_threads`` = the thread count, ``ORT_ENABLE_ALL``).
 Entry points: ``forward`` (``conv``), ``backward`` (``conv_backward``, both gradients,
-against ``aten.convolution_backward``) and ``transpose`` (``conv_transpose*d``).
+against ``aten.convolution_backward``), ``transpose`` (``conv_transpose*d``) and
+``layout`` (the forward suite channels-last, against numbaconv channels-first and
+PyTorch channels_last).
 """
 
 from __future__ import annotations
@@ -144,19 +147,25 @@ TRANSPOSE = (
     _c("t3d_4x4_s4", "stride 4", (1, 32, 4, 14, 14), (32, 16, 4, 4, 4), stride=4),
 )
 
-SUITES = {"forward": FORWARD, "backward": BACKWARD, "transpose": TRANSPOSE}
+SUITES = {"forward": FORWARD, "backward": BACKWARD, "transpose": TRANSPOSE,
+          "layout": FORWARD}
 PEERS = {"forward": ("torch", "torch_cl", "onnxruntime"),
          "backward": ("torch", "torch_cl"),
-         "transpose": ("torch", "torch_cl", "onnxruntime")}
+         "transpose": ("torch", "torch_cl", "onnxruntime"),
+         "layout": ("numbaconv", "torch_cl")}
+# The library whose times are divided by the others'.
+OWN = {"forward": "numbaconv", "backward": "numbaconv", "transpose": "numbaconv",
+       "layout": "numbaconv_cl"}
 # Column labels: PyTorch NCHW, PyTorch channels_last, ONNX Runtime.
-SHORT = {"torch": "torch", "torch_cl": "torch_cl", "onnxruntime": "ort"}
+SHORT = {"numbaconv": "nc", "numbaconv_cl": "nc_cl", "torch": "torch",
+         "torch_cl": "torch_cl", "onnxruntime": "ort"}
 ROUNDS = 5
 
 
 def available(library: str) -> bool:
     """Whether ``library``'s packages import in this environment (without importing
     them into this process: a peer's thread pool must not share it)."""
-    modules = {"numbaconv": [], "torch": ["torch"], "torch_cl": ["torch"],
+    modules = {"numbaconv": [], "numbaconv_cl": [], "torch": ["torch"], "torch_cl": ["torch"],
                "onnxruntime": ["onnx", "onnxruntime"]}[library]
     from importlib.util import find_spec
 
@@ -165,12 +174,15 @@ def available(library: str) -> bool:
 
 # --- the calls, built inside a worker ------------------------------------------------
 
-def _numbaconv_call(entry, case, x, w, b):
+def _numbaconv_call(entry, case, x, w, b, channels_last=False):
     import numbaconv
 
     kw = dict(stride=case.stride, padding=case.padding, dilation=case.dilation,
               groups=case.groups)
-    if entry == "forward":
+    if channels_last:  # forward only
+        xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        return lambda: numbaconv.conv(xl, w, b, **kw, layout="channels_last")
+    if entry in ("forward", "layout"):
         return lambda: numbaconv.conv(x, w, b, **kw)
     if entry == "backward":
         return lambda: numbaconv.conv_backward(b, x, w, **kw, bias=False)
@@ -192,7 +204,7 @@ def _torch_call(entry, case, x, w, b, channels_last):
             tb = tb.contiguous(memory_format=fmt)
     stride, dilation = case.per_axis(case.stride), case.per_axis(case.dilation)
     padding = case.per_axis(case.padding)
-    if entry == "forward":
+    if entry in ("forward", "layout"):
         conv = getattr(torch.nn.functional, f"conv{case.d}d")
 
         def run():
@@ -257,8 +269,8 @@ def build_calls(library, entry, cases, threads):
     calls = {}
     for case in cases:
         x, w, b = case.arrays(entry)
-        if library == "numbaconv":
-            fn = _numbaconv_call(entry, case, x, w, b)
+        if library in ("numbaconv", "numbaconv_cl"):
+            fn = _numbaconv_call(entry, case, x, w, b, library == "numbaconv_cl")
         elif library in ("torch", "torch_cl"):
             fn = _torch_call(entry, case, x, w, b, library == "torch_cl")
         else:
@@ -284,7 +296,7 @@ def worker(library, entry, names) -> None:
     for command in sys.stdin:
         command = command.strip()
         if command == "warm":
-            if library == "numbaconv":
+            if library.startswith("numbaconv"):
                 from ._compile import compiling_in_foreground
 
                 with compiling_in_foreground():  # time kernels, never the fallback
@@ -336,7 +348,7 @@ def measure(entry="forward", names=None, rounds=ROUNDS, libraries=None, progress
     is the list of per-round times in seconds; ``missing`` the peers not installed.
     """
     cases = [c for c in SUITES[entry] if names is None or c.name in names]
-    wanted = ("numbaconv",) + tuple(PEERS[entry] if libraries is None else libraries)
+    wanted = (OWN[entry],) + tuple(PEERS[entry] if libraries is None else libraries)
     present = [lib for lib in wanted if available(lib)]
     missing = [lib for lib in wanted if lib not in present]
     names = [c.name for c in cases]
@@ -362,7 +374,7 @@ def measure(entry="forward", names=None, rounds=ROUNDS, libraries=None, progress
         for w in workers:
             w.close()
     return dict(entry=entry, cases=[asdict(c) for c in cases], libraries=present,
-                times=times, missing=missing, rounds=rounds)
+                times=times, missing=missing, rounds=rounds, own=OWN[entry])
 
 
 def _geomean(values):
@@ -372,8 +384,9 @@ def _geomean(values):
 def ratios(result):
     """Per case, the median over rounds of numbaconv's time over each peer's (same
     round), and over the fastest peer's; ``{case: {peer | "fastest": ratio}}``."""
-    own = result["times"]["numbaconv"]
-    peers = [lib for lib in result["libraries"] if lib != "numbaconv"]
+    own_library = result.get("own", "numbaconv")
+    own = result["times"][own_library]
+    peers = [lib for lib in result["libraries"] if lib != own_library]
     out = {}
     for case in result["cases"]:
         name = case["name"]
@@ -393,9 +406,10 @@ def ratios(result):
 def format_result(result) -> str:
     """The table of :func:`measure`: numbaconv's median time, the peers' median times and
     the ratios, then geomeans per kind and over the suite."""
-    peers = [lib for lib in result["libraries"] if lib != "numbaconv"]
+    own_library = result.get("own", "numbaconv")
+    peers = [lib for lib in result["libraries"] if lib != own_library]
     rat = ratios(result)
-    head = f"{'case':<16}{'kind':<13}{'numbaconv ms':>13}"
+    head = f"{'case':<16}{'kind':<13}{SHORT[own_library] + ' ms':>13}"
     for lib in peers:
         head += f"{SHORT[lib] + ' ms':>13}{'/' + SHORT[lib]:>10}"
     head += f"{'/fastest':>10}"
@@ -407,7 +421,7 @@ def format_result(result) -> str:
         if name not in rat:
             continue
         line = f"{name:<16}{case['kind']:<13}"
-        line += f"{np.median(result['times']['numbaconv'][name]) * 1e3:>13.3f}"
+        line += f"{np.median(result['times'][own_library][name]) * 1e3:>13.3f}"
         for lib in peers:
             t = result["times"][lib].get(name)
             line += (f"{np.median(t) * 1e3:>13.3f}{rat[name][lib]:>10.2f}" if t
@@ -416,9 +430,10 @@ def format_result(result) -> str:
         line += f"{fastest:>10.2f}" if fastest else f"{'-':>10}"
         lines.append(line)
         kinds.setdefault(case["kind"], []).append(rat[name])
-    lines.append("ratio = numbaconv time / peer time (< 1: numbaconv faster), the median "
-                 "over rounds of the same round's ratio; torch = PyTorch NCHW, torch_cl = "
-                 "PyTorch channels_last, ort = ONNX Runtime")
+    lines.append(f"ratio = {SHORT[own_library]} time / peer time (< 1: {SHORT[own_library]} "
+                 "faster), the median over rounds of the same round's ratio; nc = "
+                 "numbaconv channels-first, nc_cl = numbaconv channels_last, torch = "
+                 "PyTorch NCHW, torch_cl = PyTorch channels_last, ort = ONNX Runtime")
     for kind, rows in [*kinds.items(), ("all", [r for rs in kinds.values() for r in rs])]:
         parts = []
         for lib in peers + ["fastest"]:

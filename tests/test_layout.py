@@ -282,3 +282,20 @@ def test_out_errors(rng):
     with pytest.raises(ValueError, match="groups"):  # the call's own errors come first
         numbaconv.conv2d(x, w, groups=2, out=out)
     assert not out.any()  # nothing written before an error
+
+
+def test_channels_last_dask(rng):
+    da = pytest.importorskip("dask.array")
+    x = rng.standard_normal((2, 12, 10, 4)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    lazy = numbaconv.conv2d(da.from_array(x, chunks=(1, 5, 4, 4)), w, stride=2,
+                            padding="same", padding_mode="reflect",
+                            layout="channels_last")
+    assert isinstance(lazy, da.Array) and lazy.shape == (2, 6, 5, 6)
+    want = numbaconv.conv2d(x, w, stride=2, padding="same", padding_mode="reflect",
+                            layout="channels_last")
+    assert_close(lazy.compute(scheduler="sync"), want, np.float32)
+    with pytest.raises(TypeError, match="out= does not take a dask input"):
+        numbaconv.conv2d(da.from_array(x), w, out=np.empty((2, 6, 10, 8), np.float32))
+    with pytest.raises(ValueError, match="layout="):
+        numbaconv.conv2d(da.from_array(x), w, layout="nhwc")
