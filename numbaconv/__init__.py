@@ -18,6 +18,7 @@ from .functional import (
     count_params,
     output_shape,
 )
+from . import signal  # noqa: F401  (numbaconv.signal.correlate / convolve, SciPy-style)
 
 
 __all__ = [

@@ -133,12 +133,14 @@ def bench(compare: bool, cases=None, methods=None) -> None:
         print("PyTorch is not installed: pip install torch to compare")
 
 
-def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> None:
-    """Time ``entry`` (forward, backward or transpose) against the installed peers, each
-    library in its own worker process (see ``numbaconv._peers``)."""
+def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> dict:
+    """Time ``entry`` (forward, backward, transpose or layout) against the installed
+    peers, each library in its own worker process (see ``numbaconv._peers``); return
+    the ratios' plot panel (``numbaconv._plot``)."""
     import json
 
     from . import _peers
+    from ._plot import peers_panel
 
     if cases:
         valid = [c.name for c in _peers.SUITES[entry]]
@@ -153,6 +155,59 @@ def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> None:
     if json_file:
         with open(json_file, "w") as f:
             json.dump(result, f, indent=1)
+    return peers_panel(result)
+
+
+def signal_bench(cases=None, rounds=None, json_file=None) -> dict:
+    """Time numbaconv.signal.correlate against SciPy's correlate, fftconvolve and
+    oaconvolve (see ``numbaconv._signal_bench``); return the ratios' plot panel."""
+    import json
+
+    from . import _signal_bench
+    from .bench import steady_allocator
+
+    if cases:
+        valid = [c.name for c in _signal_bench.CASES]
+        unknown = sorted(set(cases) - set(valid))
+        if unknown:
+            raise SystemExit(f"--cases: unknown signal case(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(valid)}")
+    if rounds is not None and rounds < 1:
+        raise SystemExit(f"--rounds={rounds} must be at least 1")
+    steady_allocator()
+    result = _signal_bench.measure(cases, rounds or _signal_bench.ROUNDS)
+    print(_signal_bench.format_result(result))
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(result, f, indent=1)
+    return _signal_bench.ratio_panel(result)
+
+
+def ratio_benches(args) -> None:
+    """``bench --peers | --backward | --transpose | --layout | --signal``, and
+    ``--plot FILE.png``: with one of those, the plot of its ratios; alone, the forward
+    peers and the signal functions against SciPy, drawn in one figure (the README's)."""
+    if args.plot:
+        from ._plot import plot_ratios, require_matplotlib
+
+        require_matplotlib()  # before the measurement, not after it
+    entries = [e for e in ("peers", "backward", "transpose", "layout", "signal")
+               if getattr(args, e)] or ["peers", "signal"]
+    if len(entries) > 1 and args.cases:
+        raise SystemExit("--cases: name one of --peers, --backward, --transpose, --layout "
+                         "or --signal with it")
+    if len(entries) > 1 and args.json:
+        raise SystemExit("--json: name one of --peers, --backward, --transpose, --layout "
+                         "or --signal with it")
+    panels = []
+    for entry in entries:
+        if entry == "signal":
+            panels.append(signal_bench(args.cases, args.rounds, args.json))
+        else:
+            panels.append(peers_bench("forward" if entry == "peers" else entry,
+                                      args.cases, args.rounds, args.json))
+    if args.plot:
+        print(f"plot: {plot_ratios(panels, args.plot)}")
 
 
 def _ints(text: str) -> tuple:
@@ -212,14 +267,24 @@ def main(argv=None) -> int:
                       help="the same for conv_backward against PyTorch's")
     what.add_argument("--transpose", action="store_true",
                       help="the same for conv_transpose* against PyTorch and ONNX Runtime")
+    what.add_argument("--layout", action="store_true",
+                      help="the forward suite with layout='channels_last' against "
+                           "numbaconv channels-first and PyTorch channels_last")
+    what.add_argument("--signal", action="store_true",
+                      help="instead, time numbaconv.signal.correlate against SciPy's "
+                           "correlate, fftconvolve and oaconvolve")
     b.add_argument("--cases", type=lambda t: t.split(","),
                    help="comma-separated case names (default: the whole suite)")
     b.add_argument("--methods", type=lambda t: t.split(","),
                    help="comma-separated paths and/or auto (default: all of them)")
-    b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose: rounds "
-                                               "(default 5)")
-    b.add_argument("--json", help="--peers, --backward, --transpose: also write the "
-                                  "per-round times to this file")
+    b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose, "
+                                               "--signal: rounds (default 5)")
+    b.add_argument("--json", help="--peers, --backward, --transpose, --signal: also "
+                                  "write the per-round times to this file")
+    b.add_argument("--plot", metavar="FILE.png",
+                   help="draw the ratios of --peers, --backward, --transpose, --layout "
+                        "or --signal as bars into this PNG; alone, run --peers and "
+                        "--signal and draw both (needs matplotlib: the plot extra)")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
     e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
     e.add_argument("--weight", type=_ints, required=True, help="C_out,C_in/groups,*kernel")
@@ -252,9 +317,9 @@ def main(argv=None) -> int:
         latency()
     elif args.command == "bench" and args.compile:
         compile_report()
-    elif args.command == "bench" and (args.peers or args.backward or args.transpose):
-        entry = "backward" if args.backward else "transpose" if args.transpose else "forward"
-        peers_bench(entry, args.cases, args.rounds, args.json)
+    elif args.command == "bench" and (args.peers or args.backward or args.transpose
+                                      or args.layout or args.signal or args.plot):
+        ratio_benches(args)
     elif args.command == "bench":
         bench(args.compare, args.cases, args.methods)
     elif args.command == "explain":
