@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from ._blas import single_threaded_blas
-from ._channels_last import conv_depthwise, conv_gemm, to_channels_first, to_channels_last
+from ._channels_last import conv_depthwise, conv_gemm, move_to_last, moved_to_first
 from ._compile import KernelNotReady, fallback_allowed
 from ._fallback import conv_taps
 from ._fft import conv_fft
@@ -51,12 +51,13 @@ def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode
 def _run_channels_last(x, weight, bias, plan, padding_mode, out5):
     """Run a channels-last plan (``x`` batched ``(N, *spatial, C)``), writing ``out5``
     ``(N, OD, OH, OW, C_out)``: in place by its form, else on transposed copies."""
-    d, dtype = plan.geom.d, plan.dtype
+    dtype = plan.dtype
     if plan.layout_form != "transpose":
+        padded = x
         if plan.pre_pad:
-            x = pad_input(x.astype(dtype, copy=False), plan.geom.padding + ((0, 0),),
-                          padding_mode)
-        x5 = np.ascontiguousarray(x, dtype=dtype).reshape(plan.x5_shape)
+            padded = pad_input(x.astype(dtype, copy=False), plan.geom.padding + ((0, 0),),
+                               padding_mode)
+        x5 = np.ascontiguousarray(padded, dtype=dtype).reshape(plan.x5_shape)
         w = np.ascontiguousarray(weight, dtype=dtype)
         w5 = w.reshape(w.shape[:2] + plan.w6_shape[3:])
         b = (np.zeros(plan.geom.out_channels, dtype) if bias is None
@@ -69,9 +70,8 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5):
         except KernelNotReady:
             pass  # compiling in the background: the channels-first route meanwhile
     out6 = np.empty(plan.out6_shape, dtype)
-    _run(to_channels_first(x, d), weight, bias, plan, padding_mode, out6)
-    out_first = out6.reshape((out6.shape[0], plan.geom.out_channels) + plan.geom.out_spatial)
-    np.copyto(out5, to_channels_last(out_first, d).reshape(out5.shape))
+    _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6)
+    move_to_last(out6, out5)
 
 
 def _run(x, weight, bias, plan, padding_mode, out6):

@@ -27,7 +27,7 @@ def last(a, d):
 
 
 # (C_in, C_out, groups, kernel): dense, pointwise, depthwise, grouped, channel multiplier
-LAYERS = ((6, 5, 1, 3), (6, 7, 1, 1), (6, 6, 6, 3), (6, 4, 2, 2), (3, 6, 3, 3))
+LAYERS = ((16, 5, 1, 3), (16, 7, 1, 1), (6, 5, 1, 3), (6, 6, 6, 3), (6, 4, 2, 2), (3, 6, 3, 3))
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
@@ -68,13 +68,15 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
 
 @pytest.mark.parametrize("case", [
     ((2, 9, 9, 8), (8, 1, 3, 3), 8, "depthwise"),      # depthwise
-    ((2, 9, 9, 8), (16, 8, 1, 1), 1, "gemm"),          # pointwise
-    ((1, 20, 20, 4), (16, 4, 3, 3), 1, "gemm"),        # dense, columns
+    ((2, 9, 9, 16), (16, 16, 1, 1), 1, "gemm"),        # pointwise
+    ((1, 20, 20, 16), (16, 16, 3, 3), 1, "gemm"),      # dense, columns
     ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped
+    ((1, 20, 20, 3), (16, 3, 3, 3), 1, "transpose"),   # a 3-channel stem
 ])
 def test_channels_last_forms(case):
     """Depthwise, pointwise and dense GEMM calls run on the channels-last kernels,
-    in place; the rest on transposed copies."""
+    in place; the rest (and layers with under config.CHANNELS_LAST_MIN_CHANNELS input
+    channels) on transposed copies."""
     x_shape, w_shape, groups, form = case
     x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
     plan = _plan.get_plan(x, w, None, 1, 1, 1, groups, "zeros", "auto", 2, "channels_last")
@@ -88,17 +90,16 @@ def test_channels_last_kernels_run_in_place(rng, monkeypatch):
     for name in ("gemm_rows", "depthwise_rows"):
         kernel = getattr(_channels_last, name)
         monkeypatch.setattr(_channels_last, name, _Spy(kernel, calls))
-    x = rng.standard_normal((2, 9, 9, 8)).astype(np.float32)
+    x = rng.standard_normal((2, 9, 9, 16)).astype(np.float32)
     with numbaconv._compile.compiling_in_foreground():
-        for w, groups in ((rng.standard_normal((8, 1, 3, 3)), 8),
-                          (rng.standard_normal((16, 8, 1, 1)), 1),
-                          (rng.standard_normal((16, 8, 1, 1)), 1),
-                          (rng.standard_normal((5, 8, 3, 3)), 1)):
+        for w, groups in ((rng.standard_normal((16, 1, 3, 3)), 16),
+                          (rng.standard_normal((16, 16, 1, 1)), 1),
+                          (rng.standard_normal((16, 16, 1, 1)), 1),
+                          (rng.standard_normal((5, 16, 3, 3)), 1)):
             w = w.astype(np.float32)
             stride = 2 if len(calls) == 2 else 1  # a strided pointwise layer gathers
-            method = "im2col" if len(calls) == 3 else "auto"  # auto: 8 -> 5 is direct
             y = numbaconv.conv2d(x, w, stride=stride, padding=w.shape[-1] // 2,
-                                 groups=groups, layout="channels_last", method=method)
+                                 groups=groups, layout="channels_last")
             ref = conv_reference(first(x, 2), w, stride=stride, padding=w.shape[-1] // 2,
                                  groups=groups)
             assert_close(first(y, 2), ref, np.float32)

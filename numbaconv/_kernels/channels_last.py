@@ -56,13 +56,14 @@ def _gather_columns(xn, cols, p0, p1, kernel, stride, dilation, pad, out_spatial
 @njit(parallel=True, **_JIT)
 def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_bufs,
               gather):
-    """Write ``out5`` by one GEMM per task of output positions.
+    """Write ``out5`` by one GEMM per task of output positions and channels.
 
     ``w2`` ``(C_out, C_in*K)`` is the weight, ``bias`` ``(C_out,)``; ``tasks`` rows
-    ``(n, p0, p1)`` (positions over ``OD*OH*OW``) are dealt round-robin to the threads,
-    each with a row of ``cols_bufs`` for its columns. With ``gather`` False (a pointwise
-    stride-1 layer without padding) the GEMM reads the input's rows themselves. The GEMMs
-    are SciPy's BLAS, kept single-threaded by the caller.
+    ``(n, p0, p1, o0, o1)`` (positions over ``OD*OH*OW``, output channels) are dealt
+    round-robin to the threads, each with a row of ``cols_bufs`` for its columns. With
+    ``gather`` False (a pointwise stride-1 layer without padding) the GEMM reads the
+    input's rows themselves. The GEMMs are SciPy's BLAS, kept single-threaded by the
+    caller.
     """
     N, OD, OH, OW, CO = out5.shape
     CK = w2.shape[1]
@@ -73,10 +74,11 @@ def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_buf
         buf = cols_bufs[t]
         for i in range(t, tasks.shape[0], threads):
             n, p0, p1 = tasks[i, 0], tasks[i, 1], tasks[i, 2]
+            o0, o1 = tasks[i, 3], tasks[i, 4]
             pc = p1 - p0
             target = out_rows[n, p0 * CO: p1 * CO]
             for p in range(pc):
-                for o in range(CO):
+                for o in range(o0, o1):
                     target[p * CO + o] = bias[o]
             if gather:
                 cols = buf[: pc * CK].reshape(pc, CK)
@@ -85,30 +87,33 @@ def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_buf
                 source = buf
             else:
                 source = x_rows[n, p0 * CK:]
-            # Row-major out[pc, CO] += cols[pc, CK] @ w2[CO, CK]^T, as column-major
-            # out^T (CO x pc) = w2 (CO x CK: 'T' of its CK x CO view, ld CK) @ cols^T
-            # (CK x pc, ld CK).
-            gemm(84, 78, CO, pc, CK, 1.0, w2, CK, source, CK, 1.0, target, CO)
+            # Row-major out[pc, o0:o1] += cols[pc, CK] @ w2[o0:o1, CK]^T, as
+            # column-major out^T ((o1-o0) x pc, ld CO) = w2 block ('T' of its CK x
+            # (o1-o0) view, ld CK) @ cols^T (CK x pc, ld CK).
+            gemm(84, 78, o1 - o0, pc, CK, 1.0, w2[o0:], CK, source, CK, 1.0,
+                 target[o0:], CO)
 
 
 @njit(parallel=True, **_JIT)
 def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
     """Write ``out5``, the depthwise convolution of ``x5`` with ``wt`` ``(K, C)`` (tap
     by channel), ``bias`` ``(C,)``. Jobs are output rows, cut into pieces of ``ow_chunk``
-    positions (1D signals have a single long row)."""
+    positions (1D signals have a single long row). The loops index 3D arrays rather
+    than take a view per tap and position (that cost more than the tap's FMAs), with
+    only the channel index varying in the inner loop, so that it vectorises."""
     N, D, H, W, C = x5.shape
     _, OD, OH, OW, _ = out5.shape
     KD, KH, KW = kernel
     pieces = (OW + ow_chunk - 1) // ow_chunk
+    x_rows = x5.reshape(N * D * H, W, C)
+    out_rows = out5.reshape(N * OD * OH, OW, C)
     for job in prange(N * OD * OH * pieces):
         row, piece = job // pieces, job % pieces
         n, rest = row // (OD * OH), row % (OD * OH)
         od, oh = rest // OH, rest % OH
-        out_row = out5[n, od, oh]
         for ow in range(piece * ow_chunk, min(OW, (piece + 1) * ow_chunk)):
-            acc = out_row[ow]
             for c in range(C):
-                acc[c] = bias[c]
+                out_rows[row, ow, c] = bias[c]
             for kd in range(KD):
                 i_d = od * stride[0] + kd * dilation[0] - pad[0]
                 if i_d < 0 or i_d >= D:
@@ -117,12 +122,11 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
                     i_h = oh * stride[1] + kh * dilation[1] - pad[1]
                     if i_h < 0 or i_h >= H:
                         continue
-                    x_row = x5[n, i_d, i_h]
+                    r = (n * D + i_d) * H + i_h
                     for kw in range(KW):
                         i_w = ow * stride[2] + kw * dilation[2] - pad[2]
                         if i_w < 0 or i_w >= W:
                             continue
-                        src = x_row[i_w]
-                        w = wt[(kd * KH + kh) * KW + kw]
+                        tap = (kd * KH + kh) * KW + kw
                         for c in range(C):
-                            acc[c] += src[c] * w[c]
+                            out_rows[row, ow, c] += x_rows[r, i_w, c] * wt[tap, c]
