@@ -1,5 +1,5 @@
-"""asv ``track_*`` benchmarks: numbaconv's time over PyTorch's and over SciPy's, both
-measured in the same process, in turns.
+"""asv ``track_*`` benchmarks: numbaconv's time over PyTorch's and over SciPy's,
+measured in the same run, in turns.
 
 Why ratios: absolute times on a shared machine move by 20-50% from one run to the next
 (other jobs on the cores, frequency scaling, a neighbour's use of the caches), more
@@ -9,13 +9,18 @@ made. Both libraries' times move together, so their ratio cancels the machine's 
 and the machine does not. ``asv continuous --bench track_ BASE HEAD`` compares it
 between two commits (see README.md, "Performance").
 
-How a ratio is measured: ``setup`` builds both calls, checks that they compute the same
+How a ratio to PyTorch is measured: as ``bench --peers`` does, each library in a worker
+process of its own, the workers taking turns for ``ROUNDS`` rounds, the value the median
+of the rounds' ratios (:class:`RatioToTorch`). How a ratio to SciPy is measured (SciPy
+has no thread pool to fight Numba's, so one process does): ``setup`` builds both calls, checks that they compute the same
 values, and warms them up (numbaconv compiling its kernels in the foreground). The
 ``track_*`` method then takes the two libraries in turns, ``ROUNDS`` rounds with the
 order alternating (A B, B A, A B, ...); each turn is one untimed call and then the
-median of at least ``CALLS`` calls, after a ``PAUSE`` that lets the other library's
-idle threads stop spinning. The value is the median of numbaconv's turns over the
-median of the peer's: < 1 means numbaconv is faster. Both libraries use Numba's thread
+fastest of at least ``CALLS`` calls, after a ``PAUSE`` that lets the other library's
+idle threads stop spinning. The value is the median over rounds of the round's
+numbaconv turn over its peer turn: < 1 means numbaconv is faster. Both set glibc to
+keep freed memory (``numbaconv.bench.steady_allocator``, as ``bench --peers``), so
+neither pays the page faults of fresh outputs. Both libraries use Numba's thread
 count (``torch.set_num_threads``, ``scipy.fft.set_workers``).
 
 PyTorch (``torch.nn.functional.conv*d``, no_grad) on a handful of ``numbaconv.bench``
@@ -34,9 +39,9 @@ import numpy as np
 
 import numbaconv
 from numbaconv._compile import compiling_in_foreground
-from numbaconv.bench import SUITE
+from numbaconv.bench import SUITE, steady_allocator
 
-ROUNDS = 7
+ROUNDS = 11
 CALLS = 3  # timed calls per turn, at least ...
 TURN_SECONDS = 0.02  # ... and at least this long (at most 50 calls)
 PAUSE = 0.2  # seconds before each turn
@@ -55,7 +60,8 @@ def _threads():
 
 def _turn(fn):
     """One turn: an untimed call (the thread pool wakes up after the pause), then the
-    median time of at least CALLS calls and TURN_SECONDS."""
+    fastest of at least CALLS calls and TURN_SECONDS (the least disturbed by other
+    work on the machine)."""
     fn()
     times = []
     start = time.perf_counter()
@@ -64,18 +70,22 @@ def _turn(fn):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.min(times))
 
 
 def interleaved_ratio(ours, theirs, rounds=ROUNDS):
-    """median(``ours``' turns) / median(``theirs``' turns), the turns interleaved."""
-    mine, peer = [], []
+    """The median over rounds of each round's ``ours`` turn over its ``theirs`` turn,
+    the order alternating: a round's two turns see the same state of the machine,
+    which the ratio cancels (the ratio of the two medians moved up to 30% between runs
+    of one commit here)."""
+    ratios = []
     for r in range(rounds):
-        order = [(ours, mine), (theirs, peer)]
-        for fn, out in order[::-1] if r % 2 else order:
+        turns = {}
+        for fn in (theirs, ours) if r % 2 else (ours, theirs):
             time.sleep(PAUSE)
-            out.append(_turn(fn))
-    return round(float(np.median(mine) / np.median(peer)), 4)
+            turns[fn] = _turn(fn)
+        ratios.append(turns[ours] / turns[theirs])
+    return round(float(np.median(ratios)), 4)
 
 
 def _check_same(ours, theirs, name):
@@ -88,41 +98,29 @@ def _check_same(ours, theirs, name):
 
 
 class RatioToTorch:
-    """numbaconv.conv time / torch.nn.functional.conv*d time (float32, with bias)."""
+    """numbaconv.conv time / torch.nn.functional.conv*d time (float32, with bias), each
+    library in a worker process of its own, as ``bench --peers`` measures
+    (``numbaconv._peers.measure``): in one process, PyTorch's and Numba's thread pools
+    spin against each other, and the ratio of the same commit moved by 15-55% between
+    two runs here (mbv2_dw3 0.56 and 0.86)."""
 
     params = [TORCH_CASES]
     param_names = ["case"]
     unit = "ratio"
-    timeout = 300
+    timeout = 600
 
     def setup(self, name):
-        try:
-            # imported here, so that only these benchmarks' processes load it, and
-            # before numbaconv's first kernel sets GOMP_SPINCOUNT for Numba's OpenMP
-            import torch
-        except ImportError:
-            raise NotImplementedError("PyTorch is not installed") from None
-        case = _CASES[name]
-        x, w, b = case.arrays()
-        torch.set_num_threads(_threads())
-        conv = getattr(torch.nn.functional, f"conv{len(case.weight_shape) - 2}d")
-        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+        from numbaconv import _peers
 
-        def theirs():
-            with torch.no_grad():
-                return conv(tx, tw, tb, **case.kwargs)
-
-        def ours():
-            return numbaconv.conv(x, w, b, **case.kwargs)
-
-        with compiling_in_foreground():  # compile (or load) the kernels, here
-            _check_same(ours(), theirs().numpy(), name)
-        for _ in range(2):
-            ours(), theirs()
-        self.ours, self.theirs = ours, theirs
+        if not _peers.available("torch"):
+            raise NotImplementedError("PyTorch is not installed")
 
     def track_over_torch(self, name):
-        return interleaved_ratio(self.ours, self.theirs)
+        from numbaconv import _peers
+
+        result = _peers.measure("forward", [name], rounds=ROUNDS, libraries=("torch",),
+                                progress=False)
+        return round(_peers.ratios(result)[name]["torch"], 4)
 
 
 class RatioToScipy:
@@ -138,6 +136,7 @@ class RatioToScipy:
         import scipy.fft
         import scipy.signal
 
+        steady_allocator()
         case = _CASES[name]
         x, w, _ = case.arrays()
         k = w[0, 0]
