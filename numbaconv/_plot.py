@@ -13,6 +13,7 @@ with its non-interactive Agg backend.
 from __future__ import annotations
 
 import math
+import textwrap
 
 INSTALL = 'pip install "numbaconv[plot]"'
 XLABEL = "numbaconv time / peer time, log scale; < 1: numbaconv faster"
@@ -165,7 +166,8 @@ def plot_ratios(panels, path, *, dpi: int = 110) -> str:
             if mine:
                 gm = math.exp(sum(math.log(v) for v in mine) / len(mine))
                 geomeans.append(f"{peer} {gm:.2f}")
-        title = panel.get("title", "")
+        # Wrapped, so that a long title stays within the figure's width.
+        title = "\n".join(textwrap.wrap(panel.get("title", ""), 95))
         if geomeans:
             title += "\ngeomean: " + ", ".join(geomeans)
         ax.set_title(title, fontsize=9.5, loc="left")
