@@ -129,3 +129,26 @@ class Peers:
 
     def time_call(self, key):
         self.call()
+
+
+class OutReuse:
+    """``out=`` against a fresh output on a layer of each kind: the same speed, no
+    output allocated (``tests/test_layout.py`` checks the allocation with tracemalloc)."""
+
+    params = [["r50_3x3_56", "r50_1x1_56", "mbv2_dw3", "resnet_conv1", "c3d_s2"]]
+    param_names = ["case"]
+    timeout = 300
+
+    def setup(self, name):
+        case = next(c for c in _peers.FORWARD if c.name == name)
+        self.x, self.w, self.b = case.arrays("forward")
+        self.kwargs = dict(stride=case.stride, padding=case.padding,
+                           dilation=case.dilation, groups=case.groups)
+        with compiling_in_foreground():
+            self.out = numbaconv.conv(self.x, self.w, self.b, **self.kwargs)
+
+    def time_fresh_output(self, name):
+        numbaconv.conv(self.x, self.w, self.b, **self.kwargs)
+
+    def time_out(self, name):
+        numbaconv.conv(self.x, self.w, self.b, **self.kwargs, out=self.out)
