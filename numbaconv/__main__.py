@@ -278,9 +278,9 @@ def main(argv=None) -> int:
     b.add_argument("--methods", type=lambda t: t.split(","),
                    help="comma-separated paths and/or auto (default: all of them)")
     b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose, "
-                                               "--signal: rounds (default 5)")
-    b.add_argument("--json", help="--peers, --backward, --transpose, --signal: also "
-                                  "write the per-round times to this file")
+                                               "--layout, --signal: rounds (default 5)")
+    b.add_argument("--json", help="--peers, --backward, --transpose, --layout, --signal: "
+                                  "also write the per-round times to this file")
     b.add_argument("--plot", metavar="FILE.png",
                    help="draw the ratios of --peers, --backward, --transpose, --layout "
                         "or --signal as bars into this PNG; alone, run --peers and "

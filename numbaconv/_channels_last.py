@@ -6,13 +6,14 @@ Which form takes a call follows the channels-first plan's choice for the same da
 - ``"depthwise"``: a depthwise layer (``groups == C_in == C_out``) the plan gives the
   direct path; a kernel vectorised over channels (:mod:`numbaconv._kernels.channels_last`).
 - ``"gemm"``: a dense layer (``groups == 1``) the plan gives a GEMM form other than
-  Winograd; one GEMM per block of output positions, written straight into the output.
+  Winograd, with at least ``config.CHANNELS_LAST_MIN_CHANNELS`` input channels (any
+  number for a pointwise stride-1 layer without padding, which gathers no columns);
+  one GEMM per block of output positions, written straight into the output.
 - ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, grouped
-  layers, channel multipliers): the channels-first call on transposed copies. Those
-  paths transform their input anyway, and two copies cost a few percent of them.
+  layers, channel multipliers, stems): the channels-first call on transposed copies.
 
 While a channels-last kernel compiles (``auto`` in a cold process), its call takes the
-``"transpose"`` route, whose own fallbacks need no compiling.
+``"transpose"`` route's fallback, which needs no compiled kernel.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ gemm_rows = Kernel(_kernels.gemm_rows, "cl_gemm")
 depthwise_rows = Kernel(_kernels.depthwise_rows, "cl_depthwise")
 
 
-
 def channels_last_form(geom, method: str, form) -> str:
     """``"depthwise"``, ``"gemm"`` or ``"transpose"`` for a call whose channels-first
     plan runs ``method`` in ``form`` (see the module docstring)."""
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
         return "depthwise"
+    pointwise = (set(geom.kernel) == {1} and set(geom.stride) == {1}
+                 and not any(p for pair in geom.padding for p in pair))
     if (method == "im2col" and geom.groups == 1 and form.name != "winograd"
-            and geom.in_channels >= config.CHANNELS_LAST_MIN_CHANNELS):
+            and (pointwise or geom.in_channels >= config.CHANNELS_LAST_MIN_CHANNELS)):
         return "gemm"
     return "transpose"
 

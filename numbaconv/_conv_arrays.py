@@ -68,15 +68,23 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5):
                 run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)
             return
         except KernelNotReady:
-            pass  # compiling in the background: the channels-first route meanwhile
+            # Compiling in the background: meanwhile the channels-first route's own
+            # fallback, which compiles nothing (its kernel would start a second job,
+            # for a form this call never uses).
+            out6 = np.empty(plan.out6_shape, dtype)
+            _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6,
+                 fallback_only=True)
+            move_to_last(out6, out5)
+            return
     out6 = np.empty(plan.out6_shape, dtype)
     _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6)
     move_to_last(out6, out5)
 
 
-def _run(x, weight, bias, plan, padding_mode, out6):
+def _run(x, weight, bias, plan, padding_mode, out6, fallback_only=False):
     """Run a channels-first plan on batched ``x`` ``(N, C_in, *spatial)``, writing
-    ``out6`` ``(N, G, COg, OD, OH, OW)``."""
+    ``out6`` ``(N, G, COg, OD, OH, OW)``; with ``fallback_only``, on the path that needs
+    no compiled kernel (as while the plan's kernel compiles)."""
     dtype = plan.dtype
     method, form = plan.method, plan.form
     if method == "fft" and method != plan.nonfinite_method and not (
@@ -93,6 +101,9 @@ def _run(x, weight, bias, plan, padding_mode, out6):
     else:
         bias2 = np.ascontiguousarray(bias, dtype=dtype).reshape(plan.bias2_shape)
     arrays = (x6, w6, bias2, out6, plan.stride, plan.dilation, plan.pad)
+    if fallback_only:
+        _run_fallback(arrays, plan)
+        return
     if plan.fallback == "none" or method == "fft":
         METHODS[method](*arrays, form)
         return
@@ -100,13 +111,17 @@ def _run(x, weight, bias, plan, padding_mode, out6):
         with fallback_allowed():
             METHODS[method](*arrays, form)
     except KernelNotReady:
-        # The kernel compiles in a background process: meanwhile, a path that needs
-        # none (see numbaconv._compile). One BLAS thread: the compile job has the
-        # other core (two BLAS threads against it ran the fallback 6x slower).
-        use_fft = (plan.fallback == "fft" and np.isfinite(x6).all()
-                   and np.isfinite(w6).all())
-        with single_threaded_blas:
-            if use_fft:
-                conv_fft(*arrays, plan.fallback_form)
-            else:
-                conv_taps(*arrays)
+        _run_fallback(arrays, plan)
+
+
+def _run_fallback(arrays, plan):
+    """The kernel compiles in a background process: meanwhile, a path that needs none
+    (see numbaconv._compile). One BLAS thread: the compile job has the other core (two
+    BLAS threads against it ran the fallback 6x slower)."""
+    x6, w6 = arrays[:2]
+    use_fft = plan.fallback == "fft" and np.isfinite(x6).all() and np.isfinite(w6).all()
+    with single_threaded_blas:
+        if use_fft:
+            conv_fft(*arrays, plan.fallback_form)
+        else:
+            conv_taps(*arrays)

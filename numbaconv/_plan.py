@@ -167,9 +167,16 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     x_shape = x.shape
     if layout == "channels_last":
         x_shape = channels_first_shape(x_shape, weight.ndim - 2 if d is None else d)
-    geom, padding_mode, method, dtype = check_call(
-        x_shape, x.dtype, weight, bias, stride, padding, dilation, groups, padding_mode,
-        method, d, METHODS)
+    try:
+        geom, padding_mode, method, dtype = check_call(
+            x_shape, x.dtype, weight, bias, stride, padding, dilation, groups,
+            padding_mode, method, d, METHODS)
+    except ValueError as error:
+        if layout == "channels_first" or x_shape == x.shape:
+            raise
+        # The checks speak of the channels-first shape: name the user's too.
+        raise ValueError(f"{error} (layout='channels_last': the input of shape "
+                         f"{x.shape} read as channels-first {x_shape})") from None
     d = geom.d
     pads = geom.padding
     pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)

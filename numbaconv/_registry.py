@@ -67,7 +67,7 @@ FORMS = {
     "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
     "cl_gemm": Form("im2col", "channels_last", "channels-last rows + GEMM",
-                    (((1, 5, 5, 2), (4, 2, 3, 3)),), 1, "im2col", "channels_last"),
+                    (((1, 5, 5, 16), (4, 16, 3, 3)),), 1, "im2col", "channels_last"),
     "cl_depthwise": Form("direct", "channels_last", "channels-last depthwise, "
                          "vectorised over channels", (((1, 5, 5, 2), (2, 1, 3, 3)),), 2,
                          "direct", "channels_last"),

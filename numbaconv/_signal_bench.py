@@ -131,7 +131,7 @@ def ratios(result):
 
 def ratio_panel(result):
     """The result as one panel for ``numbaconv._plot.plot_ratios``:
-    ``{"title": ..., "cases": [(case_name, {"scipy": ratio}), ...]}``."""
+    ``{"title": ..., "cases": [(case_name, {"SciPy (best)": ratio}), ...]}``."""
     return {"title": "bench --signal (numbaconv.signal.correlate over SciPy's best of "
                      "correlate, fftconvolve, oaconvolve)",
             "cases": [(name, {"SciPy (best)": ratio}) for name, (ratio, _) in

@@ -85,8 +85,9 @@ _CONV_DOC = """{summary}
     layout : {{"channels_first", "channels_last"}}
         Where the channel axis is, in ``x`` and in the result: second (after ``N``),
         as PyTorch, or last, as NumPy images ``(H, W, C)`` and TensorFlow. The weight is
-        ``(C_out, C_in // groups, {kernel})`` in both. Channels-last depthwise and dense
-        GEMM layers run on that layout in place; the other paths on transposed copies.
+        ``(C_out, C_in // groups, {kernel})`` in both. Channels-last depthwise layers and
+        dense layers on the GEMM path (pointwise ones, and others with at least 16 input
+        channels) run on that layout in place; the rest on transposed copies.
     out : numpy.ndarray, optional
         Where to write the result: a writeable C-contiguous array of exactly the
         result's shape and dtype that shares no memory with ``x``, ``weight`` or

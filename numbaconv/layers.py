@@ -220,7 +220,8 @@ class _ConvTransposeNd(_Layer):
         xb = x if batched else x[None]
         # y = conv_transpose(x)  <=>  x is the output gradient of conv(y_like, weight)
         # with y cropped: grad_x = conv(grad_out, weight) over the same geometry.
-        gw = weight_grad(xb.astype(dtype), np.ascontiguousarray(g, dtype=dtype),
+        gw = weight_grad(np.ascontiguousarray(xb, dtype=dtype),
+                         np.ascontiguousarray(g, dtype=dtype),
                          self.weight.shape, stride, dilation, padding, self.groups)
         self.grad_weight = gw.astype(self.dtype, copy=False)
         self.grad_bias = (None if self.bias is None else

@@ -57,8 +57,10 @@ def correlate(in1, in2, mode="full", method="auto", axes=None):
     numpy.ndarray
         C-contiguous, of ``np.result_type(in1, in2)`` as SciPy's: float inputs compute
         in float32 (float16 too) or float64; integer inputs compute in float64 and are
-        rounded back (wrapping on overflow, as SciPy's direct method); bool inputs give
-        True where the sum is non-zero. Two 0-d inputs give ``in1 * in2``.
+        rounded back, exactly while the sums stay below 2**53 (types narrower than 64
+        bits wrap on overflow, as SciPy's direct method; with ``method="auto"`` they
+        take the FFT only where it rounds back exactly); bool inputs give True where
+        the sum is non-zero. Two 0-d inputs give ``in1 * in2``.
 
     Raises
     ------
@@ -203,12 +205,30 @@ def _convolve_arrays(a, b, mode, method, requested, all_axes):
                          f"and in2 of shape {s2} need {len(conv_axes)} (axes "
                          f"{conv_axes}); name at most 3 with axes=")
     compute = np.float32 if result_type in (np.float16, np.float32) else np.float64
+    if method == "auto" and result_type.kind in "biu" and not _fft_exact(a, b, conv_axes):
+        # The FFT's error grows with the sums' scale (SPEC: 1e-10 of it in float64), so
+        # integer sums that large would not round back exactly; SciPy's auto likewise
+        # keeps such inputs off its FFT.
+        method = "direct"
     a, b = a.astype(compute, copy=False), b.astype(compute, copy=False)
     if conv_axes:
         y = _full_slice(a, b, mode, method, conv_axes)
     else:  # a product only: give numbaconv one spatial axis, of length 1
         y = _full_slice(a[..., None], b[..., None], mode, method, [ndim])[..., 0]
     return _to_result_type(y, result_type)
+
+
+def _fft_exact(a, b, conv_axes) -> bool:
+    """Whether an FFT of the integer inputs ``a`` and ``b`` is sure to round back to the
+    exact sums: their bound, max|a| * max|b| * terms, times SPEC's float64 tolerance
+    (1e-10 of the scale) stays under half a unit."""
+    terms = math.prod(min(a.shape[i], b.shape[i]) for i in conv_axes) if conv_axes else 1
+    bound = _max_abs(a) * _max_abs(b) * terms
+    return bound * 1e-10 < 0.5
+
+
+def _max_abs(array) -> float:
+    return float(max(abs(int(array.max())), abs(int(array.min()))))
 
 
 def _out_size(n1, n2, mode):

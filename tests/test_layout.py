@@ -300,3 +300,47 @@ def test_channels_last_dask(rng):
         numbaconv.conv2d(da.from_array(x), w, out=np.empty((2, 6, 10, 8), np.float32))
     with pytest.raises(ValueError, match="layout="):
         numbaconv.conv2d(da.from_array(x), w, layout="nhwc")
+
+
+def test_channels_last_forms_examples_reach_their_kernels():
+    """warmup and the background compile jobs run each form's example calls: the
+    channels-last ones must reach the form's own kernel."""
+    from numbaconv._registry import FORMS
+
+    for name, form in FORMS.items():
+        if form.layout != "channels_last":
+            continue
+        for x_shape, w_shape in form.examples:
+            x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
+            plan = _plan.get_plan(x, w, None, 1, 1, 1, form.groups, "zeros", form.method,
+                                  None, "channels_last")
+            assert plan.layout_form == name.removeprefix("cl_"), name
+
+
+def test_channels_last_while_compiling_runs_the_fallback_only(rng, monkeypatch):
+    """While a channels-last kernel compiles, the call runs the channels-first route's
+    fallback, which needs no kernel (so it starts no second compile job)."""
+    from numbaconv import _conv_arrays
+    from numbaconv._compile import KernelNotReady
+
+    def not_ready(*args):
+        raise KernelNotReady
+
+    def must_not_run(*args):
+        raise AssertionError("a kernel path ran")
+
+    monkeypatch.setattr(_conv_arrays, "conv_gemm", not_ready)
+    monkeypatch.setattr(_conv_arrays, "METHODS", {m: must_not_run for m in METHODS})
+    x = rng.standard_normal((2, 9, 9, 16)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    plan = _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "auto", 2, "channels_last")
+    assert plan.layout_form == "gemm" and plan.fallback != "none"
+    y = numbaconv.conv2d(x, w, padding=1, layout="channels_last")
+    assert_close(first(y, 2), conv_reference(first(x, 2), w, padding=1), np.float32)
+
+
+def test_channels_last_errors_name_the_users_shape():
+    with pytest.raises(ValueError, match=r"input of shape \(1, 2, 2, 4\) read as "
+                                         r"channels-first \(1, 4, 2, 2\)"):
+        numbaconv.conv2d(np.ones((1, 2, 2, 4)), np.ones((3, 4, 3, 3)),
+                         layout="channels_last")

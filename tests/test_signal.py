@@ -336,3 +336,23 @@ def test_reachable_from_the_package():
 def test_docstring_examples():
     failures, tried = doctest.testmod(ns, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried >= 4 and failures == 0
+
+
+def test_large_integers_stay_off_the_fft(monkeypatch):
+    """Integer sums too large for the FFT to round back exactly take another path
+    with method="auto" (as SciPy's auto keeps them off its FFT)."""
+    import numbaconv.signal as nsignal
+
+    methods = []
+    real_conv = nsignal.conv
+    monkeypatch.setattr(nsignal, "conv", lambda *a, **k: (methods.append(k["method"]),
+                                                          real_conv(*a, **k))[1])
+    rng = np.random.default_rng(0)
+    big = rng.integers(-2**30, 2**30, 4000, dtype=np.int64)  # sums < 2**53: exact
+    kernel = rng.integers(-2**10, 2**10, 301, dtype=np.int64)
+    got = nsignal.convolve(big, kernel)
+    assert methods == ["direct"]
+    np.testing.assert_array_equal(got, np.convolve(big, kernel))
+    small = nsignal.convolve(big % 7, kernel % 5)
+    assert methods[-1] == "auto"
+    np.testing.assert_array_equal(small, np.convolve(big % 7, kernel % 5))
