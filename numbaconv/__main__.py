@@ -133,53 +133,49 @@ def bench(compare: bool, cases=None, methods=None) -> None:
         print("PyTorch is not installed: pip install torch to compare")
 
 
+def _check_bench_args(what: str, valid, cases, rounds) -> None:
+    """SystemExit for ``--cases`` naming no case of ``valid`` or ``--rounds`` < 1."""
+    unknown = sorted(set(cases or ()) - set(valid))
+    if unknown:
+        raise SystemExit(f"--cases: unknown {what} case(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(valid)}")
+    if rounds is not None and rounds < 1:
+        raise SystemExit(f"--rounds={rounds} must be at least 1")
+
+
+def _write_json(json_file, result) -> None:
+    if json_file:
+        import json
+
+        with open(json_file, "w") as f:
+            json.dump(result, f, indent=1)
+
+
 def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> dict:
     """Time ``entry`` (forward, backward, transpose or layout) against the installed
     peers, each library in its own worker process (see ``numbaconv._peers``); return
     the ratios' plot panel (``numbaconv._plot``)."""
-    import json
-
     from . import _peers
     from ._plot import peers_panel
 
-    if cases:
-        valid = [c.name for c in _peers.SUITES[entry]]
-        unknown = sorted(set(cases) - set(valid))
-        if unknown:
-            raise SystemExit(f"--cases: unknown {entry} case(s) {', '.join(unknown)}; "
-                             f"valid: {', '.join(valid)}")
-    if rounds is not None and rounds < 1:
-        raise SystemExit(f"--rounds={rounds} must be at least 1")
+    _check_bench_args(entry, [c.name for c in _peers.SUITES[entry]], cases, rounds)
     result = _peers.measure(entry, cases, rounds or _peers.ROUNDS)
     print(_peers.format_result(result))
-    if json_file:
-        with open(json_file, "w") as f:
-            json.dump(result, f, indent=1)
+    _write_json(json_file, result)
     return peers_panel(result)
 
 
 def signal_bench(cases=None, rounds=None, json_file=None) -> dict:
     """Time numbaconv.signal.correlate against SciPy's correlate, fftconvolve and
     oaconvolve (see ``numbaconv._signal_bench``); return the ratios' plot panel."""
-    import json
-
     from . import _signal_bench
     from .bench import steady_allocator
 
-    if cases:
-        valid = [c.name for c in _signal_bench.CASES]
-        unknown = sorted(set(cases) - set(valid))
-        if unknown:
-            raise SystemExit(f"--cases: unknown signal case(s) {', '.join(unknown)}; "
-                             f"valid: {', '.join(valid)}")
-    if rounds is not None and rounds < 1:
-        raise SystemExit(f"--rounds={rounds} must be at least 1")
+    _check_bench_args("signal", [c.name for c in _signal_bench.CASES], cases, rounds)
     steady_allocator()
     result = _signal_bench.measure(cases, rounds or _signal_bench.ROUNDS)
     print(_signal_bench.format_result(result))
-    if json_file:
-        with open(json_file, "w") as f:
-            json.dump(result, f, indent=1)
+    _write_json(json_file, result)
     return _signal_bench.ratio_panel(result)
 
 
