@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .bench import geomean
+
 
 @dataclass(frozen=True)
 class PeerCase:
@@ -377,13 +379,10 @@ def measure(entry="forward", names=None, rounds=ROUNDS, libraries=None, progress
                 times=times, missing=missing, rounds=rounds, own=OWN[entry])
 
 
-def _geomean(values):
-    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
-
-
 def ratios(result):
-    """Per case, the median over rounds of numbaconv's time over each peer's (same
-    round), and over the fastest peer's; ``{case: {peer | "fastest": ratio}}``."""
+    """Per case, the median over rounds of the own library's time (``result["own"]``:
+    numbaconv, or numbaconv_cl for the layout entry) over each peer's (same round), and
+    over the fastest peer's; ``{case: {peer | "fastest": ratio}}``."""
     own_library = result.get("own", "numbaconv")
     own = result["times"][own_library]
     peers = [lib for lib in result["libraries"] if lib != own_library]
@@ -404,8 +403,8 @@ def ratios(result):
 
 
 def format_result(result) -> str:
-    """The table of :func:`measure`: numbaconv's median time, the peers' median times and
-    the ratios, then geomeans per kind and over the suite."""
+    """The table of :func:`measure`: the own library's median time, the peers' median
+    times and the ratios, then geomeans per kind and over the suite."""
     own_library = result.get("own", "numbaconv")
     peers = [lib for lib in result["libraries"] if lib != own_library]
     rat = ratios(result)
@@ -439,7 +438,7 @@ def format_result(result) -> str:
         for lib in peers + ["fastest"]:
             values = [r[lib] for r in rows if lib in r]
             if values:
-                parts.append(f"/{SHORT.get(lib, lib)} {_geomean(values):.2f}")
+                parts.append(f"/{SHORT.get(lib, lib)} {geomean(values):.2f}")
         worst = max((r["fastest"] for r in rows if "fastest" in r), default=None)
         lines.append(f"  geomean {kind:<13}" + "  ".join(parts)
                      + (f"  (worst /fastest {worst:.2f})" if worst else ""))

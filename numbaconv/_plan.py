@@ -33,7 +33,8 @@ from ._fft import plan_fft
 from ._im2col import columns_form, GemmForm, shifted_layout
 from ._registry import METHODS
 from ._channels_last import channels_last_form
-from ._spec import channels_first_shape, check_call, check_layout, to_3d
+from ._spec import (channels_first_shape, channels_last_shape, check_call, check_layout,
+                    to_3d)
 from ._winograd import plan_tasks as winograd_tasks
 from ._winograd import winograd_grid
 
@@ -211,7 +212,7 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     output_shape = geom.output_shape
     layout_form = "none"
     if layout == "channels_last":
-        output_shape = output_shape[:-d - 1] + output_shape[-d:] + (c_out,)
+        output_shape = channels_last_shape(output_shape, d)
         layout_form = ("transpose" if form is None
                        else channels_last_form(geom, method, form))
     return Plan(

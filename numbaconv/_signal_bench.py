@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bench import geomean
+
 ROUNDS = 5
 # scipy.signal.correlate(method="direct") runs near these rates here (np.correlate in
 # 1-D, _correlateND otherwise); over DIRECT_LIMIT_S estimated it is not timed.
@@ -138,10 +140,6 @@ def ratio_panel(result):
                       ratios(result).items()]}
 
 
-def _geomean(values):
-    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
-
-
 def format_result(result) -> str:
     """The table: per case numbaconv's and each SciPy runner's median ms, SciPy's
     fastest, the ratio; then the geomean per kind (large and small kernels)."""
@@ -170,6 +168,6 @@ def format_result(result) -> str:
                  f"(skip: estimated over {DIRECT_LIMIT_S:g} s); fftconvolve, oaconvolve "
                  "with the reversed kernel")
     for kind, values in kinds.items():
-        lines.append(f"  geomean {kind:<13} {_geomean(values):.2f}  "
+        lines.append(f"  geomean {kind:<13} {geomean(values):.2f}  "
                      f"(max {max(values):.2f})")
     return "\n".join(lines)

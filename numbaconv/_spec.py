@@ -507,6 +507,14 @@ def channels_first_shape(shape, d) -> tuple:
     return shape[:lead] + shape[-1:] + shape[lead:-1]
 
 
+def channels_last_shape(shape, d) -> tuple:
+    """A channels-first shape ``(N, C, *spatial)`` (or unbatched) as the channels-last
+    one, ``(N, *spatial, C)``."""
+    shape = tuple(shape)
+    lead = len(shape) - d - 1
+    return shape[:lead] + shape[lead + 1:] + shape[lead:lead + 1]
+
+
 def check_out(out, shape, dtype, inputs) -> np.ndarray:
     """``out`` itself if it can take a result of ``shape`` and ``dtype``: a writeable,
     C-contiguous NumPy array of exactly those, sharing no memory with any of

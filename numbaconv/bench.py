@@ -263,7 +263,8 @@ def _progress(total):
     return tqdm(total=total, unit="case", leave=False)
 
 
-def _geomean(values):
+def geomean(values) -> float:
+    """The geometric mean of positive ``values`` (NaN for none)."""
     return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
 
 
@@ -319,7 +320,7 @@ def summary_lines(rows):
     dense = [by[n]["auto"] / by[n]["torch"] for n in DENSE
              if n in by and by[n].get("torch") and by[n].get("auto")]
     if dense:
-        out.append(f"dense vs PyTorch: geomean {_geomean(dense):.2f}, max {max(dense):.2f}")
+        out.append(f"dense vs PyTorch: geomean {geomean(dense):.2f}, max {max(dense):.2f}")
     dw = [f"{n} {by[n]['auto'] / by[n]['torch']:.2f}" for n in DEPTHWISE
           if n in by and by[n].get("torch") and by[n].get("auto")]
     if dw:

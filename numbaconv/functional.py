@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._channels_last import to_channels_first, to_channels_last
 from ._conv_arrays import conv_arrays
 from ._spec import check_flag, check_layout, conv_geometry, is_dask_array, weight_shape_dims
 
@@ -35,18 +36,10 @@ def _dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
         return dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode,
                          method, d)
     d = np.ndim(weight) - 2 if d is None else d
-    channel_axis = x.ndim - d - 1
-    y = dask_conv(x.transpose(_move(x.ndim, -1, channel_axis)), weight, bias, stride,
-                  padding, dilation, groups, padding_mode, method, d)
-    return y.transpose(_move(y.ndim, channel_axis, -1))
-
-
-def _move(ndim, source, destination) -> tuple:
-    """The axis order of ``np.moveaxis(a, source, destination)`` for ``a.ndim == ndim``."""
-    order = list(range(ndim))
-    axis = order.pop(source)
-    order.insert(destination % ndim, axis)
-    return tuple(order)
+    # np.moveaxis dispatches to dask's own, which stays lazy.
+    y = dask_conv(to_channels_first(x, d), weight, bias, stride, padding, dilation,
+                  groups, padding_mode, method, d)
+    return to_channels_last(y, d)
 
 
 _CONV_DOC = """{summary}

@@ -14,6 +14,7 @@ import numpy as np
 from ._spec import (
     PADDING_MODES,
     channels_first_shape,
+    channels_last_shape,
     check_flag,
     check_layout,
     conv_geometry,
@@ -88,9 +89,8 @@ class _Layer:
         shape = tuple(input_shape)
         if self.layout == "channels_first":
             return self._output_shape_of(shape)
-        out = self._output_shape_of(channels_first_shape(shape, self.d))
-        lead = len(out) - self.d - 1
-        return out[:lead] + out[lead + 1:] + out[lead:lead + 1]
+        return channels_last_shape(self._output_shape_of(channels_first_shape(shape, self.d)),
+                                   self.d)
 
     def _first_shape(self, input_shape) -> tuple:
         """``input_shape`` in the channels-first order."""
