@@ -39,6 +39,7 @@ import math
 from dataclasses import dataclass
 
 from ._constants import MachineConstants
+from ._direct import phase_plane_shape
 from . import config
 from ._im2col import columns_extra_bytes, is_pointwise, shifted_positions
 from ._spec import to_3d
@@ -75,10 +76,13 @@ def _precision(itemsize: int) -> float:
 def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     """The direct kernels (a :class:`numbaconv._direct.DirectForm`): dense packed-row
     dot products, or channel-wise axpys."""
-    n, g, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
+    n, g, cg, cog, kernel, stride, dilation, _, spatial, out = problem_dims(geom)
     macs = geom.macs
     taps = math.prod(kernel)
     prec = _precision(itemsize)
+    if form.name == "stem":
+        return _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, spatial[0],
+                              itemsize, c, form)
     if form.name == "channelwise":
         # Each row's axpys also run over the extra (KW - 1) * dilation // stride
         # columns of the plane's stride phases.
@@ -103,6 +107,23 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     extra = geom.out_channels * cg * taps * itemsize  # the repacked weight
     extra += form.threads * config.DIRECT_PACK_BYTES
     return Estimate(seconds, extra, f"dot products of length {dot}")
+
+
+def _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, depth, itemsize, c,
+                   form) -> Estimate:
+    """The stem kernel: the multiply-adds it runs (whole blocks of 8 output channels and
+    of 4 taps, over the phase planes' extra columns too), and the copies of the input
+    into stride phases and of the accumulators into the output."""
+    hq, wq, block = phase_plane_shape(out, kernel, stride, dilation)
+    taps = cg * kernel[1] * kernel[2]
+    run = (n * g * out[0] * math.ceil(cog / 8) * 8 * kernel[0] * math.ceil(taps / 4) * 4
+           * out[1] * wq)
+    prec = _precision(itemsize)
+    copies = n * g * (cg * depth * block + cog * math.prod(out))
+    seconds = c.call + run / (c.stem_macs * prec) + copies / (c.columns * prec)
+    extra = form.samples * g * depth * cg * block * itemsize
+    return Estimate(seconds, extra, f"8 output channels x 4 of {taps * kernel[0]} taps "
+                                    "a pass, on planes in stride phases")
 
 
 def estimate_winograd(geom, itemsize: int, c: MachineConstants, form) -> Estimate:

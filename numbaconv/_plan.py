@@ -92,9 +92,9 @@ def path_forms(geom, itemsize, constants, threads, budgets) -> dict:
     stand-in for non-finite data.
     (Cached: layers call with the same shapes over and over, and the estimates cost
     tens of microseconds of Python, as much as a small depthwise convolution.)"""
-    n, g, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
+    n, g, cg, cog, kernel, stride, dilation, _, spatial, out = problem_dims(geom)
     direct = plan_direct(n, g, cg, cog, kernel, stride, dilation, out, itemsize, threads,
-                         config.MIN_JOBS_PER_THREAD)
+                         config.MIN_JOBS_PER_THREAD, depth=spatial[0])
     gemm = [(f, GEMM_ESTIMATORS[f.name](geom, itemsize, constants, f))
             for f in gemm_forms(geom, itemsize, threads, budgets.im2col)]
     gemm = sorted(gemm, key=lambda item: _gemm_rank(item, gemm))

@@ -48,6 +48,8 @@ FORMS = {
     "dense": Form("direct", "dense", "packed-row dot products", _SMALL, 1, "direct"),
     "channelwise": Form("direct", "channelwise", "channel-wise axpys (depthwise)",
                         (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "direct"),
+    "stem": Form("direct", "stem", "stem: 8 output channels x 4 taps a pass",
+                 (((1, 2, 5, 5), (8, 2, 3, 3)),), 1, "direct"),
     "columns": Form("im2col", "columns", "im2col columns + GEMM", _SMALL, 1, "im2col"),
     "shared": Form("im2col", "columns", "columns shared by channel blocks + GEMM",
                    (((1, 16, 5, 5), (64, 16, 3, 3)),), 1, "im2col"),
@@ -80,4 +82,4 @@ DTYPES = ("float32", "float64")
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
 GROUPS = ("winograd", "columns", "shifted", "channelwise", "dense", "channelwise_grad",
-          "col2im", "channels_last")
+          "col2im", "channels_last", "stem")

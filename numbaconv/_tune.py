@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from ._constants import MachineConstants, save as save_constants
+from ._direct import use_stem
 from ._plan import path_estimate
 from ._spec import conv_geometry
 from .functional import conv
@@ -22,6 +23,7 @@ from .functional import conv
 _GROUPS = {
     "direct": ("direct_macs", "direct_pack"),
     "channelwise": ("channelwise_macs",),
+    "stem": ("stem_macs",),
     "im2col": ("gemm_macs", "columns"),
     "fft": ("fft_flops", "fft_cmacs", "fft_elems"),
 }
@@ -34,6 +36,7 @@ CALIBRATION = (
     ((1, 32, 4000), (32, 32, 3), dict(dilation=4), ("direct", "im2col")),
     ((1, 16, 8, 24, 24), (16, 16, 3, 3, 3), dict(padding=1), ("direct", "im2col", "fft")),
     ((1, 96, 48, 48), (96, 1, 3, 3), dict(padding=1, groups=96), ("channelwise",)),
+    ((1, 3, 128, 128), (32, 3, 5, 5), dict(stride=2, padding=2), ("stem",)),
     ((1, 1, 256, 256), (1, 1, 25, 25), dict(padding=12), ("fft",)),
     ((1, 1, 200_000), (1, 1, 257), dict(padding=128), ("fft",)),
     ((1, 8, 64, 64), (8, 8, 9, 9), dict(padding=4), ("fft", "direct")),
@@ -41,9 +44,12 @@ CALIBRATION = (
 
 
 def _group_of(method, geom) -> str:
-    if method == "direct" and geom.in_channels == geom.groups:
-        return "channelwise"
-    return method
+    if method != "direct":
+        return method
+    if use_stem(geom.groups, geom.in_channels // geom.groups,
+                geom.out_channels // geom.groups):
+        return "stem"
+    return "channelwise" if geom.in_channels == geom.groups else "direct"
 
 
 def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
@@ -51,7 +57,7 @@ def tune(save: bool = True, repeats: int = 5, verbose: bool = False) -> dict:
 
     Every path runs on the calibration problems (``numbaconv._tune.CALIBRATION``,
     float32, a few milliseconds each, after a warm-up call that also compiles the
-    kernels). Each group of rates (dense direct, channel-wise direct, im2col, FFT) is
+    kernels). Each group of rates (dense direct, channel-wise direct, stem, im2col, FFT) is
     scaled by the geometric mean of estimated over measured time, so that the
     estimates match this machine on average.
 

@@ -75,6 +75,11 @@ CHANNELWISE_ACC_BYTES
     Bytes of output-plane accumulators per thread of the channel-wise kernel at most
     (it computes a block of a group's output channels per job from one copy of the
     input planes).
+STEM_MAX_CHANNELS, STEM_MIN_OUT_CHANNELS, STEM_PLANE_BYTES
+    Ungrouped layers with 2 to ``STEM_MAX_CHANNELS`` input and at least
+    ``STEM_MIN_OUT_CHANNELS`` output channels (RGB image and video stems) may take the
+    stem kernel on the direct path (the cost model decides), which copies the input
+    planes of as many samples at a time as fit in ``STEM_PLANE_BYTES``.
 DIRECT_PACK_BYTES
     Bytes of packed input rows per dense direct job: small enough to stay in L2 next to
     the weights.
@@ -123,6 +128,9 @@ CHANNELWISE_MAX_TAPS = 32
 CHANNELWISE_MIN_PLANES_PER_THREAD = 4
 CHANNELWISE_MAX_CHANNELS = 8
 CHANNELWISE_ACC_BYTES = 2 << 20
+STEM_MAX_CHANNELS = 4
+STEM_MIN_OUT_CHANNELS = 8
+STEM_PLANE_BYTES = 16 << 20
 DIRECT_PACK_BYTES = 1 << 17
 L2_BYTES = 1 << 20
 FFT_SEGMENT_FACTORS = (2, 4, 8, 16, 32)
@@ -138,6 +146,7 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "WINOGRAD_MIN_CHANNELS",
              "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
              "CHANNELWISE_MAX_CHANNELS", "CHANNELWISE_ACC_BYTES",
+             "STEM_MAX_CHANNELS", "STEM_MIN_OUT_CHANNELS", "STEM_PLANE_BYTES",
              "DIRECT_PACK_BYTES", "L2_BYTES", "FFT_SEGMENT_FACTORS",
              "FFT_FALLBACK_ADVANTAGE")
 

@@ -607,3 +607,56 @@ def test_grouped_layers_take_the_channelwise_kernel(d, cg, groups, cog, k, strid
     v = rng.standard_normal(w.shape)
     assert np.vdot(gw, v) == pytest.approx(np.vdot(conv_reference(x, v, **kw), g),
                                            rel=1e-9, abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), cg=st.integers(2, config.STEM_MAX_CHANNELS),
+       cog=st.integers(config.STEM_MIN_OUT_CHANNELS, 21), k=st.integers(1, 5),
+       stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 3),
+       n=st.integers(1, 3), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**31))
+def test_stem_layers_take_the_stem_kernel(d, cg, cog, k, stride, dilation, pad, n, dtype,
+                                          seed):
+    """2-4 input channels, 8 or more output channels, ungrouped: the stem kernel (blocks
+    of 8 output channels, 4 taps a pass, chunks of the phase planes), against the
+    oracle; output channels and taps that fill no whole block included."""
+    assume(k ** d * cg <= 200)
+    rng = np.random.default_rng(seed)
+    spatial = tuple(int(v) for v in rng.integers((k - 1) * dilation + 1, 30 // d + 4, d))
+    x = rng.standard_normal((n, cg) + spatial).astype(dtype)
+    w = rng.standard_normal((cog, cg) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(cog).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dilation)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, 1, "zeros", "direct", None)
+    assert plan.form.name == "stem"
+    x_before = x.copy()
+    y = numbaconv.conv(x, w, b, **kw, method="direct")
+    assert_close(y, conv_reference(x, w, b, **kw), dtype)
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_stem_kernel_copies_planes_a_few_samples_at_a_time(monkeypatch, rng):
+    """A batch whose input planes exceed STEM_PLANE_BYTES runs in slabs of samples, and a
+    chunk of the phase plane may start and end mid-row: the result is unchanged."""
+    x = rng.standard_normal((5, 3, 40, 23))
+    w = rng.standard_normal((12, 3, 3, 5))
+    kw = dict(stride=(2, 1), padding=(1, 2))
+    whole = numbaconv.conv2d(x, w, **kw, method="direct")
+    monkeypatch.setattr(config, "STEM_PLANE_BYTES", 1)
+    plan = _plan.get_plan(x, w, None, (2, 1), (1, 2), 1, 1, "zeros", "direct", None)
+    assert plan.form.name == "stem" and plan.form.samples == 1
+    sliced = numbaconv.conv2d(x, w, **kw, method="direct")
+    np.testing.assert_allclose(sliced, whole, rtol=1e-12, atol=1e-12)
+    assert_close(sliced, conv_reference(x, w, **kw), np.float64)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,groups", [
+    ((1, 1, 32, 32), (16, 1, 3, 3), 1),      # one input channel: channel-wise
+    ((1, 8, 32, 32), (16, 2, 3, 3), 4),      # grouped: channel-wise
+    ((1, 3, 32, 32), (4, 3, 3, 3), 1),       # fewer than 8 output channels
+    ((1, 5, 32, 32), (16, 5, 3, 3), 1),      # more than STEM_MAX_CHANNELS inputs
+])
+def test_other_layers_do_not_take_the_stem_kernel(x_shape, w_shape, groups):
+    plan = _plan.get_plan(np.zeros(x_shape), np.zeros(w_shape), None, 1, 1, 1, groups,
+                          "zeros", "direct", None)
+    assert plan.form.name != "stem"

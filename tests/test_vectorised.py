@@ -42,3 +42,15 @@ def test_channelwise_axpy_uses_packed_fma(taps):
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert re.search(r"vfmadd\w+ps\s+[^\n]*%[yz]mm", asm)
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_stem_taps_use_packed_fma(dtype, suffix):
+    from numbaconv._kernels import stem
+    acc = np.zeros(8 * stem.PITCH, dtype)
+    xp = np.ones(stem.CHUNK + 8, dtype)
+    asm = _asm(stem._add_four_taps, acc, xp, 0, stem.CHUNK, np.arange(4, dtype=np.int64),
+               np.ones((4, 8), dtype), 0)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
