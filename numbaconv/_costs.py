@@ -28,6 +28,13 @@ column rate as measured). On 12 unit-stride 3x3 layers (16 to 512 channels, 7x7 
 took the faster of its forms on 9 of the 12; the misses cost 1.33x (128 channels at
 28x28, estimated too slow) and 1.06-1.22x on two layers under 0.2 ms.
 
+The stem kernel's rate (``stem_macs``) was set later, on a Zen 4 machine 2-5x slower
+than these defaults assume, relative to the column form's estimate: so that the ratio
+of the two estimates matched the measured ratio of the two paths, stem over columns,
+on resnet_conv1 (0.78; estimated 0.78) and a batch of 8 of it (0.71; 0.77), which
+also sends r2plus1d_stem (0.39; 0.50) to the stem kernel and leaves mbnet_stem (1.03;
+0.77) nearly even.
+
 float64 runs every compute term at half the float32 rate (half as many lanes per
 vector); measured float64/float32 time ratios on 7 suite cases ranged from 1.3 to 2.4,
 mostly 1.6 to 2.0.

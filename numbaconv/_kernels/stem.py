@@ -27,10 +27,11 @@ from .direct import fill_plane, plane_layout
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
-# Positions per job: the 8 accumulator rows take 12.5 KiB in float32, with room in L1
-# for the input runs (resnet_conv1's taps, one thread: 47 GMAC/s at 384, 43 at 512,
-# 34 at 768).
-CHUNK = 384
+# Positions per job: the 8 accumulator rows take 24.5 KiB in float32. Alone, the tap
+# passes ran fastest at 384 (resnet_conv1 on one thread: 47 GMAC/s, 34 at 768), but the
+# whole kernel on two threads at 768 (0.80-0.95x the time at 384, 0.82x on mbnet_stem):
+# fewer jobs, fewer and longer runs copied out.
+CHUNK = 768
 # The rows' distance apart: no two rows share their addresses' low 12 bits, or the
 # loads of one stall behind the stores of another (at a pitch of 512: 20 GMAC/s).
 PITCH = CHUNK + 16
@@ -70,7 +71,9 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
 
     ``samples`` samples at a time, their input planes are copied into stride phases in
     parallel, then jobs of (sample, group, output depth, block of 8 output channels,
-    chunk of the output plane) are dealt round-robin to ``threads`` threads. A chunk runs
+    chunk of the output plane) are dealt to ``threads`` threads in contiguous ranges, so
+    that each writes long runs of the output (dealt round-robin, neighbouring chunks
+    went to different threads: 5-18% slower). A chunk runs
     over the flattened ``OH x Wq`` phase plane and its ``Wq - OW`` extra columns per row
     are dropped when it is copied out.
     """
@@ -102,7 +105,7 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
         used = min(threads, jobs)
         for t in prange(used):
             acc = np.empty(8 * PITCH, dtype=x.dtype)
-            for job in range(t, jobs, used):
+            for job in range(t * jobs // used, (t + 1) * jobs // used):
                 chunk, rest = job % chunks, job // chunks
                 b, rest = rest % blocks, rest // blocks
                 od, rest = rest % OD, rest // OD
