@@ -81,5 +81,5 @@ DTYPES = ("float32", "float64")
 # compiled into each caller):
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
-GROUPS = ("winograd", "columns", "shifted", "channelwise", "dense", "channelwise_grad",
-          "col2im", "channels_last", "stem")
+GROUPS = ("stem", "winograd", "columns", "shifted", "channelwise", "dense",
+          "channelwise_grad", "col2im", "channels_last")
