@@ -70,10 +70,12 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
     module docstring) plus ``bias`` ``(G, COg)``.
 
     ``samples`` samples at a time, their input planes are copied into stride phases in
-    parallel, then jobs of (sample, group, output depth, block of 8 output channels,
-    chunk of the output plane) are dealt to ``threads`` threads in contiguous ranges, so
-    that each writes long runs of the output (dealt round-robin, neighbouring chunks
-    went to different threads: 5-18% slower). A chunk runs
+    parallel, then jobs of (sample, group, output depth, chunk of the output plane,
+    block of 8 output channels: the blocks vary fastest) are dealt to ``threads``
+    threads in contiguous ranges. So each thread reads the input planes of its own part
+    of the output, every block of a chunk while they are in cache (mbnet_stem, the
+    kernel alone: 0.47 against 0.55 ms with the chunks varying fastest, and 0.88 ms
+    with the jobs dealt round-robin; whole calls 3-7% faster). A chunk runs
     over the flattened ``OH x Wq`` phase plane and its ``Wq - OW`` extra columns per row
     are dropped when it is copied out.
     """
@@ -106,8 +108,8 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
         for t in prange(used):
             acc = np.empty(8 * PITCH, dtype=x.dtype)
             for job in range(t * jobs // used, (t + 1) * jobs // used):
-                chunk, rest = job % chunks, job // chunks
-                b, rest = rest % blocks, rest // blocks
+                b, rest = job % blocks, job // blocks
+                chunk, rest = rest % chunks, rest // chunks
                 od, rest = rest % OD, rest // OD
                 g, n = rest % G, rest // G
                 start = chunk * CHUNK
