@@ -82,7 +82,7 @@ def _precision(itemsize: int) -> float:
 
 def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     """The direct kernels (a :class:`numbaconv._direct.DirectForm`): dense packed-row
-    dot products, or channel-wise axpys."""
+    dot products, channel-wise axpys, or the stem kernel's passes."""
     n, g, cg, cog, kernel, stride, dilation, _, spatial, out = problem_dims(geom)
     macs = geom.macs
     taps = math.prod(kernel)
@@ -93,13 +93,10 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     if form.name == "channelwise":
         # Each row's axpys also run over the extra (KW - 1) * dilation // stride
         # columns of the plane's stride phases.
-        slow = (out[2] + (kernel[2] - 1) * dilation[2] // stride[2]) / out[2]
-        seconds = c.call + macs * slow / (c.channelwise_macs * prec)
+        _, wq, block = phase_plane_shape(out, kernel, stride, dilation)
+        seconds = c.call + macs * (wq / out[2]) / (c.channelwise_macs * prec)
         # Per thread: the group's input planes in stride phases, and the accumulators.
-        wq = out[2] + (kernel[2] - 1) * dilation[2] // stride[2]
-        hq = out[1] + (kernel[1] - 1) * dilation[1] // stride[1]
-        extra = form.threads * itemsize * (cg * (stride[1] * stride[2] * hq + 1) * wq
-                                           + form.co_chunk * out[1] * wq)
+        extra = form.threads * itemsize * (cg * block + form.co_chunk * out[1] * wq)
         return Estimate(seconds, extra, f"channel-wise axpys over {taps} taps"
                         + (f" of {cg} input channels" if cg > 1 else ""))
     dot = cg * taps
@@ -121,7 +118,7 @@ def _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, depth, itemsize
     """The stem kernel: the multiply-adds it runs (whole blocks of 8 output channels and
     of 4 taps, over the phase planes' extra columns too), and the copies of the input
     into stride phases and of the accumulators into the output."""
-    hq, wq, block = phase_plane_shape(out, kernel, stride, dilation)
+    _, wq, block = phase_plane_shape(out, kernel, stride, dilation)
     taps = cg * kernel[1] * kernel[2]
     run = (n * g * out[0] * math.ceil(cog / 8) * 8 * kernel[0] * math.ceil(taps / 4) * 4
            * out[1] * wq)

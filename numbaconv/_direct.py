@@ -85,7 +85,7 @@ def channelwise_chunk(planes, cog, out_spatial, kernel, stride, dilation, itemsi
     """Output channels per job of the channel-wise kernel: all of a group's, unless
     ``planes`` (sample, group and depth triples) leave fewer than ``jobs_wanted`` jobs,
     and at most ``config.CHANNELWISE_ACC_BYTES`` of accumulators per thread."""
-    wq = out_spatial[2] + (kernel[2] - 1) * dilation[2] // stride[2]
+    wq = phase_plane_shape(out_spatial, kernel, stride, dilation)[1]
     plane_bytes = out_spatial[1] * wq * itemsize
     chunk = min(cog, max(1, config.CHANNELWISE_ACC_BYTES // plane_bytes))
     if planes * math.ceil(cog / chunk) < jobs_wanted:
