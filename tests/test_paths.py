@@ -660,3 +660,30 @@ def test_other_layers_do_not_take_the_stem_kernel(x_shape, w_shape, groups):
     plan = _plan.get_plan(np.zeros(x_shape), np.zeros(w_shape), None, 1, 1, 1, groups,
                           "zeros", "direct", None)
     assert plan.form.name != "stem"
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 2), (5, 5)])
+def test_stem_kernel_keeps_nonfinite_values_in_their_receptive_fields(rng, kernel):
+    """27, 12 and 75 (input channel, tap) pairs: the kernel's passes take 4 pairs, and
+    the padding pairs with zero weights (0 * NaN is NaN) read what the first pair reads.
+    Input (5, 9) of channel 0 is padded (6, 10), in the stride phase the first pair
+    reads."""
+    x = rng.standard_normal((1, 3, 20, 24)).astype(np.float32)
+    w = rng.standard_normal((16, 3) + kernel).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 0, 5, 9] = np.nan
+    x[0, 2, 11, 7] = np.inf
+    x[0, 1, 19, 23] = -np.inf
+    plan = _plan.get_plan(x, w, None, 2, 1, 1, 1, "zeros", "direct", None)
+    assert plan.form.name == "stem"
+    y = numbaconv.conv2d(x, w, stride=2, padding=1, method="direct")
+    kh, kw = kernel
+    field = np.zeros(y.shape[2:], dtype=bool)
+    for _, i, j in zip(*np.nonzero(~np.isfinite(x[0]))):
+        # Output (p, q) reads padded rows 2p..2p+kh-1, i.e. input rows 2p-1..2p+kh-2.
+        for p in range(y.shape[2]):
+            for q in range(y.shape[3]):
+                if 2 * p - 1 <= i <= 2 * p + kh - 2 and 2 * q - 1 <= j <= 2 * q + kw - 2:
+                    field[p, q] = True
+    assert not np.isfinite(y[0][:, field]).any()
+    assert np.isfinite(y[0][:, ~field]).all()

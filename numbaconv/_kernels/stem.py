@@ -85,7 +85,8 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
     blocks, T4 = wq.shape[1], wq.shape[3]
     KD, KH, KW = kernel
     Hq, Wq, block, taps = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
-    # Padding taps read offset 0 (a valid element) with zero weights.
+    # Padding taps, with zero weights, read offset 0: the first tap's input, so a NaN
+    # or Inf there (0 * NaN is NaN) reaches only outputs that tap gives it to anyway.
     offsets = np.zeros(T4, dtype=np.int64)
     offsets[: taps.shape[0]] = taps
     plane = OH * Wq
