@@ -152,7 +152,7 @@ def _write_json(json_file, result) -> None:
 
 
 def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> dict:
-    """Time ``entry`` (forward, backward, transpose or layout) against the installed
+    """Time ``entry`` (forward, backward, transpose, layout or layers) against the installed
     peers, each library in its own worker process (see ``numbaconv._peers``); return
     the ratios' plot panel (``numbaconv._plot``)."""
     from . import _peers
@@ -179,26 +179,40 @@ def signal_bench(cases=None, rounds=None, json_file=None) -> dict:
     return _signal_bench.ratio_panel(result)
 
 
+def layers_bench(cases=None, rounds=None, json_file=None) -> dict:
+    """Time layer objects' forward calls against the functional calls, in one process
+    (see ``numbaconv._layer_bench``); return the ratios' plot panel."""
+    from . import _layer_bench, _peers
+
+    _check_bench_args("layers", [c.name for c in _peers.FORWARD], cases, rounds)
+    result = _layer_bench.measure(cases, rounds or _layer_bench.ROUNDS)
+    print(_layer_bench.format_result(result))
+    _write_json(json_file, result)
+    return _layer_bench.ratio_panel(result)
+
+
 def ratio_benches(args) -> None:
-    """``bench --peers | --backward | --transpose | --layout | --signal``, and
+    """``bench --peers | --backward | --transpose | --layout | --layers | --signal``, and
     ``--plot FILE.png``: with one of those, the plot of its ratios; alone, the forward
     peers and the signal functions against SciPy, drawn in one figure (the README's)."""
     if args.plot:
         from ._plot import plot_ratios, require_matplotlib
 
         require_matplotlib()  # before the measurement, not after it
-    entries = [e for e in ("peers", "backward", "transpose", "layout", "signal")
+    entries = [e for e in ("peers", "backward", "transpose", "layout", "layers", "signal")
                if getattr(args, e)] or ["peers", "signal"]
     if len(entries) > 1 and args.cases:
-        raise SystemExit("--cases: name one of --peers, --backward, --transpose, --layout "
-                         "or --signal with it")
+        raise SystemExit("--cases: name one of --peers, --backward, --transpose, --layout, "
+                         "--layers or --signal with it")
     if len(entries) > 1 and args.json:
-        raise SystemExit("--json: name one of --peers, --backward, --transpose, --layout "
-                         "or --signal with it")
+        raise SystemExit("--json: name one of --peers, --backward, --transpose, --layout, "
+                         "--layers or --signal with it")
     panels = []
     for entry in entries:
         if entry == "signal":
             panels.append(signal_bench(args.cases, args.rounds, args.json))
+        elif entry == "layers":
+            panels.append(layers_bench(args.cases, args.rounds, args.json))
         else:
             panels.append(peers_bench("forward" if entry == "peers" else entry,
                                       args.cases, args.rounds, args.json))
@@ -266,6 +280,10 @@ def main(argv=None) -> int:
     what.add_argument("--layout", action="store_true",
                       help="the forward suite with layout='channels_last' against "
                            "numbaconv channels-first and PyTorch channels_last")
+    what.add_argument("--layers", action="store_true",
+                      help="the forward suite with layer objects (Conv1d/2d/3d, which keep "
+                           "the weight's transform) against the functional call, in one "
+                           "process")
     what.add_argument("--signal", action="store_true",
                       help="instead, time numbaconv.signal.correlate against SciPy's "
                            "correlate, fftconvolve and oaconvolve")
@@ -274,12 +292,13 @@ def main(argv=None) -> int:
     b.add_argument("--methods", type=lambda t: t.split(","),
                    help="comma-separated paths and/or auto (default: all of them)")
     b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose, "
-                                               "--layout, --signal: rounds (default 5)")
-    b.add_argument("--json", help="--peers, --backward, --transpose, --layout, --signal: "
-                                  "also write the per-round times to this file")
+                                               "--layout, --layers, --signal: rounds "
+                                               "(default 5)")
+    b.add_argument("--json", help="--peers, --backward, --transpose, --layout, --layers, "
+                                  "--signal: also write the per-round times to this file")
     b.add_argument("--plot", metavar="FILE.png",
-                   help="draw the ratios of --peers, --backward, --transpose, --layout "
-                        "or --signal as bars into this PNG; alone, run --peers and "
+                   help="draw the ratios of --peers, --backward, --transpose, --layout, "
+                        "--layers or --signal as bars into this PNG; alone, run --peers and "
                         "--signal and draw both (needs matplotlib: the plot extra)")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
     e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
@@ -314,7 +333,8 @@ def main(argv=None) -> int:
     elif args.command == "bench" and args.compile:
         compile_report()
     elif args.command == "bench" and (args.peers or args.backward or args.transpose
-                                      or args.layout or args.signal or args.plot):
+                                      or args.layout or args.layers or args.signal
+                                      or args.plot):
         ratio_benches(args)
     elif args.command == "bench":
         bench(args.compare, args.cases, args.methods)

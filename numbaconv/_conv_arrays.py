@@ -17,6 +17,7 @@ from ._channels_last import conv_depthwise, conv_gemm, move_to_last, moved_to_fi
 from ._compile import KernelNotReady, fallback_allowed
 from ._fallback import conv_taps
 from ._fft import conv_fft
+from ._im2col import conv_im2col
 from ._padding import pad_input
 from ._plan import get_plan
 from ._registry import METHODS
@@ -24,14 +25,16 @@ from ._spec import as_arrays, check_out
 
 
 def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
-                d, layout="channels_first", out=None):
+                d, layout="channels_first", out=None, weight_cache=None):
     """The convolution of in-memory arrays (arguments as :func:`numbaconv.conv`'s, ``d``
     the dimensionality or ``None``): arguments -> plan -> runner, written into ``out``
-    when it is given."""
+    when it is given. A layer passes its ``weight_cache``
+    (:class:`numbaconv._weight_cache.WeightCache`), which keeps the weight's transform
+    between calls."""
     user_arrays = (("input", x), ("weight", weight), ("bias", bias))
     x, weight, bias = as_arrays(x, weight, bias)
     plan = get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                    method, d, layout)
+                    method, d, layout, cached_weights=weight_cache is not None)
     if out is None:
         out = np.empty(plan.output_shape, dtype=plan.dtype)
     else:
@@ -41,14 +44,15 @@ def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode
     if plan.geom.batch is None:
         x = x[None]
     if plan.layout == "channels_first":
-        _run(x, weight, bias, plan, padding_mode, out.reshape(plan.out6_shape))
+        _run(x, weight, bias, plan, padding_mode, out.reshape(plan.out6_shape),
+             weight_cache)
     else:
         _run_channels_last(x, weight, bias, plan, padding_mode,
-                           out.reshape(plan.out5_shape))
+                           out.reshape(plan.out5_shape), weight_cache)
     return out
 
 
-def _run_channels_last(x, weight, bias, plan, padding_mode, out5):
+def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
     """Run a channels-last plan (``x`` batched ``(N, *spatial, C)``), writing ``out5``
     ``(N, OD, OH, OW, C_out)``: in place by its form, else on transposed copies."""
     dtype = plan.dtype
@@ -77,14 +81,16 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5):
             move_to_last(out6, out5)
             return
     out6 = np.empty(plan.out6_shape, dtype)
-    _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6)
+    _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6, weight_cache)
     move_to_last(out6, out5)
 
 
-def _run(x, weight, bias, plan, padding_mode, out6, fallback_only=False):
+def _run(x, weight, bias, plan, padding_mode, out6, weight_cache=None,
+         fallback_only=False):
     """Run a channels-first plan on batched ``x`` ``(N, C_in, *spatial)``, writing
-    ``out6`` ``(N, G, COg, OD, OH, OW)``; with ``fallback_only``, on the path that needs
-    no compiled kernel (as while the plan's kernel compiles)."""
+    ``out6`` ``(N, G, COg, OD, OH, OW)``, with the weight's transform from
+    ``weight_cache`` if one is given; with ``fallback_only``, on the path that needs no
+    compiled kernel (as while the plan's kernel compiles)."""
     dtype = plan.dtype
     method, form = plan.method, plan.form
     if method == "fft" and method != plan.nonfinite_method and not (
@@ -105,13 +111,24 @@ def _run(x, weight, bias, plan, padding_mode, out6, fallback_only=False):
         _run_fallback(arrays, plan)
         return
     if plan.fallback == "none" or method == "fft":
-        METHODS[method](*arrays, form)
+        _run_form(method, form, arrays, weight_cache)
         return
     try:
         with fallback_allowed():
-            METHODS[method](*arrays, form)
+            _run_form(method, form, arrays, weight_cache)
     except KernelNotReady:
         _run_fallback(arrays, plan)
+
+
+def _run_form(method, form, arrays, weight_cache):
+    """Run ``method``'s runner in ``form``, with the weight transformed ahead where the
+    cache keeps a transform for the form (only the Winograd form of the GEMM path)."""
+    transformed = None if weight_cache is None else weight_cache.transformed(form,
+                                                                             arrays[1])
+    if transformed is None:
+        METHODS[method](*arrays, form)
+    else:
+        conv_im2col(*arrays, form, weight=transformed)
 
 
 def _run_fallback(arrays, plan):

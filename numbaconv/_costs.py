@@ -130,10 +130,13 @@ def _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, depth, itemsize
                                     "a pass, on planes in stride phases")
 
 
-def estimate_winograd(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+def estimate_winograd(geom, itemsize: int, c: MachineConstants, form,
+                      cached_weights=False) -> Estimate:
     """Winograd F(4x4, 3x3) (a ``GemmForm`` with its tile grid): 36 GEMMs ``(COg, Cg)
     @ (Cg, tiles)`` per task and depth tap, and the transforms (element operations, at
-    the rate columns are written)."""
+    the rate columns are written). With ``cached_weights`` (a layer's call) the weight
+    transform is replaced by the check that the weight is unchanged, which reads it
+    and its copy."""
     n, g, cg, cog, kernel, _, dilation, _, _, out = problem_dims(geom)
     _, th, tw1 = form.grid
     threads = form.threads
@@ -154,7 +157,10 @@ def estimate_winograd(geom, itemsize: int, c: MachineConstants, form) -> Estimat
     weights = g * kernel[0] * WINOGRAD_POINTS * cog * cg
     # The weight transform writes its output at about half the column rate (4.5e9
     # elements/s measured for 64 to 512 channels: bound by memory writes).
-    transforms = (packed + 2 * weights
+    weight_work = 2 * weights
+    if cached_weights:  # two reads of the 9/36 as large untransformed weight
+        weight_work = 2 * weights * 9 // WINOGRAD_POINTS
+    transforms = (packed + weight_work
                   + tiles * WINOGRAD_POINTS * (kernel[0] * cg + cog))
     seconds = c.call + transforms / (c.columns * prec) + gemm
     extra = extra_elements(n, g, cg, cog, kernel[0], form.grid, phases, itemsize,

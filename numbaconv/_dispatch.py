@@ -15,8 +15,9 @@ from ._plan import current_budgets, path_forms, rank_paths
 from ._spec import conv_geometry, dtype_itemsize
 
 
-def _context(geom, itemsize):
-    return (geom, itemsize, machine_constants(), numba.get_num_threads(), current_budgets())
+def _context(geom, itemsize, cached_weights=False):
+    return (geom, itemsize, machine_constants(), numba.get_num_threads(), current_budgets(),
+            cached_weights)
 
 
 def _geometry(input_shape, weight_shape, stride, padding, dilation, groups):
@@ -153,8 +154,13 @@ def explain(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1
     >>> print(explain((1, 1, 1024, 1024), (1, 1, 63, 63), padding=31))  # doctest: +SKIP
     """
     geom = _geometry(input_shape, weight_shape, stride, padding, dilation, groups)
-    itemsize = dtype_itemsize(dtype)
-    context = _context(geom, itemsize)
+    return explain_geometry(geom, dtype_itemsize(dtype))
+
+
+def explain_geometry(geom, itemsize, cached_weights=False) -> Explanation:
+    """:func:`explain` of a checked geometry; ``cached_weights`` for a layer's calls,
+    which keep the weight's transform (see ``numbaconv._plan.path_forms``)."""
+    context = _context(geom, itemsize, cached_weights)
     ranking, choice, reason = rank_paths(*context)
     return Explanation(geom, "float32" if itemsize == 4 else "float64", ranking,
                        path_forms(*context), choice, reason)

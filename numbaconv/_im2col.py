@@ -175,17 +175,18 @@ def stride_phases(x6, sw):
     return np.ascontiguousarray(split.reshape(x6.shape[:5] + (wq, sw)).swapaxes(-1, -2))
 
 
-def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm):
+def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm, weight=None):
     """Run the im2col + GEMM path on normalised arrays, writing ``out``, in ``form``.
 
-    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. The Winograd form
-    hands data holding NaN or Inf to ``form.nonfinite`` (its transforms would spread
-    them beyond their receptive fields).
+    Arrays and tuples as for :func:`numbaconv._direct.conv_direct`. ``weight`` is
+    ``w6`` transformed ahead for the Winograd form (``_winograd.transform_weight``,
+    cached by a layer), or None. The Winograd form hands data holding NaN or Inf to
+    ``form.nonfinite`` (its transforms would spread them beyond their receptive fields).
     """
     register_blas()
     if form.name == "winograd":
         if conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), form.grid,
-                         form.threads, *form.tables):
+                         form.threads, *form.tables, weight=weight):
             return out
         form = form.nonfinite
     N, G, Cg = x6.shape[:3]

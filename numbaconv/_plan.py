@@ -26,6 +26,7 @@ from ._costs import (
     estimate_direct,
     estimate_fft,
     estimate_taps,
+    estimate_winograd,
     problem_dims,
 )
 from ._direct import plan_direct
@@ -86,16 +87,20 @@ def _gemm_rank(item, forms):
 
 
 @functools.lru_cache(maxsize=1024)
-def path_forms(geom, itemsize, constants, threads, budgets) -> dict:
+def path_forms(geom, itemsize, constants, threads, budgets, cached_weights=False) -> dict:
     """``{path: [(form, Estimate), ...]}``, each path's forms, the one it takes first
     (see ``_gemm_rank``). The GEMM path's Winograd form carries the next form as its
-    stand-in for non-finite data.
+    stand-in for non-finite data. With ``cached_weights`` (a layer's call, which keeps
+    the weight's transform: ``numbaconv._weight_cache``) the Winograd form's estimate
+    counts a check of the weight in place of its transform.
     (Cached: layers call with the same shapes over and over, and the estimates cost
     tens of microseconds of Python, as much as a small depthwise convolution.)"""
     n, g, cg, cog, kernel, stride, dilation, _, spatial, out = problem_dims(geom)
     direct = plan_direct(n, g, cg, cog, kernel, stride, dilation, out, itemsize, threads,
                          config.MIN_JOBS_PER_THREAD, depth=spatial[0])
-    gemm = [(f, GEMM_ESTIMATORS[f.name](geom, itemsize, constants, f))
+    gemm = [(f, estimate_winograd(geom, itemsize, constants, f, cached_weights)
+             if f.name == "winograd" else GEMM_ESTIMATORS[f.name](geom, itemsize,
+                                                                  constants, f))
             for f in gemm_forms(geom, itemsize, threads, budgets.im2col)]
     gemm = sorted(gemm, key=lambda item: _gemm_rank(item, gemm))
     if gemm[0][0].name == "winograd":
@@ -106,12 +111,13 @@ def path_forms(geom, itemsize, constants, threads, budgets) -> dict:
             "fft": [(fft, estimate_fft(geom, itemsize, constants, fft))]}
 
 
-def rank_paths(geom, itemsize, constants, threads, budgets, finite=True):
+def rank_paths(geom, itemsize, constants, threads, budgets, cached_weights=False,
+               finite=True):
     """``(ranking, choice, reason)``: ``ranking`` lists ``(path, form, Estimate)`` of each
     path's best form, fastest first; ``choice`` is the path ``auto`` takes. With
     ``finite=False`` (the data holds NaN or Inf) the FFT path is passed over, since it
-    would spread them to every output."""
-    forms = path_forms(geom, itemsize, constants, threads, budgets)
+    would spread them to every output. ``cached_weights`` as for :func:`path_forms`."""
+    forms = path_forms(geom, itemsize, constants, threads, budgets, cached_weights)
     ranking = sorted(((path, *entries[0]) for path, entries in forms.items()),
                      key=lambda item: item[2].seconds)
     fastest = ranking[0][0]
@@ -162,8 +168,10 @@ class Plan(NamedTuple):
 
 
 def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d,
-              constants, threads, budgets, layout="channels_first") -> Plan:
-    """Validate a call (raising its errors) and work out its :class:`Plan`."""
+              constants, threads, budgets, layout="channels_first",
+              cached_weights=False) -> Plan:
+    """Validate a call (raising its errors) and work out its :class:`Plan`
+    (``cached_weights``: a layer's call, see :func:`path_forms`)."""
     layout = check_layout(layout)
     x_shape = x.shape
     if layout == "channels_last":
@@ -188,7 +196,7 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
             spatial=tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads)))
     else:
         run_geom = geom
-    args = (run_geom, dtype.itemsize, constants, threads, budgets)
+    args = (run_geom, dtype.itemsize, constants, threads, budgets, cached_weights)
     nonfinite_method = method
     form = nonfinite_form = fallback_form = None
     fallback = "none"
@@ -248,7 +256,7 @@ _PLANS: dict = {}
 
 
 def get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
-             d, layout="channels_first") -> Plan:
+             d, layout="channels_first", cached_weights=False) -> Plan:
     """The cached :class:`Plan` of a call (made by :func:`make_plan` on a miss)."""
     constants = machine_constants()
     threads = numba.get_num_threads()
@@ -257,12 +265,12 @@ def get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, m
     key = (x.shape, x.dtype.str, weight.shape, weight.dtype.str,
            None if bias is None else (bias.shape, bias.dtype.str),
            repr((stride, padding, dilation, groups, padding_mode, method, layout)), d,
-           threads, config.snapshot(), constants)
+           threads, config.snapshot(), constants, cached_weights)
     plan = _PLANS.get(key)
     if plan is None:
         plan = make_plan(x, weight, bias, stride, padding, dilation, groups,
                          padding_mode, method, d, constants, threads, current_budgets(),
-                         layout)
+                         layout, cached_weights)
         if len(_PLANS) >= 256:
             _PLANS.clear()
         _PLANS[key] = plan

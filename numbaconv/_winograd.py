@@ -22,6 +22,7 @@ the threads.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -126,13 +127,18 @@ def tile_pitch(tiles, itemsize) -> int:
     return lines * 64 // itemsize
 
 
-def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks) -> bool:
+def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks,
+                  weight=None) -> bool:
     """Run the Winograd form on normalised arrays, writing ``out``: arrays and tuples as
     for :func:`numbaconv._direct.conv_direct` (unit stride), ``grid`` from
     :func:`winograd_grid`, on ``threads`` threads, with the tables of
-    :func:`plan_tasks`. Returns False if the input or the weight holds a NaN or an
-    Inf (which the transforms would spread across a tile), with ``out`` possibly partly
-    written: the caller then runs another form, which writes all of it."""
+    :func:`plan_tasks`. ``weight``, if given, is ``w6``'s :class:`TransformedWeight`
+    (a layer's, cached between calls); else the weight is transformed in this call.
+    Returns False if the input or the weight holds a NaN or an Inf (which the transforms
+    would spread across a tile), with ``out`` possibly partly written: the caller then
+    runs another form, which writes all of it."""
+    if weight is not None and not weight.finite:
+        return False
     register_blas()
     N, G, Cg = x6.shape[:3]
     COg, KD = w6.shape[1], w6.shape[3]
@@ -142,7 +148,8 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks
     _, th, tw1 = grid
     rows = int((units[:, 5] - units[:, 4]).max())
     with single_threaded_blas, kernel_launch:
-        u = scratch("winograd_weight", (G, KD, COg, POINTS, Cg), out.dtype)
+        u = (scratch("winograd_weight", (G, KD, COg, POINTS, Cg), out.dtype)
+             if weight is None else weight.u)
         tbufs = scratch("winograd_taps", (threads, 27, Cg), out.dtype)
         vbufs = scratch("winograd_input", (threads, Cg * POINTS * pitch), out.dtype)
         mbufs = scratch("winograd_products", (threads, COg * POINTS * pitch), out.dtype)
@@ -161,11 +168,37 @@ def conv_winograd(x6, w6, bias2, out, dilation, pad, grid, threads, units, tasks
                                           + 24 * rows * tw1), out.dtype)
         pack = (x6, w6, u, bias2, out, planes, units, tasks, tbufs, vbufs, mbufs, ybufs,
                 sbufs, rbufs, *dilation, *pad, tw1, pitch)
-        shares = (transform_weights, winograd_forward) + ((pack_planes,) if KD > 1 else ())
+        shares = ((winograd_forward,) + ((transform_weights,) if weight is None else ())
+                  + ((pack_planes,) if KD > 1 else ()))
         prepare_all((share, (0, threads) + pack) for share in shares)
-        return (_all_finite(transform_weights, threads, pack)
+        return ((weight is not None or _all_finite(transform_weights, threads, pack))
                 and (KD == 1 or _all_finite(pack_planes, threads, pack))
                 and _all_finite(winograd_forward, threads, pack))
+
+
+class TransformedWeight(NamedTuple):
+    """A weight in the Winograd form's layout, made once for many calls (a layer's)."""
+
+    u: np.ndarray   # (G, KD, COg, 36, Cg): G w G^T per channel pair and depth tap
+    finite: bool    # whether the weight held no NaN or Inf (else the form is not run)
+
+
+def transform_weight(w6, threads) -> TransformedWeight:
+    """``w6`` ``(G, COg, Cg, KD, 3, 3)`` transformed for :func:`conv_winograd`, on
+    ``threads`` threads (the transform's share of a call, run alone)."""
+    G, COg, Cg, KD = w6.shape[:4]
+    u = np.empty((G, KD, COg, POINTS, Cg), w6.dtype)
+    with kernel_launch:
+        tbufs = scratch("winograd_taps", (threads, 27, Cg), w6.dtype)
+        # The share reads only w6, u and tbufs; the rest are placeholders of the types
+        # conv_winograd passes, so that its compiled signature is the one used.
+        six, one = np.empty((1,) * 6, w6.dtype), np.empty((1, 1), w6.dtype)
+        table = np.zeros((1, 7), np.int64)
+        pack = (six, w6, u, one, six, np.empty((1,) * 8, w6.dtype), table, table[:, :3].copy(),
+                tbufs, one, one, one, one, one, 1, 1, 1, 0, 0, 0, 1, 1)
+        prepare_all([(transform_weights, (0, threads) + pack)])
+        finite = _all_finite(transform_weights, threads, pack)
+    return TransformedWeight(u, finite)
 
 
 def _all_finite(share, threads, args) -> bool:

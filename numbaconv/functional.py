@@ -15,12 +15,14 @@ __all__ = [
 
 
 def _conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method, d,
-          layout, out):
+          layout, out, weight_cache=None):
+    """The public functions' body; a layer's call passes its ``weight_cache`` (used for
+    in-memory inputs: each block of a dask array is a call of its own)."""
     if is_dask_array(x):
         return _dask_conv(x, weight, bias, stride, padding, dilation, groups,
                           padding_mode, method, d, layout, out)
     return conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                       method, d, layout, out)
+                       method, d, layout, out, weight_cache)
 
 
 def _dask_conv(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,

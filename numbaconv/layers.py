@@ -18,11 +18,15 @@ from ._spec import (
     check_flag,
     check_layout,
     conv_geometry,
+    dtype_itemsize,
+    is_dask_array,
     layer_arguments,
     transpose_output_shape,
 )
 from ._channels_last import to_channels_first, to_channels_last
-from .functional import conv, count_macs, count_params
+from ._dispatch import explain_geometry
+from ._weight_cache import WeightCache
+from .functional import _conv, conv, count_macs, count_params
 from .gradients import (
     conv_backward,
     conv_transpose1d,
@@ -128,6 +132,7 @@ class _ConvNd(_Layer):
             raise ValueError(f"padding_mode={padding_mode!r} is not one of "
                              f"{', '.join(map(repr, PADDING_MODES))}")
         self.padding_mode = padding_mode
+        self._weight_cache = WeightCache()
         # Checks stride, padding and dilation now, on an input large enough for any.
         conv_geometry((self.in_channels,) + (1 << 30,) * self.d, self.weight.shape,
                       **self._kwargs())
@@ -140,9 +145,12 @@ class _ConvNd(_Layer):
         """The convolution of ``x`` ``(N, C_in, *spatial)`` (``(N, *spatial, C_in)`` in
         the channels-last layout), written into ``out`` when given (as
         :func:`numbaconv.conv`'s); keeps ``x`` for backward."""
-        y = conv(x, self.weight, self.bias, **self._kwargs(), padding_mode=self.padding_mode,
-                 layout=self.layout, out=out)
-        self._input = np.asarray(x)
+        y = _conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                  self.groups, self.padding_mode, "auto", self.d, self.layout, out,
+                  self._weight_cache)
+        # A dask input stays lazy (np.asarray would compute all of it); backward then
+        # refuses it, as conv_backward does.
+        self._input = x if is_dask_array(x) else np.asarray(x)
         return y
 
     def backward(self, grad_out, *, input_grad=True):
@@ -166,6 +174,17 @@ class _ConvNd(_Layer):
         """Multiply-accumulates of one forward call on ``input_shape``."""
         return count_macs(self._first_shape(input_shape), self.weight.shape,
                           **self._kwargs())
+
+    def explain(self, input_shape, dtype=None):
+        """The dispatcher's choice for this layer's forward call on ``input_shape`` (in
+        the layer's layout; ``dtype`` the computation's, by default the layer's), as
+        :func:`numbaconv.explain` gives it, but counting the weight's transform as kept
+        between calls (which can make the layer's choice differ from the function's).
+        """
+        geom = conv_geometry(self._first_shape(input_shape), self.weight.shape,
+                             **self._kwargs())
+        return explain_geometry(geom, dtype_itemsize(self.dtype if dtype is None
+                                                     else dtype), cached_weights=True)
 
 
 class _ConvTransposeNd(_Layer):

@@ -213,6 +213,21 @@ def test_layers_take_dask_arrays():
     assert_close(y.compute(), layer(x), np.float64)
 
 
+def test_layer_forward_keeps_a_dask_input_lazy():
+    """The layer keeps its input for backward without computing it; backward then
+    refuses the dask array, as conv_backward does."""
+    def explode(block):
+        raise AssertionError("a block was computed")
+
+    x = da.zeros((2, 3, 20, 20), chunks=(1, 3, 10, 10)).map_blocks(
+        explode, meta=np.empty((0, 0, 0, 0)))
+    layer = numbaconv.Conv2d(3, 4, 3, padding=1)
+    y = layer(x)
+    assert isinstance(y, da.Array) and y.shape == (2, 4, 20, 20)
+    with pytest.raises(TypeError, match="dask array"):
+        layer.backward(np.ones(y.shape))
+
+
 def test_import_does_not_import_dask():
     code = "import numbaconv, sys; print('dask' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

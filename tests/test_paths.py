@@ -313,8 +313,8 @@ def forcing_winograd():
     def rank(item, forms):
         return (-1, 0.0) if item[0].name == "winograd" else real_rank(item, forms)
 
-    def spy(*args):
-        calls.append(real_run(*args))
+    def spy(*args, **kwargs):
+        calls.append(real_run(*args, **kwargs))
         return calls[-1]
 
     with pytest.MonkeyPatch.context() as patch:

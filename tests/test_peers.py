@@ -73,3 +73,22 @@ def test_every_case_is_a_valid_layer():
         transpose_output_shape(case.input_shape, case.weight_shape, case.stride,
                                case.padding, case.output_padding, case.groups,
                                case.dilation, d=case.d)
+
+
+def test_layers_bench_times_layer_and_function_on_the_same_arrays(capsys, tmp_path):
+    """bench --layers: both calls per case and round, the ratio their quotient."""
+    import json
+
+    from numbaconv import _layer_bench
+    from numbaconv.__main__ import main
+
+    assert main(["bench", "--layers", "--cases", "r50_1x1_56,mbv3_dw5", "--rounds", "2",
+                 "--json", str(tmp_path / "layers.json")]) == 0
+    table = capsys.readouterr().out
+    assert "r50_1x1_56" in table and "mbv3_dw5" in table and "geomean all" in table
+    result = json.loads((tmp_path / "layers.json").read_text())
+    rows = result["times"]["mbv3_dw5"]
+    assert len(rows) == 2 and all(t > 0 for row in rows for t in row)
+    ratio = _layer_bench.ratios(result)["mbv3_dw5"]
+    assert ratio == np.median([layer / function for layer, function in rows])
+    assert _layer_bench.ratio_panel(result)["cases"][0][0] == "r50_1x1_56 (dense)"
