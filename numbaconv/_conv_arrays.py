@@ -58,6 +58,8 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
     dtype = plan.dtype
     if plan.layout_form != "transpose":
         padded = x
+        if plan.subsample is not None:
+            padded = x[(slice(None),) + _steps(plan.subsample, plan.geom.d)]
         if plan.pre_pad:
             padded = pad_input(x.astype(dtype, copy=False), plan.geom.padding + ((0, 0),),
                                padding_mode)
@@ -100,6 +102,8 @@ def _run(x, weight, bias, plan, padding_mode, out6, weight_cache=None,
         method, form = plan.nonfinite_method, plan.nonfinite_form
     if plan.pre_pad:
         x = pad_input(x.astype(dtype, copy=False), plan.geom.padding, padding_mode)
+    if plan.subsample is not None:
+        x = x[(slice(None), slice(None)) + _steps(plan.subsample, plan.geom.d)]
     x6 = np.ascontiguousarray(x, dtype=dtype).reshape(plan.x6_shape)
     w6 = np.ascontiguousarray(weight, dtype=dtype).reshape(plan.w6_shape)
     if bias is None:
@@ -129,6 +133,11 @@ def _run_form(method, form, arrays, weight_cache):
         METHODS[method](*arrays, form)
     else:
         conv_im2col(*arrays, form, weight=transformed)
+
+
+def _steps(subsample, d) -> tuple:
+    """Slices taking every ``subsample``-th position along the ``d`` spatial axes."""
+    return tuple(slice(None, None, step) for step in subsample[3 - d:])
 
 
 def _run_fallback(arrays, plan):

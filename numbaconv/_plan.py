@@ -140,6 +140,32 @@ def path_estimate(geom, dtype, method, constants):
     return forms[method][0][1]
 
 
+def run_geometry(geom, padding_mode="zeros"):
+    """``(run_geom, pre_pad, subsample)``: the convolution the kernels run for ``geom``.
+
+    - A non-zero padding mode with some padding (``pre_pad``): the input is padded
+      explicitly, and the kernels see it with no padding of their own.
+    - A 1x1 kernel at stride > 1 with no padding (ResNet's downsampling shortcut):
+      each output reads one input position, every ``stride``-th, so the kernels run
+      the stride-1 pointwise layer on the input's subsample (``subsample``, the
+      ``(d, h, w)`` steps; else None), which needs no columns at all. Measured on
+      r50_1x1_s2: 2.0 ms by strided columns, 1.1 ms this way.
+    """
+    d = geom.d
+    pads = geom.padding
+    pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)
+    if pre_pad:
+        return dataclasses.replace(
+            geom, padding=((0, 0),) * d,
+            spatial=tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads))
+        ), True, None
+    if (set(geom.kernel) == {1} and max(geom.stride) > 1
+            and not any(p for pair in pads for p in pair)):
+        return dataclasses.replace(geom, stride=(1,) * d, dilation=(1,) * d,
+                                   spatial=geom.out_spatial), False, to_3d(geom.stride, d, 1)
+    return geom, False, None
+
+
 class Plan(NamedTuple):
     """Everything about a call that its arrays' shapes and dtypes and its arguments fix."""
 
@@ -152,6 +178,8 @@ class Plan(NamedTuple):
     fallback: str          # "auto"'s path while its kernel compiles: "taps", "fft", "none"
     fallback_form: object  # the FFT form, for fallback "fft"
     pre_pad: bool          # pad explicitly (a non-zero padding mode)
+    subsample: tuple       # (d, h, w) steps to take the input at first, or None
+                           # (see run_geometry)
     x6_shape: tuple
     w6_shape: tuple
     bias2_shape: tuple
@@ -187,15 +215,7 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
         raise ValueError(f"{error} (layout='channels_last': the input of shape "
                          f"{x.shape} read as channels-first {x_shape})") from None
     d = geom.d
-    pads = geom.padding
-    pre_pad = padding_mode != "zeros" and any(p for pair in pads for p in pair)
-    if pre_pad:
-        # The kernels see the explicitly padded input, with no padding of their own.
-        run_geom = dataclasses.replace(
-            geom, padding=((0, 0),) * d,
-            spatial=tuple(s + lo + hi for s, (lo, hi) in zip(geom.spatial, pads)))
-    else:
-        run_geom = geom
+    run_geom, pre_pad, subsample = run_geometry(geom, padding_mode)
     args = (run_geom, dtype.itemsize, constants, threads, budgets, cached_weights)
     nonfinite_method = method
     form = nonfinite_form = fallback_form = None
@@ -222,17 +242,18 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     if layout == "channels_last":
         output_shape = channels_last_shape(output_shape, d)
         layout_form = ("transpose" if form is None
-                       else channels_last_form(geom, method, form))
+                       else channels_last_form(run_geom, method, form))
     return Plan(
         geom=geom, dtype=dtype, method=method, form=form,
         nonfinite_method=nonfinite_method, nonfinite_form=nonfinite_form,
         fallback=fallback, fallback_form=fallback_form, pre_pad=pre_pad,
+        subsample=subsample,
         x6_shape=(n, g, c_in // g) + to_3d(run_geom.spatial, d, 1),
         w6_shape=(g, c_out // g, c_in // g) + to_3d(geom.kernel, d, 1),
         bias2_shape=(g, c_out // g),
         out6_shape=(n, g, c_out // g) + to_3d(geom.out_spatial, d, 1),
-        stride=to_3d(geom.stride, d, 1),
-        dilation=to_3d(geom.dilation, d, 1),
+        stride=to_3d(run_geom.stride, d, 1),
+        dilation=to_3d(run_geom.dilation, d, 1),
         pad=to_3d((lo for lo, _ in run_geom.padding), d, 0),
         layout=layout, layout_form=layout_form,
         x5_shape=(n,) + to_3d(run_geom.spatial, d, 1) + (c_in,),

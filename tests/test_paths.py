@@ -687,3 +687,45 @@ def test_stem_kernel_keeps_nonfinite_values_in_their_receptive_fields(rng, kerne
                     field[p, q] = True
     assert not np.isfinite(y[0][:, field]).any()
     assert np.isfinite(y[0][:, ~field]).all()
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "im2col", "fft"])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("xs,ws,stride", [
+    ((2, 24, 17, 12), (32, 24, 1, 1), 2),
+    ((1, 16, 9, 13), (8, 16, 1, 1), (3, 2)),
+    ((3, 8, 31), (5, 8, 1), 4),
+    ((1, 4, 5, 7, 9), (6, 4, 1, 1, 1), (2, 1, 3)),
+    ((2, 8, 6, 6), (8, 2, 1, 1), 2),  # grouped
+])
+def test_strided_pointwise_runs_on_the_subsample(rng, method, layout, xs, ws, stride):
+    """A 1x1 kernel at stride > 1 without padding runs as the pointwise layer of the
+    input's subsample (_plan.run_geometry), on every path and in both layouts."""
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    groups = xs[1] // ws[1]
+    ref = conv_reference(x, w, b, stride, groups=groups)
+    d = len(ws) - 2
+    if layout == "channels_last":
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    x_before = x.copy()
+    y = numbaconv.conv(x, w, b, stride, groups=groups, method=method, layout=layout)
+    if layout == "channels_last":
+        y = np.moveaxis(y, -1, 1)
+    assert_close(y, ref, np.float32)
+    np.testing.assert_array_equal(x, x_before)
+    plan = _plan.get_plan(x, w, b, stride, 0, 1, groups, "zeros", method, d, layout)
+    assert plan.subsample == (1,) * (3 - d) + tuple(np.broadcast_to(stride, d))
+    assert plan.stride == (1, 1, 1)
+
+
+def test_strided_pointwise_with_padding_keeps_its_stride(rng):
+    x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    plan = _plan.get_plan(x, w, None, 2, 1, 1, 1, "zeros", "auto", 2)
+    assert plan.subsample is None and plan.stride == (1, 2, 2)
+    assert_close(numbaconv.conv2d(x, w, None, 2, 1), conv_reference(x, w, None, 2, 1),
+                 np.float32)
+    explanation = numbaconv.explain((1, 256, 56, 56), (512, 256, 1, 1), stride=2)
+    assert "input as columns (1x1)" in explanation.forms["im2col"][0][3]
