@@ -66,6 +66,8 @@ FORMS = {
                          (((1, 16, 48, 48), (16, 16, 3, 3)),), 1, "backward"),
     "col2im": Form("backward", "col2im", "input gradient by one GEMM and a scatter",
                    (((1, 4, 6, 6), (4, 4, 3, 3)),), 1, "input_grad"),
+    "flipped_weight": Form("backward", "col2im", "the stride-1 input gradient's flipped "
+                           "weight", (((1, 2, 5, 5), (2, 2, 3, 3)),), 1, "flipped_weight"),
     "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
     "cl_gemm": Form("im2col", "channels_last", "channels-last rows + GEMM",

@@ -22,7 +22,7 @@ def run_example(form: str, dtype) -> None:
 
     from ._registry import FORMS
     from .functional import conv, output_shape
-    from .gradients import padded_input_grad, weight_grad
+    from .gradients import flipped_weight, padded_input_grad, weight_grad
 
     f = FORMS[form]
     for input_shape, weight_shape in f.examples:
@@ -34,6 +34,8 @@ def run_example(form: str, dtype) -> None:
             g = np.ones(output_shape(x.shape, w.shape, padding=1), dtype)
             d = w.ndim - 2
             weight_grad(g, x, w.shape, (1,) * d, (1,) * d, (1,) * d, f.groups)
+        elif f.method == "flipped_weight":
+            flipped_weight(w, f.groups)
         elif f.method == "input_grad":
             # The input gradient of a stride-2 convolution, on its own.
             d = w.ndim - 2

@@ -33,6 +33,7 @@ from ._blas import single_threaded_blas
 from ._direct import use_channelwise
 from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
+from ._kernels import col2im as _col2im_kernels
 from ._kernels import grad as _grad_kernels
 from ._channels_last import to_channels_first, to_channels_last
 from ._padding import pad_input
@@ -55,6 +56,7 @@ from ._spec import (
 __all__ = ["conv_backward", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 channelwise_weight_grad = Kernel(_grad_kernels.channelwise_weight_grad, "channelwise_grad")
+flip_taps = Kernel(_col2im_kernels.flip_taps, "flipped_weight")
 
 
 def _source_index(j: int, size: int, mode: str) -> int:
@@ -101,9 +103,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     convolution (on the path ``method``) of the output gradient, spread out with zeros
     at stride > 1, with the kernel flipped and its channels swapped per group.
     """
-    d = weight.ndim - 2
     n, c_out = grad_out.shape[:2]
-    c_in_g = weight.shape[1]
     kernel = weight.shape[2:]
     cog = c_out // groups
     if takes_col2im(stride, cog):
@@ -122,9 +122,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
         spread[(Ellipsis,) + tuple(slice(None, None, s) for s in stride)] = grad_out
     else:
         spread = grad_out
-    flipped = weight.reshape((groups, cog, c_in_g) + kernel).swapaxes(1, 2)
-    flipped = flipped[(Ellipsis,) + (slice(None, None, -1),) * d]
-    flipped = np.ascontiguousarray(flipped).reshape((groups * c_in_g, cog) + kernel)
+    flipped = flipped_weight(weight, groups)
     if crop is not None:
         # Output t of the flipped convolution is padded position t + start.
         before = [s - 1 - start for s, (start, _) in zip(spans, crop)]
@@ -143,6 +141,24 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
         full = np.ascontiguousarray(
             full[(Ellipsis,) + tuple(slice(a, a + n) for a, n in crop)])
     return full
+
+
+def flipped_weight(weight, groups):
+    """The kernel of the stride-1 input gradient's convolution: ``weight`` ``(C_out,
+    C_in/groups, *kernel)`` flipped in space, its channels swapped per group, as
+    ``(C_in, C_out/groups, *kernel)``."""
+    c_out, c_in_g = weight.shape[:2]
+    kernel = weight.shape[2:]
+    cog = c_out // groups
+    taps = math.prod(kernel)
+    w4 = np.ascontiguousarray(weight).reshape(groups, cog, c_in_g, taps)
+    out = np.empty((groups, c_in_g, cog, taps), dtype=weight.dtype)
+    try:
+        with fallback_allowed(), kernel_launch:
+            flip_taps(w4, out)
+    except KernelNotReady:  # compiling in the background: NumPy's copy meanwhile
+        out[...] = w4[..., ::-1].swapaxes(1, 2)
+    return out.reshape((groups * c_in_g, cog) + kernel)
 
 
 def weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):

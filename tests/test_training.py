@@ -288,3 +288,64 @@ def test_layer_classes_are_classes_of_this_module():
                 numbaconv.ConvTranspose3d):
         assert cls.__module__ == "numbaconv.layers" and cls.__doc__.strip()
         assert cls.__qualname__ == cls.__name__
+
+
+def _weight_grad_reference(g, x, kernel, stride, padding, groups):
+    """float64 weight gradient of a 2D convolution: per tap, the output gradient
+    against the padded input it multiplied."""
+    n, c_in, h, w = x.shape
+    c_out = g.shape[1]
+    cig, cog = c_in // groups, c_out // groups
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh, ow = g.shape[2:]
+    gw = np.zeros((c_out, cig) + kernel)
+    for kh in range(kernel[0]):
+        for kw in range(kernel[1]):
+            window = xp[:, :, kh: kh + stride * oh: stride, kw: kw + stride * ow: stride]
+            for grp in range(groups):
+                gw[grp * cog:(grp + 1) * cog, :, kh, kw] = np.einsum(
+                    "nohw,nchw->oc", g[:, grp * cog:(grp + 1) * cog],
+                    window[:, grp * cig:(grp + 1) * cig])
+    return gw
+
+
+@pytest.mark.parametrize("n,groups,c,size,stride", [
+    (1, 1, 64, 6, 1), (3, 1, 64, 5, 1), (2, 2, 64, 4, 2), (1, 1, 48, 3, 1)])
+def test_weight_grad_with_owned_channel_blocks(rng, n, groups, c, size, stride):
+    """Few positions, many channels: each thread owns a block of output channels of the
+    weight gradient (no partial sums), and the first task of each block overwrites it."""
+    from numbaconv import _im2col
+
+    x = rng.standard_normal((n, c, size * stride, size * stride)).astype(np.float32)
+    w = rng.standard_normal((c, c // groups, 3, 3)).astype(np.float32)
+    g = rng.standard_normal(numbaconv.output_shape(x.shape, w.shape, stride, 1)).astype(
+        np.float32)
+    positions = g.shape[2] * g.shape[3]
+    assert _im2col.owns_channel_blocks(n, groups, c // groups, positions, 2)
+    for _ in range(2):  # the second call reuses the workspace: nothing stale may stay
+        _, gw, _ = numbaconv.conv_backward(g, x, w, stride, 1, groups=groups, bias=False,
+                                           input_grad=False)
+        assert_close(gw, _weight_grad_reference(g, x, (3, 3), stride, 1, groups),
+                     np.float32)
+
+
+@pytest.mark.parametrize("shape,groups", [((8, 6, 3, 3), 1), ((12, 2, 3, 1), 3),
+                                          ((6, 1, 2, 3, 4), 3), ((4, 4, 5), 1)])
+@pytest.mark.parametrize("ready", [True, False])
+def test_flipped_weight(monkeypatch, rng, shape, groups, ready):
+    """The stride-1 input gradient's kernel: flipped in space, channels swapped per
+    group; the same from NumPy while the kernel compiles."""
+    from numbaconv import gradients
+    from numbaconv._compile import KernelNotReady
+
+    if not ready:
+        def not_ready(*args):
+            raise KernelNotReady("flipped_weight")
+        monkeypatch.setattr(gradients, "flip_taps", not_ready)
+    w = rng.standard_normal(shape)
+    d = len(shape) - 2
+    cog = shape[0] // groups
+    expected = w.reshape((groups, cog, shape[1]) + shape[2:]).swapaxes(1, 2)[
+        (Ellipsis,) + (slice(None, None, -1),) * d].reshape((groups * shape[1], cog)
+                                                           + shape[2:])
+    np.testing.assert_array_equal(gradients.flipped_weight(w, groups), expected)

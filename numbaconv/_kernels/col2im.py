@@ -99,3 +99,20 @@ def col2im_input_grad(g4, w3, gx6, tasks, kernel, stride, dilation, start, out_s
                      w3[g, 0:, c0 * K:], CgK, 0.0, cols, pc)
                 _scatter_rows(target, cols, c0, c1, r0, r1, kernel, stride, dilation,
                               start, out_spatial)
+
+
+@njit(parallel=True, **_JIT)
+def flip_taps(w4, out4):
+    """``out4[g, c, o, t] = w4[g, o, c, T - 1 - t]``: the weight ``(G, COg, Cg, T)`` with
+    its channels swapped per group and its taps reversed (every spatial axis flipped),
+    the kernel of the stride-1 input gradient's convolution. (NumPy's copy of the
+    reversed, transposed view took 0.43 ms for 256x256x3x3 and 1.8 ms for 512x512x3x3.)
+    """
+    G, COg, Cg, T = w4.shape
+    for row in prange(G * Cg):
+        g, c = row // Cg, row % Cg
+        for o in range(COg):
+            src = w4[g, o, c]
+            dst = out4[g, c, o]
+            for t in range(T):
+                dst[t] = src[T - 1 - t]

@@ -161,23 +161,29 @@ def im2col_forward(x6, w3, bias2, out4, tasks, kernel, stride, dilation, pad, ou
 
 @njit(parallel=True, **_JIT)
 def im2col_weight_grad(x6, g4, partial, tasks, kernel, stride, dilation, pad, out_spatial,
-                       pointwise, cols_bufs, width):
-    """Weight gradient: ``partial[t, g] += g4[n, g, :, p0:p1] @ columns.T`` for thread
-    ``t``'s share of ``tasks``; the caller sums ``partial`` over threads."""
-    threads = min(partial.shape[0], tasks.shape[0])
+                       pointwise, cols_bufs, width, threads):
+    """Weight gradient over ``tasks`` dealt round-robin to ``threads`` threads: thread
+    ``t`` adds ``g4[n, g, c0:c1, p0:p1] @ columns.T`` into ``partial[t, g, c0:c1]``, and
+    the caller sums ``partial`` over threads (zeros to start with). With a single
+    ``partial`` the tasks' channel blocks are the threads' own (task ``i``'s block is
+    thread ``i % threads``'s), all write into it, and each block's first task (sample
+    0, position 0) overwrites instead of adding: no zeros, no sum."""
     K = partial.shape[3]
     P = g4.shape[3]
+    owned = partial.shape[0] == 1
     for t in prange(threads):
         cols_buf = cols_bufs[t]
+        target = partial[0] if owned else partial[t]
         for i in range(t, tasks.shape[0], threads):
             n, g, p0, p1, c0, c1, cols = _task_columns(
                 x6, tasks[i], cols_buf, K, kernel, stride, dilation, pad, out_spatial,
                 pointwise, width)
             pc = p1 - p0
+            beta = 0.0 if owned and n == 0 and p0 == 0 else 1.0
             # Row-major partial[c, K] += grad[c, pc] @ cols[K, pc]^T, as column-major
             # partial^T = cols @ grad^T ('T' of cols' column-major view).
-            gemm(84, 78, K, c1 - c0, pc, 1.0, cols, pc, g4[n, g, c0:, p0:], P, 1.0,
-                 partial[t, g, c0:], K)
+            gemm(84, 78, K, c1 - c0, pc, 1.0, cols, pc, g4[n, g, c0:, p0:], P, beta,
+                 target[g, c0:], K)
 
 
 
