@@ -48,11 +48,12 @@ def plan_col2im(n, groups, cg, k, out_rows, out_width, itemsize, threads):
     return cb, rows
 
 
-def input_grad_col2im(grad_out, weight, crop, stride, dilation, groups):
+def input_grad_col2im(grad_out, weight, crop, stride, dilation, groups, bias=None):
     """The input gradient over the window ``crop`` (``(start, size)`` per axis, in padded
     coordinates) of a convolution with ``weight`` ``(C_out, C_in/groups, *kernel)``, by
-    col2im. ``grad_out`` ``(N, C_out, *out)`` and the weight have the computation dtype.
-    """
+    col2im, plus ``bias`` ``(C_in,)`` if given (a transposed convolution's).
+    ``grad_out`` ``(N, C_out, *out)``, the weight and the bias have the computation
+    dtype."""
     register_blas()
     d = weight.ndim - 2
     n, c_out = grad_out.shape[:2]
@@ -71,10 +72,12 @@ def input_grad_col2im(grad_out, weight, crop, stride, dilation, groups):
     w3 = np.ascontiguousarray(weight).reshape(groups, cog, cg * k)
     sizes = tuple(size for _, size in crop)
     gx = np.empty((n, groups, cg) + to_3d(sizes, d, 1), dtype=grad_out.dtype)
+    base = (np.zeros((groups, cg), grad_out.dtype) if bias is None
+            else np.ascontiguousarray(bias, dtype=grad_out.dtype).reshape(groups, cg))
     with single_threaded_blas, kernel_launch:
         cols = scratch("columns", (threads, cb * k * rows * out_spatial[2]),
                        grad_out.dtype)
-        col2im_input_grad(g4, w3, gx, tasks, kernel, to_3d(stride, d, 1),
+        col2im_input_grad(g4, w3, base, gx, tasks, kernel, to_3d(stride, d, 1),
                           to_3d(dilation, d, 1),
                           to_3d(tuple(start for start, _ in crop), d, 0), out_spatial,
                           rows, cols)

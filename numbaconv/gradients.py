@@ -89,14 +89,17 @@ def fold_padding(grad_padded, pads, spatial, mode):
 
 
 def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method="auto",
-                      crop=None):
-    """Gradient of the zero-padded input ``(N, C_in, *padded)`` of a convolution.
+                      crop=None, bias=None):
+    """Gradient of the zero-padded input ``(N, C_in, *padded)`` of a convolution, plus
+    ``bias`` ``(C_in,)`` if given (the transposed convolution's, added by the kernels as
+    they write, not in a pass of its own).
 
-    ``grad_out`` ``(N, C_out, *out)`` and ``weight`` ``(C_out, C_in/groups, *kernel)`` are
-    arrays of the computation dtype; ``padded`` is the padded input's spatial shape.
-    Positions no output reads (past the last window) get zero. With ``crop``, ``(start,
-    size)`` per axis, only that window of it is returned, computed directly when the
-    window lies within the reach of the kernel (no work on the padding).
+    ``grad_out`` ``(N, C_out, *out)``, ``weight`` ``(C_out, C_in/groups, *kernel)`` and
+    the bias are arrays of the computation dtype; ``padded`` is the padded input's
+    spatial shape. Positions no output reads (past the last window) get zero (or the
+    bias). With ``crop``, ``(start, size)`` per axis, only that window of it is
+    returned, computed directly when the window lies within the reach of the kernel (no
+    work on the padding).
 
     At stride > 1 with a few output channels per group or more, one GEMM and a scatter
     (:mod:`numbaconv._col2im`) do it; ``method`` is then not used. Otherwise it is a
@@ -111,7 +114,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
             with fallback_allowed():
                 return input_grad_col2im(grad_out, weight,
                                          crop or [(0, p) for p in padded], stride,
-                                         dilation, groups)
+                                         dilation, groups, bias)
         except KernelNotReady:
             pass  # its kernel compiles in the background: meanwhile, the convolution
     out = grad_out.shape[2:]
@@ -129,7 +132,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
         after = [size - e - b + s - 1 for size, e, b, s in
                  zip((size for _, size in crop), spread.shape[2:], before, spans)]
         if min(before) >= 0 and min(after) >= 0:
-            return conv(spread, flipped, None, 1, tuple(zip(before, after)), dilation,
+            return conv(spread, flipped, bias, 1, tuple(zip(before, after)), dilation,
                         groups, method=method)
     full = conv(spread, flipped, None, 1, tuple((s - 1, s - 1) for s in spans), dilation,
                 groups, method=method)
@@ -140,6 +143,8 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     if crop is not None:
         full = np.ascontiguousarray(
             full[(Ellipsis,) + tuple(slice(a, a + n) for a, n in crop)])
+    if bias is not None:  # positions past the convolution's reach get the bias too
+        full += bias.reshape((1, -1) + (1,) * (full.ndim - 2))
     return full
 
 
@@ -333,9 +338,8 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
     w = np.ascontiguousarray(weight, dtype=dtype)
     padded = tuple(o + 2 * p for o, p in zip(out, padding))
     y = padded_input_grad(g, w, padded, stride, dilation, groups, method,
-                          crop=list(zip(padding, out)))
-    if bias is not None:
-        y += bias.astype(dtype).reshape((1, c_out) + (1,) * d)
+                          crop=list(zip(padding, out)),
+                          bias=None if bias is None else np.ascontiguousarray(bias, dtype))
     return y if batched else y[0]
 
 

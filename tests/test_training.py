@@ -151,6 +151,9 @@ def test_adjoint_identity(cfg, seed):
     (2, dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=2)),
     (2, dict(dilation=2, output_padding=1)),
     (3, dict(stride=2, padding=1, groups=2)),
+    # 2 output channels per group: the spread convolution, padding past the kernel's
+    # reach (the bias after cropping)
+    (2, dict(stride=2, padding=(3, 2), groups=2, output_padding=1)),
 ])
 def test_conv_transpose_matches_pytorch(rng, d, kw, method):
     groups = kw.get("groups", 1)
