@@ -7,6 +7,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import numbaconv
 from numbaconv import _channels_last, _plan
@@ -344,3 +346,31 @@ def test_channels_last_errors_name_the_users_shape():
                                          r"channels-first \(1, 4, 2, 2\)"):
         numbaconv.conv2d(np.ones((1, 2, 2, 4)), np.ones((3, 4, 3, 3)),
                          layout="channels_last")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), c=st.integers(1, 20), k=st.integers(1, 6),
+       stride=st.integers(1, 3), dilation=st.integers(1, 3), pad=st.integers(0, 4),
+       width=st.integers(1, 17), n=st.integers(1, 2), bias=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_channels_last_depthwise_kernel_on_random_layers(d, c, k, stride, dilation, pad,
+                                                         width, n, bias, dtype, seed):
+    """The channels-last depthwise kernel (positions in pairs inside, one at a time at
+    the borders) against the float64 reference: kernels up to 6 taps a side (passes of
+    4 taps and their remainders), strides, dilations, paddings past the kernel's reach,
+    odd widths."""
+    rng = np.random.default_rng(seed)
+    spatial = (3,) * (d - 1) + (width,)
+    kernel = (2,) * (d - 1) + (k,)
+    if any(size + 2 * pad < dilation * (taps - 1) + 1
+           for size, taps in zip(spatial, kernel)):
+        return  # no output
+    x = rng.standard_normal((n,) + spatial + (c,)).astype(dtype)
+    w = rng.standard_normal((c, 1) + kernel).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype) if bias else None
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=c)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, c, "zeros", "direct", d,
+                          "channels_last")
+    assert plan.layout_form == "depthwise"
+    y = numbaconv.conv(x, w, b, method="direct", layout="channels_last", **kw)
+    assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)

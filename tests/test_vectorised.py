@@ -54,3 +54,17 @@ def test_stem_taps_use_packed_fma(dtype, suffix):
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_channels_last_depthwise_taps_use_packed_fma(dtype, suffix):
+    """The unsigned flat indices of the channels-last depthwise passes vectorise."""
+    from numbaconv._kernels import channels_last
+
+    of, xf, wf = np.zeros(64, dtype), np.ones(256, dtype), np.ones(256, dtype)
+    u = np.uint64
+    asm = _asm(channels_last._add_taps_twice, of, u(0), xf, u(0), u(32), u(16), wf, u(0),
+               u(32), 3)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
