@@ -176,10 +176,24 @@ class _ConvNd(_Layer):
                           **self._kwargs())
 
     def explain(self, input_shape, dtype=None):
-        """The dispatcher's choice for this layer's forward call on ``input_shape`` (in
-        the layer's layout; ``dtype`` the computation's, by default the layer's), as
-        :func:`numbaconv.explain` gives it, but counting the weight's transform as kept
-        between calls (which can make the layer's choice differ from the function's).
+        """The dispatcher's choice for this layer's forward call.
+
+        As :func:`numbaconv.explain`, but counting the weight's transform as kept
+        between calls (the layer caches it), which can make the layer's choice differ
+        from the function's.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            The input's shape, in the layer's layout.
+        dtype : dtype-like, optional
+            The computation's dtype; by default the layer's.
+
+        Returns
+        -------
+        Explanation
+            As :func:`numbaconv.explain` returns: ``print()`` it for the table of
+            paths, forms and estimates.
         """
         geom = conv_geometry(self._first_shape(input_shape), self.weight.shape,
                              **self._kwargs())
