@@ -192,6 +192,14 @@ def weight_grad(g, x, weight_shape, stride, dilation, pad_before, groups):
         return gw.reshape(weight_shape)
 
 
+def channel_blocks(groups, cog, threads) -> int:
+    """Blocks of each group's output channels for the channel-wise weight gradient:
+    one (the group's input planes copied once) where the groups alone give every
+    thread two jobs, else enough blocks for that (a 1-channel stem's 64 output
+    channels, in one group, take 4 blocks of 16 on 2 threads)."""
+    return min(cog, max(1, -(-2 * threads // groups)))
+
+
 def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_before):
     """:func:`weight_grad` by the compiled kernels (arguments as ``(d, h, w)``)."""
     n, groups, c_in_g = x6.shape[:3]
@@ -207,7 +215,8 @@ def _weight_grad_kernels(g, x6, weight_shape, kernel, stride, dilation, pad_befo
         gw = np.empty((groups, cog, kernel[0], c_in_g) + kernel[1:], dtype=g.dtype)
         with kernel_launch:
             channelwise_weight_grad(x6, g.reshape((n, groups, cog) + to_3d(out, d, 1)),
-                                    gw, stride, dilation, pad_before)
+                                    gw, stride, dilation, pad_before,
+                                    channel_blocks(groups, cog, numba.get_num_threads()))
         return np.ascontiguousarray(gw.transpose(0, 1, 3, 2, 4, 5)).reshape(weight_shape)
     g4 = g.reshape(n, groups, cog, -1)
     gw = im2col_weight_grad_of(x6, g4, kernel, stride, dilation, pad_before,

@@ -352,3 +352,22 @@ def test_flipped_weight(monkeypatch, rng, shape, groups, ready):
         (Ellipsis,) + (slice(None, None, -1),) * d].reshape((groups * shape[1], cog)
                                                            + shape[2:])
     np.testing.assert_array_equal(gradients.flipped_weight(w, groups), expected)
+
+
+@pytest.mark.parametrize("groups,cig,cog,n", [(4, 2, 8, 1), (1, 1, 6, 2), (3, 1, 5, 1),
+                                              (8, 1, 1, 2)])
+def test_channelwise_weight_grad_in_channel_blocks(rng, groups, cig, cog, n):
+    """The channel-wise weight gradient's jobs: a group's output channels in blocks
+    (an empty last block included: 6 channels in 4 blocks of 2), every block copying
+    its group's planes once."""
+    from numbaconv import gradients
+
+    x = rng.standard_normal((n, groups * cig, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((groups * cog, cig, 3, 3)).astype(np.float32)
+    g = rng.standard_normal(numbaconv.output_shape(x.shape, w.shape, 1, 1)).astype(
+        np.float32)
+    blocks = gradients.channel_blocks(groups, cog, 2)
+    assert 1 <= blocks <= cog
+    _, gw, _ = numbaconv.conv_backward(g, x, w, 1, 1, groups=groups, bias=False,
+                                       input_grad=False)
+    assert_close(gw, _weight_grad_reference(g, x, (3, 3), 1, 1, groups), np.float32)

@@ -1,5 +1,5 @@
 """Weight gradient of channel-wise (depthwise and few-channel grouped) convolutions
-(Numba, parallel over output channels).
+(Numba, parallel over groups and blocks of their output channels).
 
 With one (or a few) input channels per group the weight gradient is tiny (``C_out x taps``) and the
 im2col GEMM degenerates into thousands of matrix-vector products. Here each thread owns
@@ -55,7 +55,7 @@ def _dot_taps(acc, gp, xp, offsets, length, zero):
 
 
 @njit(parallel=True, **_JIT)
-def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
+def channelwise_weight_grad(x, g, gw, stride, dilation, pad, blocks):
     """Write ``gw`` ``(G, COg, KD, Cg, KH, KW)``.
 
     ``x`` ``(N, G, Cg, D, H, W)`` is the unpadded input (one or a few channels per
@@ -63,6 +63,10 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     ``dilation`` and ``pad`` (zero padding before each axis) are ``(d, h, w)`` tuples.
     The group's ``Cg`` input planes lie one after another in one buffer, as in the
     forward kernel, so each (channel, tap) pair is one dot product.
+
+    Jobs are a group's output channels in ``blocks`` blocks: each job copies its group's
+    input planes once for all its output channels (per output channel, the planes of
+    an 8-channel group were copied 8 times: resnext_g32's weight gradient 0.63 ms).
     """
     N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     COg, OD, OH, OW = g.shape[2], g.shape[3], g.shape[4], g.shape[5]
@@ -70,22 +74,27 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
     KH, KW = gw.shape[4], gw.shape[5]
     Hq, Wq, block, offsets = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
     taps = KH * KW
+    per_block = (COg + blocks - 1) // blocks
     zero = np.zeros(1, dtype=x.dtype)[0]
-    for job in prange(G * COg):
-        gi = job // COg
-        m = job % COg
-        acc = np.zeros(KD * Cg * taps)  # float64 sums of float32 products
-        # Positions outside the input are never written, so they stay zero.
+    for job in prange(G * blocks):
+        gi = job // blocks
+        m0 = (job % blocks) * per_block
+        m1 = min(COg, m0 + per_block)
+        if m1 <= m0:
+            continue
+        acc = np.zeros((m1 - m0, KD * Cg * taps))  # float64 sums of float32 products
+        # Positions outside the input (or past OW) are never written: they stay zero.
         xp = np.zeros(Cg * block, dtype=x.dtype)
-        gp = np.zeros(OH * Wq, dtype=x.dtype)
+        gp = np.zeros((m1 - m0, OH * Wq), dtype=x.dtype)
         for n in range(N):
             for od in range(OD):
-                for oh in range(OH):
-                    # Loops, not array-to-array slice assignments: those compile
-                    # seconds slower (overlap checks, broadcasting).
-                    seg, run = gp[oh * Wq: oh * Wq + OW], g[n, gi, m, od, oh]
-                    for j in range(OW):
-                        seg[j] = run[j]
+                for m in range(m0, m1):
+                    for oh in range(OH):
+                        # Loops, not array-to-array slice assignments: those compile
+                        # seconds slower (overlap checks, broadcasting).
+                        seg, run = gp[m - m0, oh * Wq: oh * Wq + OW], g[n, gi, m, od, oh]
+                        for j in range(OW):
+                            seg[j] = run[j]
                 for kd in range(KD):
                     i_d = od * stride[0] + kd * dilation[0] - pad[0]
                     if i_d < 0 or i_d >= D:
@@ -93,9 +102,12 @@ def channelwise_weight_grad(x, g, gw, stride, dilation, pad):
                     for c in range(Cg):
                         fill_plane(xp[c * block: (c + 1) * block], x[n, gi, c, i_d], Hq,
                                    Wq, Hq * Wq, stride, pad)
-                    _dot_taps(acc[kd * Cg * taps: (kd + 1) * Cg * taps], gp, xp, offsets,
-                              OH * Wq, zero)
-        for kd in range(KD):
-            for c in range(Cg):
-                for tp in range(taps):
-                    gw[gi, m, kd, c, tp // KW, tp % KW] = acc[(kd * Cg + c) * taps + tp]
+                    for m in range(m0, m1):
+                        _dot_taps(acc[m - m0, kd * Cg * taps: (kd + 1) * Cg * taps],
+                                  gp[m - m0], xp, offsets, OH * Wq, zero)
+        for m in range(m0, m1):
+            for kd in range(KD):
+                for c in range(Cg):
+                    for tp in range(taps):
+                        gw[gi, m, kd, c, tp // KW, tp % KW] = acc[m - m0,
+                                                                  (kd * Cg + c) * taps + tp]
