@@ -4,8 +4,9 @@ A ``(KD, 3, 3)`` kernel (2D, or 3D of any depth) with unit stride takes, per 4x4
 of outputs and pair of channels, 36 multiplications instead of 144: 4x fewer, run as 36
 GEMMs per depth tap (see :mod:`numbaconv._kernels.winograd`). The price is packing the
 input (the row half of the input transform, into a tile layout), the column half, the
-output transform, and the weight transform on every call (``36 * C_out * C_in/groups *
-KD`` elements). Whether that pays is the cost model's call
+output transform, and the weight transform (``36 * C_out * C_in/groups * KD``
+elements), on every functional call; a layer transforms its weight once and keeps it
+(:func:`transform_weight`, :mod:`numbaconv._weight_cache`). Whether that pays is the cost model's call
 (:func:`numbaconv._plan.path_forms`): it does for r50_3x3_56 (0.43 against the shifted
 GEMMs' 0.8 ms) and c3d (31 against 66 ms), not for deeplab_d2 (256 channels, 64 tiles
 in 4 dilation phases).
