@@ -374,3 +374,22 @@ def test_channels_last_depthwise_kernel_on_random_layers(d, c, k, stride, dilati
     assert plan.layout_form == "depthwise"
     y = numbaconv.conv(x, w, b, method="direct", layout="channels_last", **kw)
     assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
+
+
+@pytest.mark.parametrize("ratio", [0, 1 << 60])  # always / never tap-major columns
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_channels_last_gemm_columns_in_both_orders(rng, monkeypatch, ratio, d):
+    """The channels-last GEMM's columns, tap-major (the weight permuted to match) or in
+    the weight's own order, give the reference's result."""
+    monkeypatch.setattr(_channels_last, "TAP_MAJOR_RATIO", ratio)
+    x = rng.standard_normal((2,) + SPATIAL[d] + (16,)).astype(np.float32)
+    w = rng.standard_normal((5, 16) + (3,) * d).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    kw = dict(stride=2, padding=1, dilation=1)
+    plan = _plan.get_plan(x, w, b, 2, 1, 1, 1, "zeros", "im2col", d, "channels_last")
+    assert plan.layout_form == "gemm"
+    y = numbaconv.conv(x, w, b, method="im2col", layout="channels_last", **kw)
+    assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), np.float32)
+    kw = dict(stride=1, padding=2, dilation=2)
+    y = numbaconv.conv(x, w, None, method="im2col", layout="channels_last", **kw)
+    assert_close(first(y, d), conv_reference(first(x, d), w, None, **kw), np.float32)

@@ -9,7 +9,9 @@ In this layout a position's channels are contiguous, which gives two forms:
   ``columns (positions, C_in*K) @ weight (C_out, C_in*K)^T``. The columns are rows of
   the input gathered per tap (a pointwise stride-1 layer with no padding needs none: its
   columns are the input's own rows). The weight is used as given, ``(C_out, C_in, *k)``:
-  the columns' entries go in its order, ``c*K + tap``.
+  the columns' entries go in its order, ``c*K + tap``; or, where the columns are large
+  next to the weight, the weight is permuted to ``(C_out, K, C_in)`` per call and the
+  columns go ``tap*C_in + c``, each tap's channels one contiguous copy.
 - **Depthwise** (``depthwise_rows``): each output position is a sum over taps of input
   vectors scaled channel by channel; the loop over channels is contiguous in the input,
   the weight ``(K, C)`` and the output, so LLVM vectorises it.
@@ -28,8 +30,10 @@ _U2, _U3 = np.uint64(2), np.uint64(3)  # multiples in unsigned index arithmetic
 
 
 @njit(**_JIT)
-def _gather_columns(xn, cols, p0, p1, kernel, stride, dilation, pad, out_spatial):
-    """``cols[p - p0, c*K + tap] = x[position p's input for tap, c]``, zero outside."""
+def _gather_columns(xn, cols, p0, p1, kernel, stride, dilation, pad, out_spatial,
+                    tap_major):
+    """``cols[p - p0, c*K + tap] = x[position p's input for tap, c]``, zero outside; with
+    ``tap_major``, at ``tap*C + c`` instead: each tap's channels one contiguous copy."""
     D, H, W, C = xn.shape
     KD, KH, KW = kernel
     K = KD * KH * KW
@@ -45,7 +49,17 @@ def _gather_columns(xn, cols, p0, p1, kernel, stride, dilation, pad, out_spatial
                 i_h = oh * stride[1] + kh * dilation[1] - pad[1]
                 for kw in range(KW):
                     i_w = ow * stride[2] + kw * dilation[2] - pad[2]
-                    if 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W:
+                    inside = 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W
+                    if tap_major:
+                        dst = row[tap * C: (tap + 1) * C]
+                        if inside:
+                            src = xn[i_d, i_h, i_w]
+                            for c in range(C):
+                                dst[c] = src[c]
+                        else:
+                            for c in range(C):
+                                dst[c] = 0.0
+                    elif inside:
                         src = xn[i_d, i_h, i_w]
                         for c in range(C):
                             row[c * K + tap] = src[c]
@@ -57,10 +71,11 @@ def _gather_columns(xn, cols, p0, p1, kernel, stride, dilation, pad, out_spatial
 
 @njit(parallel=True, **_JIT)
 def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_bufs,
-              gather):
+              gather, tap_major):
     """Write ``out5`` by one GEMM per task of output positions and channels.
 
-    ``w2`` ``(C_out, C_in*K)`` is the weight, ``bias`` ``(C_out,)``; ``tasks`` rows
+    ``w2`` ``(C_out, C_in*K)`` is the weight (``(C_out, K*C_in)`` with ``tap_major``,
+    the columns' order then), ``bias`` ``(C_out,)``; ``tasks`` rows
     ``(n, p0, p1, o0, o1)`` (positions over ``OD*OH*OW``, output channels) are dealt
     round-robin to the threads, each with a row of ``cols_bufs`` for its columns. With
     ``gather`` False (a pointwise stride-1 layer without padding) the GEMM reads the
@@ -85,7 +100,7 @@ def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_buf
             if gather:
                 cols = buf[: pc * CK].reshape(pc, CK)
                 _gather_columns(x5[n], cols, p0, p1, kernel, stride, dilation, pad,
-                                (OD, OH, OW))
+                                (OD, OH, OW), tap_major)
                 source = buf
             else:
                 source = x_rows[n, p0 * CK:]
