@@ -61,8 +61,8 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
         if plan.subsample is not None:
             padded = x[(slice(None),) + _steps(plan.subsample, plan.geom.d)]
         if plan.pre_pad:
-            padded = pad_input(x.astype(dtype, copy=False), plan.geom.padding + ((0, 0),),
-                               padding_mode)
+            padded = pad_input(padded.astype(dtype, copy=False),
+                               plan.geom.padding + ((0, 0),), padding_mode)
         x5 = np.ascontiguousarray(padded, dtype=dtype).reshape(plan.x5_shape)
         w = np.ascontiguousarray(weight, dtype=dtype)
         w5 = w.reshape(w.shape[:2] + plan.w6_shape[3:])

@@ -6,10 +6,10 @@ GEMMs per depth tap (see :mod:`numbaconv._kernels.winograd`). The price is packi
 input (the row half of the input transform, into a tile layout), the column half, the
 output transform, and the weight transform (``36 * C_out * C_in/groups * KD``
 elements), on every functional call; a layer transforms its weight once and keeps it
-(:func:`transform_weight`, :mod:`numbaconv._weight_cache`). Whether that pays is the cost model's call
-(:func:`numbaconv._plan.path_forms`): it does for r50_3x3_56 (0.43 against the shifted
-GEMMs' 0.8 ms) and c3d (31 against 66 ms), not for deeplab_d2 (256 channels, 64 tiles
-in 4 dilation phases).
+(:func:`transform_weight`, :mod:`numbaconv._weight_cache`). Whether that pays is the
+cost model's call (:func:`numbaconv._plan.path_forms`): it does for r50_3x3_56 (0.43
+against the shifted GEMMs' 0.8 ms) and c3d (31 against 66 ms), not for deeplab_d2 (256
+channels, 64 tiles in 4 dilation phases).
 
 F(2x2, 3x3) (16 multiplications per 2x2 block, 2.25x fewer) came first; F(4x4) ran
 0.55-0.8x its time wherever either beat the shifted GEMMs. Its float32 error, about 1e-5
@@ -195,8 +195,9 @@ def transform_weight(w6, threads) -> TransformedWeight:
         # conv_winograd passes, so that its compiled signature is the one used.
         six, one = np.empty((1,) * 6, w6.dtype), np.empty((1, 1), w6.dtype)
         table = np.zeros((1, 7), np.int64)
-        pack = (six, w6, u, one, six, np.empty((1,) * 8, w6.dtype), table, table[:, :3].copy(),
-                tbufs, one, one, one, one, one, 1, 1, 1, 0, 0, 0, 1, 1)
+        planes = np.empty((1,) * 8, w6.dtype)
+        pack = (six, w6, u, one, six, planes, table, table[:, :3].copy(), tbufs,
+                one, one, one, one, one, 1, 1, 1, 0, 0, 0, 1, 1)
         prepare_all([(transform_weights, (0, threads) + pack)])
         finite = _all_finite(transform_weights, threads, pack)
     return TransformedWeight(u, finite)
