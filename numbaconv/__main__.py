@@ -152,7 +152,7 @@ def _write_json(json_file, result) -> None:
 
 
 def peers_bench(entry: str, cases=None, rounds=None, json_file=None) -> dict:
-    """Time ``entry`` (forward, backward, transpose, layout or layers) against the installed
+    """Time ``entry`` (forward, backward, transpose, layout or float64) against the installed
     peers, each library in its own worker process (see ``numbaconv._peers``); return
     the ratios' plot panel (``numbaconv._plot``)."""
     from . import _peers
@@ -199,14 +199,15 @@ def ratio_benches(args) -> None:
         from ._plot import plot_ratios, require_matplotlib
 
         require_matplotlib()  # before the measurement, not after it
-    entries = [e for e in ("peers", "backward", "transpose", "layout", "layers", "signal")
+    entries = [e for e in ("peers", "backward", "transpose", "layout", "float64", "layers",
+                           "signal")
                if getattr(args, e)] or ["peers", "signal"]
     if len(entries) > 1 and args.cases:
         raise SystemExit("--cases: name one of --peers, --backward, --transpose, --layout, "
-                         "--layers or --signal with it")
+                         "--float64, --layers or --signal with it")
     if len(entries) > 1 and args.json:
         raise SystemExit("--json: name one of --peers, --backward, --transpose, --layout, "
-                         "--layers or --signal with it")
+                         "--float64, --layers or --signal with it")
     panels = []
     for entry in entries:
         if entry == "signal":
@@ -280,6 +281,9 @@ def main(argv=None) -> int:
     what.add_argument("--layout", action="store_true",
                       help="the forward suite with layout='channels_last' against "
                            "numbaconv channels-first and PyTorch channels_last")
+    what.add_argument("--float64", action="store_true",
+                      help="the forward suite in float64 against PyTorch NCHW's float64, "
+                           "each library in its own process")
     what.add_argument("--layers", action="store_true",
                       help="the forward suite with layer objects (Conv1d/2d/3d, which keep "
                            "the weight's transform) against the functional call, in one "
@@ -292,13 +296,14 @@ def main(argv=None) -> int:
     b.add_argument("--methods", type=lambda t: t.split(","),
                    help="comma-separated paths and/or auto (default: all of them)")
     b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose, "
-                                               "--layout, --layers, --signal: rounds "
+                                               "--layout, --float64, --layers, --signal: "
+                                               "rounds "
                                                "(default 5)")
-    b.add_argument("--json", help="--peers, --backward, --transpose, --layout, --layers, "
-                                  "--signal: also write the per-round times to this file")
+    b.add_argument("--json", help="--peers, --backward, --transpose, --layout, --float64, "
+                                  "--layers, --signal: also write the per-round times to this file")
     b.add_argument("--plot", metavar="FILE.png",
                    help="draw the ratios of --peers, --backward, --transpose, --layout, "
-                        "--layers or --signal as bars into this PNG; alone, run --peers and "
+                        "--float64, --layers or --signal as bars into this PNG; alone, run --peers and "
                         "--signal and draw both (needs matplotlib: the plot extra)")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
     e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
@@ -333,7 +338,8 @@ def main(argv=None) -> int:
     elif args.command == "bench" and args.compile:
         compile_report()
     elif args.command == "bench" and (args.peers or args.backward or args.transpose
-                                      or args.layout or args.layers or args.signal
+                                      or args.layout or args.float64 or args.layers
+                                      or args.signal
                                       or args.plot):
         ratio_benches(args)
     elif args.command == "bench":

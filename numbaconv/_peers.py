@@ -150,14 +150,15 @@ TRANSPOSE = (
 )
 
 SUITES = {"forward": FORWARD, "backward": BACKWARD, "transpose": TRANSPOSE,
-          "layout": FORWARD}
+          "layout": FORWARD, "float64": FORWARD}
 PEERS = {"forward": ("torch", "torch_cl", "onnxruntime"),
          "backward": ("torch", "torch_cl"),
          "transpose": ("torch", "torch_cl", "onnxruntime"),
-         "layout": ("numbaconv", "torch_cl")}
+         "layout": ("numbaconv", "torch_cl"),
+         "float64": ("torch",)}
 # The library whose times are divided by the others'.
 OWN = {"forward": "numbaconv", "backward": "numbaconv", "transpose": "numbaconv",
-       "layout": "numbaconv_cl"}
+       "layout": "numbaconv_cl", "float64": "numbaconv"}
 # Column labels: PyTorch NCHW, PyTorch channels_last, ONNX Runtime.
 SHORT = {"numbaconv": "nc", "numbaconv_cl": "nc_cl", "torch": "torch",
          "torch_cl": "torch_cl", "onnxruntime": "ort"}
@@ -184,7 +185,7 @@ def _numbaconv_call(entry, case, x, w, b, channels_last=False):
     if channels_last:  # forward only
         xl = np.ascontiguousarray(np.moveaxis(x, 1, -1))
         return lambda: numbaconv.conv(xl, w, b, **kw, layout="channels_last")
-    if entry in ("forward", "layout"):
+    if entry in ("forward", "layout", "float64"):
         return lambda: numbaconv.conv(x, w, b, **kw)
     if entry == "backward":
         return lambda: numbaconv.conv_backward(b, x, w, **kw, bias=False)
@@ -206,7 +207,7 @@ def _torch_call(entry, case, x, w, b, channels_last):
             tb = tb.contiguous(memory_format=fmt)
     stride, dilation = case.per_axis(case.stride), case.per_axis(case.dilation)
     padding = case.per_axis(case.padding)
-    if entry in ("forward", "layout"):
+    if entry in ("forward", "layout", "float64"):
         conv = getattr(torch.nn.functional, f"conv{case.d}d")
 
         def run():
@@ -271,6 +272,8 @@ def build_calls(library, entry, cases, threads):
     calls = {}
     for case in cases:
         x, w, b = case.arrays(entry)
+        if entry == "float64":  # the forward suite's arrays, in float64
+            x, w, b = (a.astype(np.float64) for a in (x, w, b))
         if library in ("numbaconv", "numbaconv_cl"):
             fn = _numbaconv_call(entry, case, x, w, b, library == "numbaconv_cl")
         elif library in ("torch", "torch_cl"):

@@ -25,7 +25,8 @@ PEER_NAMES = {"torch": "PyTorch NCHW", "torch_cl": "PyTorch channels_last",
 ENTRY_TITLES = {"forward": "bench --peers (forward, conv)",
                 "backward": "bench --backward (conv_backward, both gradients)",
                 "transpose": "bench --transpose (conv_transpose*d)",
-                "layout": "bench --layout (numbaconv channels_last's time over the peers')"}
+                "layout": "bench --layout (numbaconv channels_last's time over the peers')",
+                "float64": "bench --float64 (the forward suite in float64, conv)"}
 
 
 def _pyplot():

@@ -92,3 +92,16 @@ def test_layers_bench_times_layer_and_function_on_the_same_arrays(capsys, tmp_pa
     ratio = _layer_bench.ratios(result)["mbv3_dw5"]
     assert ratio == np.median([layer / function for layer, function in rows])
     assert _layer_bench.ratio_panel(result)["cases"][0][0] == "r50_1x1_56 (dense)"
+
+
+@pytest.mark.skipif("torch" not in PEERS, reason="PyTorch not installed")
+def test_float64_entry_runs_both_libraries_in_float64():
+    """bench --float64: numbaconv and PyTorch convolve the forward suite's arrays in
+    float64, to float64's tolerance of each other."""
+    cases = [c for c in _peers.SUITES["float64"] if c.name == "resnext_s2"]
+    ours = _peers.build_calls("numbaconv", "float64", cases, 2)["resnext_s2"]()
+    theirs = _peers.build_calls("torch", "float64", cases, 2)["resnext_s2"]().numpy()
+    assert ours.dtype == np.float64 and theirs.dtype == np.float64
+    scale = max(1.0, float(np.abs(theirs).max()))
+    assert float(np.abs(ours - theirs).max()) <= 1e-10 * scale
+    assert _peers.PEERS["float64"] == ("torch",) and _peers.OWN["float64"] == "numbaconv"
