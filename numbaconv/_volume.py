@@ -90,7 +90,7 @@ def check_blocks(source, result, weight, rng, samples: int = 3) -> float:
     return worst
 
 
-def in_memory_rates(source, weight, gib: float = 1.0, rounds: int = 3):
+def in_memory_rates(source, weight, gib: float = 1.0, rounds: int = 5):
     """Voxels per second of the in-memory call on a sub-volume of about ``gib`` GiB read
     from ``source``: its first call (which also pays for touching fresh memory), and the
     median of ``rounds`` calls after it."""
