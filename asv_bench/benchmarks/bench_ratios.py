@@ -9,19 +9,23 @@ made. Both libraries' times move together, so their ratio cancels the machine's 
 and the machine does not. ``asv continuous --bench track_ BASE HEAD`` compares it
 between two commits (see README.md, "Performance").
 
-How a ratio to PyTorch is measured: as ``bench --peers`` does, each library in a worker
-process of its own, the workers taking turns for ``ROUNDS`` rounds, the value the median
-of the rounds' ratios (:class:`RatioToTorch`). How a ratio to SciPy is measured (SciPy
-has no thread pool to fight Numba's, so one process does): ``setup`` builds both calls, checks that they compute the same
-values, and warms them up (numbaconv compiling its kernels in the foreground). The
-``track_*`` method then takes the two libraries in turns, ``ROUNDS`` rounds with the
-order alternating (A B, B A, A B, ...); each turn is one untimed call and then the
-fastest of at least ``CALLS`` calls, after a ``PAUSE`` that lets the other library's
-idle threads stop spinning. The value is the median over rounds of the round's
-numbaconv turn over its peer turn: < 1 means numbaconv is faster. Both set glibc to
-keep freed memory (``numbaconv.bench.steady_allocator``, as ``bench --peers``), so
-neither pays the page faults of fresh outputs. Both libraries use Numba's thread
-count (``torch.set_num_threads``, ``scipy.fft.set_workers``).
+Why several processes: a call's time also moves 20-50% from one process to the next
+(where its arrays land in memory and cache), and that does not cancel within one
+process. Each value is therefore the median over ``PROCESSES`` independent measurements,
+each in fresh processes. How one measurement of a ratio to PyTorch is made: as
+``bench --peers`` does, each library in a worker process of its own, the workers taking
+turns for ``TORCH_ROUNDS`` rounds, the value the median of the rounds' ratios
+(:class:`RatioToTorch`). How one measurement of a ratio to SciPy is made (SciPy has no
+thread pool to fight Numba's, so one process holds both; this file run as a script):
+build both calls, check that they compute the same values, and warm them up (numbaconv
+compiling its kernels in the foreground); then take the two libraries in turns,
+``ROUNDS`` rounds with the order alternating (A B, B A, A B, ...); each turn is one
+untimed call and then the fastest of at least ``CALLS`` calls, after a ``PAUSE`` that
+lets the other library's idle threads stop spinning. The value is the median over
+rounds of the round's numbaconv turn over its peer turn: < 1 means numbaconv is faster.
+Both set glibc to keep freed memory (``numbaconv.bench.steady_allocator``, as
+``bench --peers``), so neither pays the page faults of fresh outputs. Both libraries use
+Numba's thread count (``torch.set_num_threads``, ``scipy.fft.set_workers``).
 
 PyTorch (``torch.nn.functional.conv*d``, no_grad) on a handful of ``numbaconv.bench``
 cases, one of each kind; skipped (asv's ``NotImplementedError`` in setup) where torch
@@ -33,6 +37,9 @@ signal, each with ``mode="same"`` on the unpadded input.
 Run from asv_bench/: ``asv run --python=same --quick --bench track_``.
 """
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -41,7 +48,9 @@ import numbaconv
 from numbaconv._compile import compiling_in_foreground
 from numbaconv.bench import SUITE, steady_allocator
 
-ROUNDS = 11
+PROCESSES = 5  # independent measurements (fresh processes each) per value
+TORCH_ROUNDS = 3  # rounds of worker turns per measurement against PyTorch
+ROUNDS = 11  # rounds of turns per measurement against SciPy
 CALLS = 3  # timed calls per turn, at least ...
 TURN_SECONDS = 0.02  # ... and at least this long (at most 50 calls)
 PAUSE = 0.2  # seconds before each turn
@@ -102,7 +111,8 @@ class RatioToTorch:
     library in a worker process of its own, as ``bench --peers`` measures
     (``numbaconv._peers.measure``): in one process, PyTorch's and Numba's thread pools
     spin against each other, and the ratio of the same commit moved by 15-55% between
-    two runs here (mbv2_dw3 0.56 and 0.86)."""
+    two runs here (mbv2_dw3 0.56 and 0.86). The median over ``PROCESSES`` pairs of
+    fresh workers."""
 
     params = [TORCH_CASES]
     param_names = ["case"]
@@ -118,14 +128,53 @@ class RatioToTorch:
     def track_over_torch(self, name):
         from numbaconv import _peers
 
-        result = _peers.measure("forward", [name], rounds=ROUNDS, libraries=("torch",),
-                                progress=False)
-        return round(_peers.ratios(result)[name]["torch"], 4)
+        def measured():
+            result = _peers.measure("forward", [name], rounds=TORCH_ROUNDS,
+                                    libraries=("torch",), progress=False)
+            return _peers.ratios(result)[name]["torch"]
+
+        return round(float(np.median([measured() for _ in range(PROCESSES)])), 4)
+
+
+def scipy_calls(name):
+    """numbaconv's and SciPy's calls on the case ``name``, checked to compute the same
+    values and warmed up."""
+    import scipy.fft
+    import scipy.signal
+
+    case = _CASES[name]
+    x, w, _ = case.arrays()
+    k = w[0, 0]
+    flipped = np.ascontiguousarray(k[(slice(None, None, -1),) * k.ndim])
+    convolve = getattr(scipy.signal, SCIPY_CASES[name])
+    threads = _threads()
+
+    def theirs():  # convolution with the flipped kernel: conv's correlation
+        with scipy.fft.set_workers(threads):
+            return convolve(x[0, 0], flipped, mode="same")
+
+    def ours():
+        return numbaconv.conv(x, w, None, **case.kwargs)
+
+    with compiling_in_foreground():
+        _check_same(ours()[0, 0], theirs(), name)
+    for _ in range(2):
+        ours(), theirs()
+    return ours, theirs
+
+
+def scipy_ratio_in_new_process(name):
+    """One measurement of the ratio to SciPy on ``name``: this file run as a script, in a
+    fresh process."""
+    done = subprocess.run([sys.executable, __file__, name], capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class RatioToScipy:
     """numbaconv.conv time / scipy.signal time on the single-channel large kernels
-    (float32, no bias, "same" output)."""
+    (float32, no bias, "same" output): the median over ``PROCESSES`` fresh processes,
+    each alternating the two libraries for ``ROUNDS`` rounds."""
 
     params = [sorted(SCIPY_CASES)]
     param_names = ["case"]
@@ -133,29 +182,13 @@ class RatioToScipy:
     timeout = 300
 
     def setup(self, name):
-        import scipy.fft
-        import scipy.signal
-
-        steady_allocator()
-        case = _CASES[name]
-        x, w, _ = case.arrays()
-        k = w[0, 0]
-        flipped = np.ascontiguousarray(k[(slice(None, None, -1),) * k.ndim])
-        convolve = getattr(scipy.signal, SCIPY_CASES[name])
-        threads = _threads()
-
-        def theirs():  # convolution with the flipped kernel: conv's correlation
-            with scipy.fft.set_workers(threads):
-                return convolve(x[0, 0], flipped, mode="same")
-
-        def ours():
-            return numbaconv.conv(x, w, None, **case.kwargs)
-
-        with compiling_in_foreground():
-            _check_same(ours()[0, 0], theirs(), name)
-        for _ in range(2):
-            ours(), theirs()
-        self.ours, self.theirs = ours, theirs
+        scipy_calls(name)  # fails here, not in the processes, if they disagree
 
     def track_over_scipy(self, name):
-        return interleaved_ratio(self.ours, self.theirs)
+        return round(float(np.median(
+            [scipy_ratio_in_new_process(name) for _ in range(PROCESSES)])), 4)
+
+
+if __name__ == "__main__":  # one measurement: python bench_ratios.py CASE
+    steady_allocator()
+    print(json.dumps(interleaved_ratio(*scipy_calls(sys.argv[1]))))
