@@ -376,6 +376,34 @@ def test_channels_last_depthwise_kernel_on_random_layers(d, c, k, stride, dilati
     assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(2, 3), c=st.integers(1, 20), depth_taps=st.integers(1, 3),
+       size=st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 12)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+       pad=st.tuples(st.integers(0, 4), st.integers(0, 3), st.integers(0, 3)),
+       bias=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**31))
+def test_channels_last_depthwise_whole_3x3_passes(d, c, depth_taps, size, stride,
+                                                  dilation, pad, bias, dtype, seed):
+    """3x3 kernels in the last two axes, where the kernel takes two positions' whole
+    3x3 in one pass that also writes the bias: every stride and dilation (the second
+    position's taps overlapping the first's or not), rows and columns at the borders,
+    and in 3D depth paddings past the kernel's reach (positions with no tap in depth)."""
+    rng = np.random.default_rng(seed)
+    spatial, kernel = size[3 - d:], ((depth_taps,) if d == 3 else ()) + (3, 3)
+    stride, dilation, pad = stride[3 - d:], dilation[3 - d:], pad[3 - d:]
+    if any(s + 2 * p < dl * (t - 1) + 1
+           for s, t, dl, p in zip(spatial, kernel, dilation, pad)):
+        return  # no output
+    x = rng.standard_normal((2,) + spatial + (c,)).astype(dtype)
+    w = rng.standard_normal((c, 1) + kernel).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype) if bias else None
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=c)
+    y = numbaconv.conv(x, w, b, method="direct", layout="channels_last", **kw)
+    assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
+
+
 @pytest.mark.parametrize("ratio", [0, 1 << 60])  # always / never tap-major columns
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_channels_last_gemm_columns_in_both_orders(rng, monkeypatch, ratio, d):

@@ -68,3 +68,19 @@ def test_channels_last_depthwise_taps_use_packed_fma(dtype, suffix):
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_channels_last_depthwise_3x3_pass_uses_packed_fma(dtype, suffix):
+    """The one-pass 3x3 of two positions vectorises over the channels (one loop for
+    both modes, writing the bias or adding: LLVM selects between them per vector)."""
+    from numbaconv._kernels import channels_last
+
+    of, xf, wf = np.zeros(64, dtype), np.ones(512, dtype), np.ones(512, dtype)
+    u = np.uint64
+    asm = _asm(channels_last._add_3x3_twice, of, u(0), xf, u(0), u(32), u(96), u(32),
+               wf, u(0), u(32), np.ones(32, dtype), True)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 9, \
+        "fewer packed FMAs than one position's 9 taps"
