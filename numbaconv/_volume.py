@@ -20,6 +20,10 @@ from multiprocessing import get_context
 import numpy as np
 
 GIB = 2**30
+# Written chunks are stored as they are: by default zarr first compares every chunk with
+# the fill value, to skip storing empty ones, and on the 6 GiB volume that comparison was
+# 7.5% of the whole run's CPU time (perf), for outputs that are never empty here.
+_WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 def volume_shape(gib: float, chunk: int) -> tuple[int, int, int]:
@@ -115,7 +119,8 @@ def copy_time(source, path: str, scheduler: str, workers: int) -> float:
     import zarr
 
     target = zarr.create_array(path, shape=source.shape, chunks=source.chunks,
-                               dtype="float32", compressors=None, overwrite=True)
+                               dtype="float32", compressors=None, overwrite=True,
+                               config=_WRITE_CONFIG)
     stored = da.store(da.from_zarr(source), target, lock=False, compute=False)
     t0 = time.perf_counter()
     if scheduler in ("distributed", "processes"):
@@ -166,7 +171,8 @@ def run(directory: str, gib: float, chunk: int, kernel: int, scheduler: str,
     x = da.from_zarr(source)[None, None]
     y = conv3d(x, weight, padding="same", padding_mode="reflect")[0, 0]
     target = zarr.create_array(result_path, shape=y.shape, chunks=source.chunks,
-                               dtype="float32", compressors=None, overwrite=True)
+                               dtype="float32", compressors=None, overwrite=True,
+                               config=_WRITE_CONFIG)
     stored = da.store(y, target, lock=False, compute=False)
     tasks = len(stored.__dask_graph__())
     size = source.nbytes / GIB
