@@ -191,23 +191,23 @@ def layers_bench(cases=None, rounds=None, json_file=None) -> dict:
     return _layer_bench.ratio_panel(result)
 
 
+# The benches that report ratios (``bench --peers`` and its kin), in the order they run.
+RATIO_BENCHES = ("peers", "backward", "transpose", "layout", "float64", "layers", "signal")
+_RATIO_FLAGS = ", ".join(f"--{name}" for name in RATIO_BENCHES)
+
+
 def ratio_benches(args) -> None:
-    """``bench --peers | --backward | --transpose | --layout | --layers | --signal``, and
+    """``bench`` with one of :data:`RATIO_BENCHES` (``--peers``, ...), and
     ``--plot FILE.png``: with one of those, the plot of its ratios; alone, the forward
     peers and the signal functions against SciPy, drawn in one figure (the README's)."""
     if args.plot:
         from ._plot import plot_ratios, require_matplotlib
 
         require_matplotlib()  # before the measurement, not after it
-    entries = [e for e in ("peers", "backward", "transpose", "layout", "float64", "layers",
-                           "signal")
-               if getattr(args, e)] or ["peers", "signal"]
-    if len(entries) > 1 and args.cases:
-        raise SystemExit("--cases: name one of --peers, --backward, --transpose, --layout, "
-                         "--float64, --layers or --signal with it")
-    if len(entries) > 1 and args.json:
-        raise SystemExit("--json: name one of --peers, --backward, --transpose, --layout, "
-                         "--float64, --layers or --signal with it")
+    entries = [e for e in RATIO_BENCHES if getattr(args, e)] or ["peers", "signal"]
+    for option in ("cases", "json"):
+        if len(entries) > 1 and getattr(args, option):
+            raise SystemExit(f"--{option}: name one of {_RATIO_FLAGS} with it")
     panels = []
     for entry in entries:
         if entry == "signal":
@@ -295,16 +295,13 @@ def main(argv=None) -> int:
                    help="comma-separated case names (default: the whole suite)")
     b.add_argument("--methods", type=lambda t: t.split(","),
                    help="comma-separated paths and/or auto (default: all of them)")
-    b.add_argument("--rounds", type=int, help="--peers, --backward, --transpose, "
-                                               "--layout, --float64, --layers, --signal: "
-                                               "rounds "
-                                               "(default 5)")
-    b.add_argument("--json", help="--peers, --backward, --transpose, --layout, --float64, "
-                                  "--layers, --signal: also write the per-round times to this file")
+    b.add_argument("--rounds", type=int, help=f"{_RATIO_FLAGS}: rounds (default 5)")
+    b.add_argument("--json", help=f"{_RATIO_FLAGS}: also write the per-round times to "
+                                  "this file")
     b.add_argument("--plot", metavar="FILE.png",
-                   help="draw the ratios of --peers, --backward, --transpose, --layout, "
-                        "--float64, --layers or --signal as bars into this PNG; alone, run --peers and "
-                        "--signal and draw both (needs matplotlib: the plot extra)")
+                   help=f"draw the ratios of one of {_RATIO_FLAGS} as bars into this PNG; "
+                        "alone, run --peers and --signal and draw both (needs matplotlib: "
+                        "the plot extra)")
     e = sub.add_parser("explain", help="print the dispatcher's choice and estimates")
     e.add_argument("--input", type=_ints, required=True, help="N,C,*spatial")
     e.add_argument("--weight", type=_ints, required=True, help="C_out,C_in/groups,*kernel")
@@ -337,10 +334,8 @@ def main(argv=None) -> int:
         latency()
     elif args.command == "bench" and args.compile:
         compile_report()
-    elif args.command == "bench" and (args.peers or args.backward or args.transpose
-                                      or args.layout or args.float64 or args.layers
-                                      or args.signal
-                                      or args.plot):
+    elif args.command == "bench" and (args.plot or any(getattr(args, name)
+                                                       for name in RATIO_BENCHES)):
         ratio_benches(args)
     elif args.command == "bench":
         bench(args.compare, args.cases, args.methods)
