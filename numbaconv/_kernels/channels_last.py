@@ -213,6 +213,15 @@ def _add_3x3_twice(of, o, xf, a, b, row_step, step, wf, wo, C, bias, first):
 
 
 @njit(**_JIT)
+def _depth_inside(od, KD, sd, dd, pd, D):
+    """Whether any kernel depth of output depth ``od`` reads inside the input."""
+    for kd in range(KD):
+        if 0 <= od * sd + kd * dd - pd < D:
+            return True
+    return False
+
+
+@njit(**_JIT)
 def _tap_range(base, KW, dw, W):
     """The taps ``lo <= kw < hi`` of a kernel row whose input column ``base + kw*dw``
     lies inside ``[0, W)``."""
@@ -265,16 +274,12 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
             lo, hi = _tap_range(base, KW, dw, W)
             pair = ow + 1 < end and _tap_range(base + sw, KW, dw, W) == (lo, hi)
             # Two positions whose 3x3 kernel lies wholly inside the input's rows and
-            # columns: one pass per kernel depth, the first writing the bias too.
+            # columns: one pass per kernel depth inside the input, the first of them
+            # writing the bias too (where there is none, the bias is written here).
             whole = (pair and KH == 3 and KW == 3 and lo == 0 and hi == 3
                      and oh * sh - ph >= 0 and oh * sh - ph + 2 * dh < H)
-            first = True
-            if whole:
-                first = False
-                for kd in range(KD):
-                    if 0 <= od * sd + kd * dd - pd < D:
-                        first = True
-            if not (whole and first):
+            first = whole and _depth_inside(od, KD, sd, dd, pd, D)
+            if not first:
                 for c in range(uc):
                     of[o + c] = bias[c]
                 if pair:
