@@ -96,9 +96,13 @@ def gemm_rows(x5, w2, bias, out5, kernel, stride, dilation, pad, tasks, cols_buf
             o0, o1 = tasks[i, 3], tasks[i, 4]
             pc = p1 - p0
             target = out_rows[n, p0 * CO: p1 * CO]
+            # Row slices indexed from 0: the loop vectorises (indexed as
+            # target[p * CO + o] it ran scalar, 0.7 of r50_1x1_56's 1.1 ms).
+            lead = bias[o0:o1]
             for p in range(pc):
-                for o in range(o0, o1):
-                    target[p * CO + o] = bias[o]
+                row = target[p * CO + o0: p * CO + o1]
+                for j in range(o1 - o0):
+                    row[j] = lead[j]
             if gather:
                 cols = buf[: pc * CK].reshape(pc, CK)
                 _gather_columns(x5[n], cols, p0, p1, kernel, stride, dilation, pad,
