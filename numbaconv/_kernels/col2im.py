@@ -10,6 +10,7 @@ input channels, so no two threads ever add onto one element.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from ..config import CACHE, FASTMATH
@@ -104,18 +105,34 @@ def col2im_input_grad(g4, w3, base, gx6, tasks, kernel, stride, dilation, start,
                               start, out_spatial)
 
 
+# Input channels per job of flip_taps.
+FLIP_BLOCK = 16
+
+
 @njit(parallel=True, **_JIT)
 def flip_taps(w4, out4):
     """``out4[g, c, o, t] = w4[g, o, c, T - 1 - t]``: the weight ``(G, COg, Cg, T)`` with
     its channels swapped per group and its taps reversed (every spatial axis flipped),
-    the kernel of the stride-1 input gradient's convolution. (NumPy's copy of the
-    reversed, transposed view took 0.43 ms for 256x256x3x3 and 1.8 ms for 512x512x3x3.)
+    the kernel of the stride-1 input gradient's convolution.
+
+    Jobs of a group and a block of ``FLIP_BLOCK`` input channels walk all output
+    channels, so each job reads one contiguous run of the weight per output channel
+    while the runs it writes stay in cache; flat unsigned indices let the reversed
+    copy vectorise. (Each output channel's rows, indexed as arrays, took 0.37 ms for
+    256x256x3x3 and 2.5 ms for 512x512x3x3, here 0.10 and 0.52; NumPy's copy of the
+    reversed, transposed view 0.50 and 3.8.)
     """
     G, COg, Cg, T = w4.shape
-    for row in prange(G * Cg):
-        g, c = row // Cg, row % Cg
+    wf = w4.reshape(-1)
+    of = out4.reshape(-1)
+    blocks = (Cg + FLIP_BLOCK - 1) // FLIP_BLOCK
+    taps = np.uint64(T)
+    for job in prange(G * blocks):
+        g, c0 = job // blocks, (job % blocks) * FLIP_BLOCK
+        c1 = min(Cg, c0 + FLIP_BLOCK)
         for o in range(COg):
-            src = w4[g, o, c]
-            dst = out4[g, c, o]
-            for t in range(T):
-                dst[t] = src[T - 1 - t]
+            for c in range(c0, c1):
+                last = np.uint64(((g * COg + o) * Cg + c) * T + T - 1)
+                first = np.uint64(((g * Cg + c) * COg + o) * T)
+                for t in range(taps):
+                    of[first + t] = wf[last - t]
