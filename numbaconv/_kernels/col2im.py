@@ -22,7 +22,13 @@ _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 @njit(**_JIT)
 def _scatter_rows(gx, cols, c0, c1, r0, r1, kernel, stride, dilation, start, out_spatial):
     """``gx[c, o*s + k*dl - start] += cols[(c - c0)*K + tap, o]`` for the output rows
-    ``r0 .. r1`` (over ``OD*OH``) of the columns, within ``gx``'s bounds."""
+    ``r0 .. r1`` (over ``OD*OH``) of the columns, within ``gx``'s bounds.
+
+    At column stride 2 and dilation 1, taps ``kw`` and ``kw + 1`` land on the even and
+    odd columns of the same run, so they go as a pair in one interleaved pass (which
+    LLVM vectorises, given unsigned indices; the strided pass of one tap does not):
+    unet_2x2_s2's scatter took 5x less time per row this way.
+    """
     KD, KH, KW = kernel
     sd, sh, sw = stride
     dd, dh, dw = dilation
@@ -34,23 +40,38 @@ def _scatter_rows(gx, cols, c0, c1, r0, r1, kernel, stride, dilation, start, out
         plane = gx[c]
         for kd in range(KD):
             for kh in range(KH):
-                for kw in range(KW):
-                    row = ((c - c0) * K + (kd * KH + kh) * KW + kw)
-                    col = cols[row]
-                    # Output columns whose input column is inside [0, W) (ceil divisions).
+                kw = 0
+                while kw < KW:
+                    paired = sw == 2 and dw == 1 and kw + 1 < KW
+                    tap = (kd * KH + kh) * KW + kw
+                    first = cols[(c - c0) * K + tap]
+                    second = cols[(c - c0) * K + tap + 1] if paired else first
+                    # Output columns whose input column is inside [0, W) (ceil divisions):
+                    # [lo, hi) for tap kw, [lo2, hi2) for kw + 1 (paired), both inside
+                    # in [both_lo, both_hi).
                     shift = kw * dw - tw
                     lo = max(0, -(shift // sw))
                     hi = min(OW, -((shift - W) // sw))
-                    if hi <= lo:
-                        continue
+                    lo2 = max(0, -((shift + 1) // sw))
+                    hi2 = min(OW, -((shift + 1 - W) // sw))
+                    both_lo = max(lo, lo2)
+                    both_hi = max(both_lo, min(hi, hi2))
                     for r in range(r0, r1):
                         od, oh = r // OH, r % OH
                         i_d = od * sd + kd * dd - td
                         i_h = oh * sh + kh * dh - th
                         if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
                             continue
-                        src = col[(r - r0) * OW + lo: (r - r0) * OW + hi]
-                        dst = plane[i_d, i_h, lo * sw + shift:]
+                        at = (r - r0) * OW
+                        line = plane[i_d, i_h]
+                        if paired:
+                            _add_pair(line, first, second, at, shift, lo, hi, lo2, hi2,
+                                      both_lo, both_hi)
+                            continue
+                        if hi <= lo:
+                            continue
+                        src = first[at + lo: at + hi]
+                        dst = line[lo * sw + shift:]
                         # Loops from 0 over slices with constant steps, so that LLVM
                         # vectorises them (see direct.fill_plane).
                         if sw == 1:
@@ -62,6 +83,28 @@ def _scatter_rows(gx, cols, c0, c1, r0, r1, kernel, stride, dilation, start, out
                         else:
                             for j in range(hi - lo):
                                 dst[j * sw] += src[j]
+                    kw += 2 if paired else 1
+
+
+@njit(**_JIT)
+def _add_pair(line, first, second, at, shift, lo, hi, lo2, hi2, both_lo, both_hi):
+    """``line[2*o + shift] += first[at + o]`` for ``lo <= o < hi`` and ``line[2*o +
+    shift + 1] += second[at + o]`` for ``lo2 <= o < hi2``: interleaved where both are
+    inside the line (``both_lo <= o < both_hi``), one by one at the ends."""
+    two, one = np.uint64(2), np.uint64(1)
+    even = np.uint64(2 * both_lo + shift)
+    src = np.uint64(at + both_lo)
+    for j in range(np.uint64(both_hi - both_lo)):
+        line[even + two * j] += first[src + j]
+        line[even + two * j + one] += second[src + j]
+    for o in range(lo, min(hi, both_lo)):
+        line[2 * o + shift] += first[at + o]
+    for o in range(max(lo, both_hi), hi):
+        line[2 * o + shift] += first[at + o]
+    for o in range(lo2, min(hi2, both_lo)):
+        line[2 * o + shift + 1] += second[at + o]
+    for o in range(max(lo2, both_hi), hi2):
+        line[2 * o + shift + 1] += second[at + o]
 
 
 @njit(parallel=True, **_JIT)
