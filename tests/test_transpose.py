@@ -1,0 +1,57 @@
+"""Layout changes by OpenBLAS's ``?omatcopy`` (numbaconv._transpose) give NumPy's
+transposes, and fall back to NumPy's copy where they cannot run."""
+
+import numpy as np
+import pytest
+
+from numbaconv import _transpose
+from numbaconv._channels_last import move_to_last, moved_to_first
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 784, 256), (3, 96, 50), (2, 5, 7), (0, 80, 80),
+                                   (2, 4096, 1)])
+def test_transpose_into_matches_numpy(rng, dtype, shape):
+    src = rng.standard_normal(shape).astype(dtype)
+    dst = np.full(shape[:1] + shape[:0:-1], np.nan, dtype)
+    _transpose.transpose_into(src, dst)
+    np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
+
+
+def test_transpose_into_falls_back_without_omatcopy(rng, monkeypatch):
+    monkeypatch.setattr(_transpose, "_functions", {})
+    src = rng.standard_normal((2, 300, 40)).astype(np.float32)
+    dst = np.empty((2, 40, 300), np.float32)
+    _transpose.transpose_into(src, dst)
+    np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
+
+
+def test_transpose_into_takes_strided_and_mixed_arrays(rng):
+    src = rng.standard_normal((2, 200, 60))[:, ::2]       # not contiguous, float64
+    dst = np.empty((2, 60, 100), np.float32)              # another dtype
+    _transpose.transpose_into(src, dst)
+    np.testing.assert_array_equal(dst, src.transpose(0, 2, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layout_moves_round_trip(rng, dtype):
+    x = rng.standard_normal((2, 9, 40, 33, 17)).astype(np.float16)   # converted on the way
+    moved = moved_to_first(x, dtype)
+    assert moved.dtype == dtype and moved.flags.c_contiguous
+    np.testing.assert_array_equal(moved, np.moveaxis(x, -1, 1).astype(dtype))
+    back = np.empty(x.shape, dtype)
+    move_to_last(moved, back)
+    np.testing.assert_array_equal(back, x.astype(dtype))
+
+
+def test_omatcopy_is_found_with_the_wheels_openblas():
+    """Where a SciPy-bundled OpenBLAS is loaded, the fast path is the one taken."""
+    found = _transpose._omatcopy(np.float32)
+    try:
+        with open("/proc/self/maps") as maps:
+            bundled = any("scipy_openblas" in line for line in maps)
+    except OSError:
+        pytest.skip("no /proc/self/maps on this system")
+    if not bundled:
+        pytest.skip("no SciPy-bundled OpenBLAS in this process")
+    assert found is not None
