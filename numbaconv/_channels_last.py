@@ -68,6 +68,16 @@ def move_to_last(y, out) -> None:
     transpose_into(y.reshape(n, c, -1), out.reshape(n, -1, c))
 
 
+def channels_last_copy(y: np.ndarray, d: int) -> np.ndarray:
+    """A new C-contiguous channels-last copy of channels-first ``y`` (batched or not),
+    made by :func:`move_to_last` (a gradient's or a transposed convolution's result)."""
+    batched = y.ndim == d + 2
+    yb = np.ascontiguousarray(y if batched else y[None])
+    out = np.empty((yb.shape[0],) + yb.shape[2:] + (yb.shape[1],), dtype=yb.dtype)
+    move_to_last(yb, out)
+    return out if batched else out[0]
+
+
 def to_channels_first(x: np.ndarray, d: int) -> np.ndarray:
     """A view of channels-last ``x`` (batched or not) with the channel axis first."""
     return np.moveaxis(x, -1, x.ndim - d - 1)

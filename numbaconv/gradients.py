@@ -35,7 +35,7 @@ from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
 from ._kernels import col2im as _col2im_kernels
 from ._kernels import grad as _grad_kernels
-from ._channels_last import to_channels_first, to_channels_last
+from ._channels_last import channels_last_copy, to_channels_first
 from ._padding import pad_input
 from .functional import conv
 from ._threads import kernel_launch
@@ -278,7 +278,7 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
             padding, dilation, groups, padding_mode=padding_mode, bias=bias,
             input_grad=input_grad)
         if grad_x is not None:
-            grad_x = np.ascontiguousarray(to_channels_last(grad_x, d))
+            grad_x = channels_last_copy(grad_x, d)
         return grad_x, grad_weight, grad_bias
     geom = conv_geometry(x.shape, weight.shape, stride, padding, dilation, groups)
     padding_mode = check_padding_mode(padding_mode, geom)
@@ -334,7 +334,7 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
     if check_layout(layout) == "channels_last" and _layout_ranks(d, x):
         y = _conv_transpose(to_channels_first(x, d), weight, bias, stride, padding,
                             output_padding, groups, dilation, method, d, "channels_first")
-        return np.ascontiguousarray(to_channels_last(y, d))
+        return channels_last_copy(y, d)
     batched, c_out, out, stride, padding, dilation = transpose_output_shape(
         x.shape, weight.shape, stride, padding, output_padding, groups, dilation, d=d)
     check_bias(bias, c_out)

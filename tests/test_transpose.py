@@ -55,3 +55,27 @@ def test_omatcopy_is_found_with_the_wheels_openblas():
     if not bundled:
         pytest.skip("no SciPy-bundled OpenBLAS in this process")
     assert found is not None
+
+
+@pytest.mark.parametrize("shape,d", [((2, 16, 30, 40), 2), ((16, 30, 40), 2), ((3, 8, 700), 1),
+                                     ((8, 5, 6, 7), 3)])
+def test_channels_last_copy_of_results(rng, shape, d):
+    """Gradients and transposed convolutions leave channels-first results as new
+    C-contiguous channels-last arrays, batched or not."""
+    from numbaconv._channels_last import channels_last_copy
+
+    y = rng.standard_normal(shape).astype(np.float32)
+    got = channels_last_copy(y, d)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, np.moveaxis(y, y.ndim - d - 1, -1))
+
+
+def test_channels_last_transposed_convolution_unbatched(rng):
+    import numbaconv
+
+    x = rng.standard_normal((32, 40, 24)).astype(np.float32)       # (H, W, C), unbatched
+    w = rng.standard_normal((24, 16, 2, 2)).astype(np.float32)
+    got = numbaconv.conv_transpose2d(x, w, stride=2, layout="channels_last")
+    want = numbaconv.conv_transpose2d(np.moveaxis(x, -1, 0), w, stride=2)
+    assert got.shape == (64, 80, 16) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, np.moveaxis(want, 0, -1), rtol=1e-6, atol=1e-6)
