@@ -68,6 +68,15 @@ def move_to_last(y, out) -> None:
     transpose_into(y.reshape(n, c, -1), out.reshape(n, -1, c))
 
 
+def channels_first_copy(x: np.ndarray, d: int, dtype) -> np.ndarray:
+    """A new C-contiguous channels-first copy of channels-last ``x`` (batched or not) in
+    ``dtype``, made by :func:`moved_to_first` (a gradient's or a transposed
+    convolution's inputs)."""
+    batched = x.ndim == d + 2
+    moved = moved_to_first(x if batched else x[None], dtype)
+    return moved if batched else moved[0]
+
+
 def channels_last_copy(y: np.ndarray, d: int) -> np.ndarray:
     """A new C-contiguous channels-last copy of channels-first ``y`` (batched or not),
     made by :func:`move_to_last` (a gradient's or a transposed convolution's result)."""

@@ -35,7 +35,7 @@ from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
 from ._kernels import col2im as _col2im_kernels
 from ._kernels import grad as _grad_kernels
-from ._channels_last import channels_last_copy, to_channels_first
+from ._channels_last import channels_first_copy, channels_last_copy
 from ._padding import pad_input
 from .functional import conv
 from ._threads import kernel_launch
@@ -273,10 +273,11 @@ def conv_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1
     grad_out = _checked_array("grad_out", grad_out)
     d = weight.ndim - 2
     if check_layout(layout) == "channels_last" and _layout_ranks(d, x, grad_out):
+        dtype = compute_dtype(x, weight, grad_out)
         grad_x, grad_weight, grad_bias = conv_backward(
-            to_channels_first(grad_out, d), to_channels_first(x, d), weight, stride,
-            padding, dilation, groups, padding_mode=padding_mode, bias=bias,
-            input_grad=input_grad)
+            channels_first_copy(grad_out, d, dtype), channels_first_copy(x, d, dtype),
+            weight, stride, padding, dilation, groups, padding_mode=padding_mode,
+            bias=bias, input_grad=input_grad)
         if grad_x is not None:
             grad_x = channels_last_copy(grad_x, d)
         return grad_x, grad_weight, grad_bias
@@ -332,8 +333,10 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
                     method, d, layout):
     x, weight, bias = as_arrays(x, weight, bias)
     if check_layout(layout) == "channels_last" and _layout_ranks(d, x):
-        y = _conv_transpose(to_channels_first(x, d), weight, bias, stride, padding,
-                            output_padding, groups, dilation, method, d, "channels_first")
+        dtype = compute_dtype(x, weight, *([] if bias is None else [bias]))
+        y = _conv_transpose(channels_first_copy(x, d, dtype), weight, bias, stride,
+                            padding, output_padding, groups, dilation, method, d,
+                            "channels_first")
         return channels_last_copy(y, d)
     batched, c_out, out, stride, padding, dilation = transpose_output_shape(
         x.shape, weight.shape, stride, padding, output_padding, groups, dilation, d=d)

@@ -79,3 +79,20 @@ def test_channels_last_transposed_convolution_unbatched(rng):
     want = numbaconv.conv_transpose2d(np.moveaxis(x, -1, 0), w, stride=2)
     assert got.shape == (64, 80, 16) and got.flags.c_contiguous
     np.testing.assert_allclose(got, np.moveaxis(want, 0, -1), rtol=1e-6, atol=1e-6)
+
+
+def test_channels_last_backward_unbatched_and_integer(rng):
+    """Gradients of channels-last inputs, unbatched and integer (moved into channels
+    first in the computation dtype), equal those of the channels-first call."""
+    import numbaconv
+
+    x = rng.integers(-3, 4, size=(30, 20, 6))                       # (H, W, C), int
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((15, 10, 8)).astype(np.float32)
+    got = numbaconv.conv_backward(g, x, w, stride=2, padding=1, groups=2,
+                                  layout="channels_last")
+    want = numbaconv.conv_backward(np.moveaxis(g, -1, 0), np.moveaxis(x, -1, 0), w,
+                                   stride=2, padding=1, groups=2)
+    assert got[0].dtype == np.float64 and got[0].shape == x.shape
+    np.testing.assert_allclose(got[0], np.moveaxis(want[0], 0, -1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-10)
