@@ -29,20 +29,28 @@ _depth = 0
 _saved = []
 
 
-def _find_controls():
-    """(get, set) function pairs of every OpenBLAS loaded in this process."""
-    found = []
+def loaded_openblas() -> list:
+    """A ``ctypes.CDLL`` of every OpenBLAS loaded in this process (none where
+    ``/proc/self/maps`` cannot be read)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = sorted({line.split()[-1] for line in maps
                             if "openblas" in line.lower() and ".so" in line})
     except OSError:
-        return found
+        return []
+    libraries = []
     for path in paths:
         try:
-            lib = ctypes.CDLL(path)
+            libraries.append(ctypes.CDLL(path))
         except OSError:
             continue
+    return libraries
+
+
+def _find_controls():
+    """(get, set) function pairs of every OpenBLAS loaded in this process."""
+    found = []
+    for lib in loaded_openblas():
         for get_name, set_name in _NAMES:
             if hasattr(lib, get_name) and hasattr(lib, set_name):
                 found.append((getattr(lib, get_name), getattr(lib, set_name)))

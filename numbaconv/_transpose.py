@@ -18,6 +18,8 @@ import threading
 
 import numpy as np
 
+from ._blas import loaded_openblas
+
 _ROW_MAJOR, _TRANS = 101, 112
 # (symbol suffix, ctypes integer type) per OpenBLAS interface.
 _INTERFACES = (("", ctypes.c_int32), ("64_", ctypes.c_int64))
@@ -30,17 +32,7 @@ _functions = None  # {np.dtype: ctypes function}, once looked up
 def _find_omatcopy() -> dict:
     """``{float32: somatcopy, float64: domatcopy}`` of a loaded SciPy-bundled OpenBLAS,
     or ``{}``."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps
-                            if "scipy_openblas" in line and ".so" in line})
-    except OSError:
-        return {}
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in loaded_openblas():
         for suffix, integer in _INTERFACES:
             names = {np.dtype(np.float32): ("scipy_cblas_somatcopy" + suffix, ctypes.c_float),
                      np.dtype(np.float64): ("scipy_cblas_domatcopy" + suffix, ctypes.c_double)}

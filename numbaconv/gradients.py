@@ -333,7 +333,7 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
                     method, d, layout):
     x, weight, bias = as_arrays(x, weight, bias)
     if check_layout(layout) == "channels_last" and _layout_ranks(d, x):
-        dtype = compute_dtype(x, weight, *([] if bias is None else [bias]))
+        dtype = compute_dtype(*(a for a in (x, weight, bias) if a is not None))
         y = _conv_transpose(channels_first_copy(x, d, dtype), weight, bias, stride,
                             padding, output_padding, groups, dilation, method, d,
                             "channels_first")
