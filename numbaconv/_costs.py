@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass
 
 from ._constants import MachineConstants
-from ._direct import phase_plane_shape
+from ._direct import phase_plane_shape, register_block_speedup
 from . import config
 from ._im2col import columns_extra_bytes, is_pointwise, shifted_positions
 from ._spec import to_3d
@@ -91,14 +91,22 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
         return _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, spatial[0],
                               itemsize, c, form)
     if form.name == "channelwise":
-        # Each row's axpys also run over the extra (KW - 1) * dilation // stride
-        # columns of the plane's stride phases.
         _, wq, block = phase_plane_shape(out, kernel, stride, dilation)
-        seconds = c.call + macs * (wq / out[2]) / (c.channelwise_macs * prec)
+        if form.vector_width:
+            # Register blocks of 4 rows run over whole rows of vector_width columns.
+            rows = math.ceil(out[1] / 4) * 4
+            elements = rows * form.vector_width / register_block_speedup(kernel[1])
+            acc = rows * form.vector_width
+            how = f"register blocks of 4 rows x {form.vector_width} columns over {taps} taps"
+        else:
+            # Each row's axpys also run over the extra (KW - 1) * dilation // stride
+            # columns of the plane's stride phases.
+            elements = acc = out[1] * wq
+            how = f"channel-wise axpys over {taps} taps"
+        seconds = c.call + macs * elements / (out[1] * out[2]) / (c.channelwise_macs * prec)
         # Per thread: the group's input planes in stride phases, and the accumulators.
-        extra = form.threads * itemsize * (cg * block + form.co_chunk * out[1] * wq)
-        return Estimate(seconds, extra, f"channel-wise axpys over {taps} taps"
-                        + (f" of {cg} input channels" if cg > 1 else ""))
+        extra = form.threads * itemsize * (cg * block + form.co_chunk * acc)
+        return Estimate(seconds, extra, how + (f" of {cg} input channels" if cg > 1 else ""))
     dot = cg * taps
     rate = c.direct_macs * prec * dot / (dot + c.direct_dot_half)
     per_column = kernel[2] if dilation[2] > 1 else stride[2]

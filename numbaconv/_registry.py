@@ -46,7 +46,8 @@ class Form(NamedTuple):
 _SMALL = (((1, 2, 5, 5), (4, 2, 3, 3)),)
 FORMS = {
     "dense": Form("direct", "dense", "packed-row dot products", _SMALL, 1, "direct"),
-    "channelwise": Form("direct", "channelwise", "channel-wise axpys (depthwise)",
+    "channelwise": Form("direct", "channelwise",
+                        "channel-wise axpys or register blocks (depthwise)",
                         (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "direct"),
     "stem": Form("direct", "stem", "stem: 8 output channels x 4 taps a pass",
                  (((1, 2, 5, 5), (8, 2, 3, 3)),), 1, "direct"),

@@ -729,3 +729,85 @@ def test_strided_pointwise_with_padding_keeps_its_stride(rng):
                  np.float32)
     explanation = numbaconv.explain((1, 256, 56, 56), (512, 256, 1, 1), stride=2)
     assert "input as columns (1x1)" in explanation.forms["im2col"][0][3]
+
+
+@pytest.fixture
+def register_blocks_everywhere(monkeypatch):
+    """Plans whose channel-wise form takes the register blocks wherever they apply
+    (unit stride and dilation along H), whatever the kernel's size."""
+    from numbaconv import _direct
+    from numbaconv._simd import lanes
+
+    def everywhere(out_spatial, kernel, stride, dilation, itemsize):
+        if stride[1] != 1 or dilation[1] != 1:
+            return 0
+        step = 2 * lanes(itemsize)
+        return -(-out_spatial[2] // step) * step
+
+    monkeypatch.setattr(_direct, "channelwise_vector_width", everywhere)
+    _plan.path_forms.cache_clear()
+    yield
+    _plan.path_forms.cache_clear()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(d=st.integers(1, 3), cg=st.integers(1, 3), groups=st.integers(1, 4),
+       cog=st.integers(1, 2), kh=st.integers(1, 9), kw=st.integers(1, 9),
+       stride_w=st.integers(1, 3), dilation_w=st.integers(1, 2), pad=st.integers(0, 4),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_channelwise_register_blocks(register_blocks_everywhere, d, cg, groups, cog, kh,
+                                     kw, stride_w, dilation_w, pad, dtype, seed):
+    """The channel-wise kernel's register blocks (4 rows x 2 vectors over every tap),
+    against the oracle: output rows and columns that fill no whole block, several
+    input channels per group, strides and dilation along W, 3D kernels (the depth taps
+    added to the blocks' sums), both dtypes."""
+    kernel = (kh, kw) if d == 2 else (2, kh, kw) if d == 3 else (kw,)
+    assume(np.prod(kernel) <= config.CHANNELWISE_MAX_TAPS)  # larger ones: the next test
+    rng = np.random.default_rng(seed)
+    dilation = (1,) * (d - 1) + (dilation_w,)
+    stride = (1,) * (d - 1) + (stride_w,)
+    spatial = tuple(int(rng.integers((k - 1) * dl + 1, (k - 1) * dl + 40 // d))
+                    for k, dl in zip(kernel, dilation))
+    x = rng.standard_normal((2, groups * cg) + spatial).astype(dtype)
+    w = rng.standard_normal((groups * cog, cg) + kernel).astype(dtype)
+    b = rng.standard_normal(groups * cog).astype(dtype)
+    kwargs = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct", None)
+    assert plan.form.name == "channelwise" and plan.form.vector_width > 0
+    x_before = x.copy()
+    y = numbaconv.conv(x, w, b, **kwargs, method="direct")
+    assert_close(y, conv_reference(x, w, b, **kwargs), dtype)
+    np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_depthwise_kernel_takes_register_blocks(dtype, rng):
+    """A RepLKNet-style depthwise layer (a kernel nearly as large as the map) takes the
+    register blocks unforced, with a bias: against the oracle."""
+    x = rng.standard_normal((2, 8, 23, 21)).astype(dtype)
+    w = rng.standard_normal((8, 1, 17, 17)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    plan = _plan.get_plan(x, w, b, 1, 8, 1, 8, "zeros", "auto", None)
+    assert plan.method == "direct" and plan.form.vector_width > 0
+    y = numbaconv.conv2d(x, w, b, padding=8, groups=8)
+    assert_close(y, conv_reference(x, w, b, padding=8, groups=8), dtype)
+
+
+@pytest.mark.parametrize("shape,kernel,blocks", [
+    ((1, 128, 28, 28), 31, True),    # RepLKNet: the axpys would run over 58 columns a row
+    ((1, 64, 56, 56), 13, True),
+    ((1, 144, 56, 56), 3, False),    # MobileNet: the 3x3 axpy pass does better
+    ((1, 384, 14, 14), 7, False),    # 14 columns would round up to 32
+])
+def test_channelwise_plan_takes_register_blocks_for_tall_kernels(shape, kernel, blocks):
+    c = shape[1]
+    geom = conv_geometry(shape, (c, 1, kernel, kernel), 1, kernel // 2, 1, c)
+    from numbaconv import _direct
+    form = _direct.plan_direct(1, c, 1, 1, (1, kernel, kernel), (1, 1, 1), (1, 1, 1),
+                               (1,) + geom.out_spatial, 4, 2, 4)
+    assert form.name == "channelwise"
+    assert (form.vector_width > 0) == blocks
+    explanation = str(numbaconv.explain(shape, (c, 1, kernel, kernel), padding=kernel // 2,
+                                        groups=c))
+    assert ("register blocks" in explanation) == blocks

@@ -84,3 +84,17 @@ def test_channels_last_depthwise_3x3_pass_uses_packed_fma(dtype, suffix):
         pytest.skip("this CPU has no FMA instructions")
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 9, \
         "fewer packed FMAs than one position's 9 taps"
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_channelwise_register_blocks_use_packed_fma(dtype, suffix):
+    from numbaconv._simd import lanes
+    width = 2 * lanes(np.dtype(dtype).itemsize)
+    acc = np.zeros(4 * width, dtype)
+    xp = np.ones(64 * width, dtype)
+    asm = _asm(direct._rows_taps, acc, xp, width + 2, np.arange(3, dtype=np.int64),
+               np.ones(3, dtype), 3, 1, 4, width, dtype(0), True)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    # Eight accumulators a tap, each a whole register.
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8

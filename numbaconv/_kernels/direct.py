@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._simd import VECTOR_BYTES, vfma, vload, vsplat, vstore
 from ..config import CACHE, FASTMATH
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
@@ -284,6 +285,62 @@ def _axpy_taps(acc, xp, offsets, weights, length, base, init):
         t += 1
 
 
+@njit(**_JIT)
+def _rows_taps(acc, xp, Wq, offsets, weights, KH, KW, rows, width, base, init):
+    """``acc[oh * width + ow] += sum_t weights[t] * xp[offsets[t] + oh * Wq + ow]`` for
+    ``oh < rows`` (a multiple of 4) and ``ow < width`` (a multiple of two vectors); with
+    ``init``, acc starts at ``base`` instead. For unit stride and dilation along H.
+
+    A block of 4 output rows x 2 vectors keeps its 8 sums in registers over every tap,
+    where :func:`_axpy_taps` loads and stores the whole plane's on each pass. Tap
+    ``(kh, kw)`` of row ``r + 1`` reads what tap ``(kh + 1, kw)`` of row ``r`` reads, so
+    for each (input channel, kw) the 4 rows' inputs slide down the kernel's column: one
+    new row (two vectors) feeds 8 FMAs. Columns past the output's are computed and
+    dropped: ``width`` rounds the output's up to two vectors, where the axpys run over
+    ``Wq - OW = KW - 1`` extra columns."""
+    L = VECTOR_BYTES // xp.itemsize
+    columns = offsets.shape[0] // KH  # (input channel, kw) pairs
+    for oh0 in range(0, rows, 4):
+        for ow0 in range(0, width, 2 * L):
+            o = oh0 * width + ow0
+            if init:
+                a0 = vsplat(base)
+                a1, a2, a3, b0, b1, b2, b3 = a0, a0, a0, a0, a0, a0, a0
+            else:
+                a0, b0 = vload(acc, o), vload(acc, o + L)
+                a1, b1 = vload(acc, o + width), vload(acc, o + width + L)
+                a2, b2 = vload(acc, o + 2 * width), vload(acc, o + 2 * width + L)
+                a3, b3 = vload(acc, o + 3 * width), vload(acc, o + 3 * width + L)
+            first = oh0 * Wq + ow0
+            for ck in range(columns):
+                t = (ck // KW) * KH * KW + ck % KW  # tap (c, 0, kw)
+                i = offsets[t] + first
+                x0, y0 = vload(xp, i), vload(xp, i + L)
+                x1, y1 = vload(xp, i + Wq), vload(xp, i + Wq + L)
+                x2, y2 = vload(xp, i + 2 * Wq), vload(xp, i + 2 * Wq + L)
+                for kh in range(KH):
+                    j = i + (kh + 3) * Wq
+                    x3, y3 = vload(xp, j), vload(xp, j + L)
+                    w = weights[t + kh * KW]
+                    a0 = vfma(a0, x0, w)
+                    b0 = vfma(b0, y0, w)
+                    a1 = vfma(a1, x1, w)
+                    b1 = vfma(b1, y1, w)
+                    a2 = vfma(a2, x2, w)
+                    b2 = vfma(b2, y2, w)
+                    a3 = vfma(a3, x3, w)
+                    b3 = vfma(b3, y3, w)
+                    x0, x1, x2, y0, y1, y2 = x1, x2, x3, y1, y2, y3
+            vstore(acc, o, a0)
+            vstore(acc, o + L, b0)
+            vstore(acc, o + width, a1)
+            vstore(acc, o + width + L, b1)
+            vstore(acc, o + 2 * width, a2)
+            vstore(acc, o + 2 * width + L, b2)
+            vstore(acc, o + 3 * width, a3)
+            vstore(acc, o + 3 * width + L, b3)
+
+
 # Not cached on their own (compiled into each caller and cached with it): the direct
 # and the gradient kernels call them, and processes compiling those at once (``warmup``)
 # must never share a cache index.
@@ -386,7 +443,7 @@ def fill_plane(xp, src, Hq, Wq, pitch, stride, pad):
 
 @njit(parallel=True, **_JIT)
 def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
-                     threads):
+                     threads, vector_width):
     """Convolution with one or a few input channels per group (depthwise, its multiples,
     and grouped layers of a few channels per group).
 
@@ -400,6 +457,11 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     strides and short-row remainders, and each output channel's are a single list of
     offsets. Jobs are dealt round-robin to ``threads`` threads, each with its own
     buffers.
+
+    With ``vector_width`` 0 the taps are whole-plane axpys (:func:`_axpy_taps`);
+    otherwise (unit stride and dilation along H only) register blocks of 4 output rows
+    by 2 vectors sum all of them (:func:`_rows_taps`), over ``vector_width`` columns
+    (the output's, rounded up to two vectors) per row.
     """
     N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     COg = w.shape[1]
@@ -409,11 +471,16 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     blocks = (COg + co_chunk - 1) // co_chunk
     jobs = N * G * OD * blocks
     threads = min(threads, jobs)
+    rows = (OH + 3) // 4 * 4
+    pitch = vector_width if vector_width else Wq
+    # The register blocks also read (and drop) rows and columns past the output's.
+    xp_size = max(Cg * block, offsets.max() + (rows - 1) * Wq + vector_width)
+    acc_size = max(OH * Wq, rows * vector_width)
     for t in prange(threads):
         # Buffers once per thread: positions outside the input are never written, so
         # they stay zero.
-        xp = np.zeros(Cg * block, dtype=x.dtype)
-        acc = np.empty((co_chunk, OH * Wq), dtype=x.dtype)
+        xp = np.zeros(xp_size, dtype=x.dtype)
+        acc = np.empty((co_chunk, acc_size), dtype=x.dtype)
         for job in range(t, jobs, threads):
             c0 = (job % blocks) * co_chunk
             c1 = min(COg, c0 + co_chunk)
@@ -432,8 +499,12 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
                     fill_plane(xp[c * block: (c + 1) * block], x[n, g, c, i_d], Hq, Wq,
                                Hq * Wq, stride, pad)
                 for co in range(c0, c1):
-                    _axpy_taps(acc[co - c0], xp, offsets, w[g, co, kd], OH * Wq,
-                               bias[g, co], fresh)
+                    if vector_width:
+                        _rows_taps(acc[co - c0], xp, Wq, offsets, w[g, co, kd], KH, KW,
+                                   rows, vector_width, bias[g, co], fresh)
+                    else:
+                        _axpy_taps(acc[co - c0], xp, offsets, w[g, co, kd], OH * Wq,
+                                   bias[g, co], fresh)
                 fresh = False
             for co in range(c0, c1):
                 if fresh:
@@ -441,6 +512,6 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
                 for oh in range(OH):
                     # A loop, not a slice assignment (those compile far slower).
                     orow = out[n, g, co, od, oh]
-                    run = acc[co - c0, oh * Wq: oh * Wq + OW]
+                    run = acc[co - c0, oh * pitch: oh * pitch + OW]
                     for j in range(OW):
                         orow[j] = run[j]

@@ -1,0 +1,146 @@
+"""SIMD vectors for Numba kernels, so that a register block of accumulators stays in
+registers across a loop over taps.
+
+LLVM vectorises only a kernel's innermost loop, and each pass of such a loop loads and
+stores its accumulators in memory. A kernel that wants accumulators to live in registers
+across an outer loop (a block of output rows summed over every tap of a large kernel)
+has no way to say so in Numba's types. :class:`Vector` is that way: a value of LLVM type
+``<LANES x float>`` that the kernel loads (:func:`vload`), multiplies and adds
+(:func:`vfma`) and stores (:func:`vstore`); as a loop-carried local it is a register.
+
+``VECTOR_BYTES`` is the host's register width (64 bytes with AVX-512F, else 32): wider
+vectors than the registers would be split into several, and a block of 8 of them would
+spill. The lanes of a dtype are ``VECTOR_BYTES // itemsize``.
+
+Under ``NUMBA_DISABLE_JIT=1`` (coverage runs of the kernels' Python bodies) the same
+names are NumPy functions on arrays of ``lanes`` elements.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, models, register_model
+
+
+def _host_vector_bytes() -> int:
+    features = llvm_binding.get_host_cpu_features()
+    return 64 if features.get("avx512f", False) else 32
+
+
+VECTOR_BYTES = _host_vector_bytes()
+
+
+def lanes(itemsize: int) -> int:
+    """Elements of one vector of ``itemsize``-byte numbers."""
+    return VECTOR_BYTES // itemsize
+
+
+class Vector(types.Type):
+    """A SIMD vector of ``lanes(dtype)`` elements of a float dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = lanes(dtype.bitwidth // 8)
+        super().__init__(name=f"Vector({dtype} x {self.lanes})")
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def _address(context, builder, array_type, array, index):
+    """Pointer to ``array.data[index]``, cast to a pointer to the vector type."""
+    data = context.make_array(array_type)(context, builder, array).data
+    element = builder.gep(data, [index])
+    vector = context.get_value_type(Vector(array_type.dtype))
+    return builder.bitcast(element, vector.as_pointer())
+
+
+def _splat(builder, vector_type, scalar):
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar,
+                                 ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count),
+                        [0] * vector_type.count)
+    return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), zeros)
+
+
+@intrinsic
+def _vload(typingctx, array, index):
+    """``array[index: index + lanes]`` as a :class:`Vector` (``array`` C-contiguous and
+    1D; no bounds check)."""
+    vector = Vector(array.dtype)
+
+    def codegen(context, builder, sig, args):
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        return builder.load(address, align=array.dtype.bitwidth // 8)
+
+    return vector(array, index), codegen
+
+
+@intrinsic
+def _vstore(typingctx, array, index, value):
+    """``array[index: index + lanes] = value`` (no bounds check)."""
+    if not (isinstance(value, Vector) and value.dtype == array.dtype):
+        return None
+    def codegen(context, builder, sig, args):
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], address, align=array.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(array, index, value), codegen
+
+
+@intrinsic
+def _vsplat(typingctx, scalar):
+    """A :class:`Vector` with every lane ``scalar``."""
+    vector = Vector(scalar)
+
+    def codegen(context, builder, sig, args):
+        return _splat(builder, context.get_value_type(vector), args[0])
+
+    return vector(scalar), codegen
+
+
+@intrinsic
+def _vfma(typingctx, acc, x, scalar):
+    """``acc + x * scalar``: one fused multiply-add where the CPU has it."""
+    if not (isinstance(acc, Vector) and x == acc and scalar == acc.dtype):
+        return None  # no such signature: Numba reports the types it was given
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(sig.args[0])
+        product = builder.fmul(args[1], _splat(builder, vector_type, args[2]),
+                               flags=("contract",))
+        # "contract" lets the back end fuse the two into one FMA where the CPU has it.
+        return builder.fadd(args[0], product, flags=("contract",))
+
+    return acc(acc, x, scalar), codegen
+
+
+def _vload_py(array, index):
+    return array[index: index + lanes(array.itemsize)].copy()
+
+
+def _vstore_py(array, index, value):
+    array[index: index + value.shape[0]] = value
+
+
+def _vsplat_py(scalar):
+    scalar = np.asarray(scalar)
+    return np.full(lanes(scalar.itemsize), scalar, dtype=scalar.dtype)
+
+
+def _vfma_py(acc, x, scalar):
+    return acc + x * scalar
+
+
+if numba.config.DISABLE_JIT:
+    vload, vstore, vsplat, vfma = _vload_py, _vstore_py, _vsplat_py, _vfma_py
+else:
+    vload, vstore, vsplat, vfma = _vload, _vstore, _vsplat, _vfma

@@ -1,0 +1,34 @@
+"""numbaconv._simd: the vector type's loads, stores and fused multiply-adds, compiled
+(and as NumPy under NUMBA_DISABLE_JIT=1)."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from numbaconv._simd import VECTOR_BYTES, lanes, vfma, vload, vsplat, vstore
+
+
+def test_lanes_fill_one_register():
+    assert VECTOR_BYTES in (32, 64)
+    assert lanes(4) == VECTOR_BYTES // 4 and lanes(8) == VECTOR_BYTES // 8
+
+
+@njit
+def _axpy_by_vectors(out, x, w, one, start):
+    L = VECTOR_BYTES // x.itemsize
+    acc = vsplat(one)
+    for i in range(0, x.shape[0] - start - L + 1, L):
+        vstore(out, i, vfma(acc, vload(x, start + i), w))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("start", [0, 1, 3])
+def test_vectors_load_multiply_add_and_store(dtype, start):
+    L = lanes(np.dtype(dtype).itemsize)
+    x = np.arange(4 * L + start, dtype=dtype)
+    out = np.full(4 * L + 2, -7, dtype)
+    _axpy_by_vectors(out, x, dtype(2.5), dtype(1), start)
+    # Unaligned loads (start), whole vectors only, nothing written past them.
+    np.testing.assert_array_equal(out[:4 * L], 1 + 2.5 * x[start: start + 4 * L])
+    np.testing.assert_array_equal(out[4 * L:], -7)
+    assert out.dtype == dtype
