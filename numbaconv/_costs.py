@@ -123,19 +123,18 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
 
 def _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, depth, itemsize, c,
                    form) -> Estimate:
-    """The stem kernel: the multiply-adds it runs (whole blocks of 8 output channels and
-    of 4 taps, over the phase planes' extra columns too), and the copies of the input
-    into stride phases and of the accumulators into the output."""
+    """The stem kernel: the multiply-adds it runs (whole blocks of 8 output channels,
+    over the phase planes' extra columns too), and the copies of the input into stride
+    phases and of the accumulators into the output."""
     _, wq, block = phase_plane_shape(out, kernel, stride, dilation)
     taps = cg * kernel[1] * kernel[2]
-    run = (n * g * out[0] * math.ceil(cog / 8) * 8 * kernel[0] * math.ceil(taps / 4) * 4
-           * out[1] * wq)
+    run = n * g * out[0] * math.ceil(cog / 8) * 8 * kernel[0] * taps * out[1] * wq
     prec = _precision(itemsize)
     copies = n * g * (cg * depth * block + cog * math.prod(out))
     seconds = c.call + run / (c.stem_macs * prec) + copies / (c.columns * prec)
     extra = form.samples * g * depth * cg * block * itemsize
-    return Estimate(seconds, extra, f"8 output channels x 4 of {taps * kernel[0]} taps "
-                                    "a pass, on planes in stride phases")
+    return Estimate(seconds, extra, f"register blocks of 8 output channels over "
+                                    f"{taps * kernel[0]} taps, on planes in stride phases")
 
 
 def estimate_winograd(geom, itemsize: int, c: MachineConstants, form,

@@ -199,14 +199,14 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad, form: DirectForm):
 
 
 def pack_stem_weight(w6):
-    """``(G, COg, Cg, KD, KH, KW)`` -> the stem kernel's ``(G, ceil(COg/8), KD, T4, 8)``:
-    per block of 8 output channels and depth tap, the ``Cg*KH*KW`` (input channel, tap)
-    pairs, zero-padded to ``T4``, a multiple of 4 (and the output channels to a
-    multiple of 8)."""
+    """``(G, COg, Cg, KD, KH, KW)`` -> the stem kernel's
+    ``(G, ceil(COg/8), KD, Cg*KH*KW, 8)``: per block of 8 output channels and depth tap,
+    the (input channel, tap) pairs (the output channels zero-padded to a multiple of
+    8)."""
     G, COg, Cg, KD, KH, KW = w6.shape
     taps = Cg * KH * KW
     blocks = -(-COg // 8)
-    packed = np.zeros((G, KD, -(-taps // 4) * 4, blocks * 8), dtype=w6.dtype)
+    packed = np.zeros((G, KD, taps, blocks * 8), dtype=w6.dtype)
     packed[:, :, :taps, :COg] = w6.transpose(0, 3, 2, 4, 5, 1).reshape(G, KD, taps, COg)
     return np.ascontiguousarray(
         packed.reshape(G, KD, -1, blocks, 8).transpose(0, 3, 1, 2, 4))

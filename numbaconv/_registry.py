@@ -49,7 +49,7 @@ FORMS = {
     "channelwise": Form("direct", "channelwise",
                         "channel-wise axpys or register blocks (depthwise)",
                         (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "direct"),
-    "stem": Form("direct", "stem", "stem: 8 output channels x 4 taps a pass",
+    "stem": Form("direct", "stem", "stem: register blocks of 8 output channels",
                  (((1, 2, 5, 5), (8, 2, 3, 3)),), 1, "direct"),
     "columns": Form("im2col", "columns", "im2col columns + GEMM", _SMALL, 1, "im2col"),
     "shared": Form("im2col", "columns", "columns shared by channel blocks + GEMM",

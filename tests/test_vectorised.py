@@ -48,9 +48,9 @@ def test_channelwise_axpy_uses_packed_fma(taps):
 def test_stem_taps_use_packed_fma(dtype, suffix):
     from numbaconv._kernels import stem
     acc = np.zeros(8 * stem.PITCH, dtype)
-    xp = np.ones(stem.CHUNK + 8, dtype)
-    asm = _asm(stem._add_four_taps, acc, xp, 0, stem.CHUNK, np.arange(4, dtype=np.int64),
-               np.ones((4, 8), dtype), 0)
+    xp = np.ones(stem.CHUNK + 64, dtype)
+    asm = _asm(stem._add_taps_by_blocks, acc, xp, 0, stem.CHUNK,
+               np.arange(4, dtype=np.int64), np.ones((4, 8), dtype))
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"

@@ -11,10 +11,13 @@ for the channel-wise kernel's one-output axpys, which load and store the accumul
 for every few taps. Here each input plane is copied once into zero-padded stride phases
 (``direct.plane_layout``), so that every (input channel, tap) pair reads one contiguous
 run. A job then holds the accumulators of 8 output channels over a chunk of
-``CHUNK`` positions in L1, and each pass over them adds 4 taps to all 8: 4 input loads
-and 8 accumulator loads and stores feed 32 FMAs. The weight comes packed as
-``(G, ceil(COg/8), KD, T4, 8)``: per block of 8 output channels and depth tap, the
-``Cg*KH*KW`` (input channel, tap) pairs, zero-padded to a multiple of 4, by channel.
+``CHUNK`` positions in L1, and sums every tap into them by register blocks of 8
+channels x 2 vectors of positions (``numbaconv._simd``): 2 input loads feed 16 FMAs,
+and the accumulators are loaded and stored once (one thread, all 148 taps of a 3-channel
+7x7 kernel: 58 GMAC/s, where passes of 4 taps that loaded and stored them ran at 35-47).
+The weight comes packed as
+``(G, ceil(COg/8), KD, Cg*KH*KW, 8)``: per block of 8 output channels and depth tap,
+the (input channel, tap) pairs, by channel.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .._simd import VECTOR_BYTES, vfma, vload, vstore
 from ..config import CACHE, FASTMATH
 from .direct import fill_plane, plane_layout
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
 
-# Positions per job: the 8 accumulator rows take 24.5 KiB in float32. Alone, the tap
-# passes ran fastest at 384 (resnet_conv1 on one thread: 47 GMAC/s, 34 at 768), but the
+# Positions per job: the 8 accumulator rows take 24.5 KiB in float32. Measured with an
+# earlier form of the tap sums (passes of 4 taps over the accumulators), these ran
+# fastest at 384 (resnet_conv1 on one thread: 47 GMAC/s, 34 at 768), but the
 # whole kernel on two threads at 768 (0.80-0.95x the time at 384, 0.82x on mbnet_stem):
 # fewer jobs, fewer and longer runs copied out.
 CHUNK = 768
@@ -38,30 +43,48 @@ PITCH = CHUNK + 16
 
 
 @njit(**_JIT)
-def _add_four_taps(acc, xp, start, length, offsets, w, t):
-    """``acc[o*PITCH + i] += sum_{j<4} w[t+j, o] * xp[offsets[t+j] + start + i]`` for the
-    8 rows ``o`` and ``i < length``."""
-    x0 = xp[offsets[t] + start: offsets[t] + start + length]
-    x1 = xp[offsets[t + 1] + start: offsets[t + 1] + start + length]
-    x2 = xp[offsets[t + 2] + start: offsets[t + 2] + start + length]
-    x3 = xp[offsets[t + 3] + start: offsets[t + 3] + start + length]
-    # Scalars, not rows of w: LLVM cannot tell w from acc, so it would reload them
-    # every iteration. The rows of acc sit a constant PITCH apart, which lets it
-    # vectorise without run-time overlap checks between them.
-    a0, a1, a2, a3, a4, a5, a6, a7 = w[t]
-    b0, b1, b2, b3, b4, b5, b6, b7 = w[t + 1]
-    c0, c1, c2, c3, c4, c5, c6, c7 = w[t + 2]
-    d0, d1, d2, d3, d4, d5, d6, d7 = w[t + 3]
-    for i in range(length):
-        u, v, p, q = x0[i], x1[i], x2[i], x3[i]
-        acc[i] += a0 * u + b0 * v + c0 * p + d0 * q
-        acc[PITCH + i] += a1 * u + b1 * v + c1 * p + d1 * q
-        acc[2 * PITCH + i] += a2 * u + b2 * v + c2 * p + d2 * q
-        acc[3 * PITCH + i] += a3 * u + b3 * v + c3 * p + d3 * q
-        acc[4 * PITCH + i] += a4 * u + b4 * v + c4 * p + d4 * q
-        acc[5 * PITCH + i] += a5 * u + b5 * v + c5 * p + d5 * q
-        acc[6 * PITCH + i] += a6 * u + b6 * v + c6 * p + d6 * q
-        acc[7 * PITCH + i] += a7 * u + b7 * v + c7 * p + d7 * q
+def _add_taps_by_blocks(acc, xp, start, length, offsets, w):
+    """``acc[o*PITCH + i] += sum_t w[t, o] * xp[offsets[t] + start + i]`` for the 8 rows
+    ``o`` and ``i < length`` rounded up to two vectors, every tap at once: a register
+    block of 8 rows x 2 vectors holds its 16 sums over all the taps, so two input loads
+    feed 16 FMAs and the accumulators are loaded and stored once."""
+    L = VECTOR_BYTES // xp.itemsize
+    for i0 in range(0, length, 2 * L):
+        a0, b0 = vload(acc, i0), vload(acc, i0 + L)
+        a1, b1 = vload(acc, PITCH + i0), vload(acc, PITCH + i0 + L)
+        a2, b2 = vload(acc, 2 * PITCH + i0), vload(acc, 2 * PITCH + i0 + L)
+        a3, b3 = vload(acc, 3 * PITCH + i0), vload(acc, 3 * PITCH + i0 + L)
+        a4, b4 = vload(acc, 4 * PITCH + i0), vload(acc, 4 * PITCH + i0 + L)
+        a5, b5 = vload(acc, 5 * PITCH + i0), vload(acc, 5 * PITCH + i0 + L)
+        a6, b6 = vload(acc, 6 * PITCH + i0), vload(acc, 6 * PITCH + i0 + L)
+        a7, b7 = vload(acc, 7 * PITCH + i0), vload(acc, 7 * PITCH + i0 + L)
+        for t in range(offsets.shape[0]):
+            j = offsets[t] + start + i0
+            u, v = vload(xp, j), vload(xp, j + L)
+            a0, b0 = vfma(a0, u, w[t, 0]), vfma(b0, v, w[t, 0])
+            a1, b1 = vfma(a1, u, w[t, 1]), vfma(b1, v, w[t, 1])
+            a2, b2 = vfma(a2, u, w[t, 2]), vfma(b2, v, w[t, 2])
+            a3, b3 = vfma(a3, u, w[t, 3]), vfma(b3, v, w[t, 3])
+            a4, b4 = vfma(a4, u, w[t, 4]), vfma(b4, v, w[t, 4])
+            a5, b5 = vfma(a5, u, w[t, 5]), vfma(b5, v, w[t, 5])
+            a6, b6 = vfma(a6, u, w[t, 6]), vfma(b6, v, w[t, 6])
+            a7, b7 = vfma(a7, u, w[t, 7]), vfma(b7, v, w[t, 7])
+        vstore(acc, i0, a0)
+        vstore(acc, i0 + L, b0)
+        vstore(acc, PITCH + i0, a1)
+        vstore(acc, PITCH + i0 + L, b1)
+        vstore(acc, 2 * PITCH + i0, a2)
+        vstore(acc, 2 * PITCH + i0 + L, b2)
+        vstore(acc, 3 * PITCH + i0, a3)
+        vstore(acc, 3 * PITCH + i0 + L, b3)
+        vstore(acc, 4 * PITCH + i0, a4)
+        vstore(acc, 4 * PITCH + i0 + L, b4)
+        vstore(acc, 5 * PITCH + i0, a5)
+        vstore(acc, 5 * PITCH + i0 + L, b5)
+        vstore(acc, 6 * PITCH + i0, a6)
+        vstore(acc, 6 * PITCH + i0 + L, b6)
+        vstore(acc, 7 * PITCH + i0, a7)
+        vstore(acc, 7 * PITCH + i0 + L, b7)
 
 
 @njit(parallel=True, **_JIT)
@@ -82,17 +105,14 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
     N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     COg = out.shape[2]
     OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
-    blocks, T4 = wq.shape[1], wq.shape[3]
+    blocks = wq.shape[1]
     KD, KH, KW = kernel
-    Hq, Wq, block, taps = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
-    # Padding taps, with zero weights, read offset 0: the first tap's input, so a NaN
-    # or Inf there (0 * NaN is NaN) reaches only outputs that tap gives it to anyway.
-    offsets = np.zeros(T4, dtype=np.int64)
-    offsets[: taps.shape[0]] = taps
+    Hq, Wq, block, offsets = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
     plane = OH * Wq
     chunks = (plane + CHUNK - 1) // CHUNK
     slab = G * D * Cg
-    xp = np.zeros(samples * slab * block, dtype=x.dtype)
+    # (and slack for the register blocks' reads past the last plane's end)
+    xp = np.zeros(samples * slab * block + VECTOR_BYTES, dtype=x.dtype)
     for n0 in range(0, N, samples):
         ns = min(samples, N - n0)
         for r in prange(ns * slab):
@@ -125,10 +145,8 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
                         continue
                     # The group's Cg planes at this depth lie one after another.
                     first = ((n * G + g) * D + i_d) * Cg * block
-                    planes = xp[first: first + Cg * block]
-                    wb = wq[g, b, kd]
-                    for t4 in range(0, T4, 4):
-                        _add_four_taps(acc, planes, start, length, offsets, wb, t4)
+                    _add_taps_by_blocks(acc, xp, first + start, length, offsets,
+                                        wq[g, b, kd])
                 _store_chunk(acc, out[n + n0, g], b, od, start, length, Wq, COg)
 
 
