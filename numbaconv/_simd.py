@@ -89,6 +89,7 @@ def _vstore(typingctx, array, index, value):
     """``array[index: index + lanes] = value`` (no bounds check)."""
     if not (isinstance(value, Vector) and value.dtype == array.dtype):
         return None
+
     def codegen(context, builder, sig, args):
         address = _address(context, builder, sig.args[0], args[0], args[1])
         builder.store(args[2], address, align=array.dtype.bitwidth // 8)
@@ -109,18 +110,22 @@ def _vsplat(typingctx, scalar):
 
 
 @intrinsic
-def _vfma(typingctx, acc, x, scalar):
-    """``acc + x * scalar``: one fused multiply-add where the CPU has it."""
-    if not (isinstance(acc, Vector) and x == acc and scalar == acc.dtype):
+def _vfma(typingctx, acc, x, scale):
+    """``acc + x * scale`` (``scale`` a scalar, broadcast, or a vector: lane by lane):
+    one fused multiply-add where the CPU has it."""
+    if not (isinstance(acc, Vector) and x == acc and scale in (acc, acc.dtype)):
         return None  # no such signature: Numba reports the types it was given
+
     def codegen(context, builder, sig, args):
         vector_type = context.get_value_type(sig.args[0])
-        product = builder.fmul(args[1], _splat(builder, vector_type, args[2]),
-                               flags=("contract",))
+        factor = args[2]
+        if not isinstance(sig.args[2], Vector):
+            factor = _splat(builder, vector_type, factor)
         # "contract" lets the back end fuse the two into one FMA where the CPU has it.
+        product = builder.fmul(args[1], factor, flags=("contract",))
         return builder.fadd(args[0], product, flags=("contract",))
 
-    return acc(acc, x, scalar), codegen
+    return acc(acc, x, scale), codegen
 
 
 def _vload_py(array, index):
@@ -136,8 +141,8 @@ def _vsplat_py(scalar):
     return np.full(lanes(scalar.itemsize), scalar, dtype=scalar.dtype)
 
 
-def _vfma_py(acc, x, scalar):
-    return acc + x * scalar
+def _vfma_py(acc, x, scale):
+    return acc + x * scale
 
 
 if numba.config.DISABLE_JIT:

@@ -421,3 +421,29 @@ def test_channels_last_gemm_columns_in_both_orders(rng, monkeypatch, ratio, d):
     kw = dict(stride=1, padding=2, dilation=2)
     y = numbaconv.conv(x, w, None, method="im2col", layout="channels_last", **kw)
     assert_close(first(y, d), conv_reference(first(x, d), w, None, **kw), np.float32)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), channels=st.sampled_from([16, 32, 40, 72, 144]),
+       k=st.integers(1, 7), dilation=st.integers(1, 2), pad=st.integers(0, 4),
+       extra=st.integers(0, 9), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**31))
+def test_channels_last_depthwise_register_blocks(d, channels, k, dilation, pad, extra,
+                                                 dtype, seed):
+    """The channels-last depthwise kernel's runs of four-position register blocks:
+    channel counts that 2 vectors do not divide (the last block overlaps), runs that
+    leave 1-3 positions, kernel depths partly outside the input, dilation equal to the
+    stride along W (2, 2), against the oracle."""
+    rng = np.random.default_rng(seed)
+    span = (k - 1) * dilation + 1
+    spatial = (span + extra,) * d
+    stride = (1,) * (d - 1) + (dilation,)
+    x = rng.standard_normal((2,) + spatial + (channels,)).astype(dtype)
+    w = rng.standard_normal((channels, 1) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(channels).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=channels)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, channels, "zeros", "direct",
+                          None, "channels_last")
+    assert plan.layout_form == "depthwise"
+    y = numbaconv.conv(x, w, b, **kw, method="direct", layout="channels_last")
+    assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)

@@ -32,3 +32,17 @@ def test_vectors_load_multiply_add_and_store(dtype, start):
     np.testing.assert_array_equal(out[:4 * L], 1 + 2.5 * x[start: start + 4 * L])
     np.testing.assert_array_equal(out[4 * L:], -7)
     assert out.dtype == dtype
+
+
+@njit
+def _vector_scaled(out, x, w):
+    vstore(out, 0, vfma(vload(out, 0), vload(x, 0), vload(w, 0)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectors_multiply_lane_by_lane(dtype):
+    L = lanes(np.dtype(dtype).itemsize)
+    x, w = np.arange(L, dtype=dtype), np.arange(L, dtype=dtype)[::-1].copy()
+    out = np.ones(L, dtype)
+    _vector_scaled(out, x, w)
+    np.testing.assert_array_equal(out, 1 + x * w)

@@ -98,3 +98,17 @@ def test_channelwise_register_blocks_use_packed_fma(dtype, suffix):
         pytest.skip("this CPU has no FMA instructions")
     # Eight accumulators a tap, each a whole register.
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_channels_last_depthwise_blocks_use_packed_fma(dtype, suffix):
+    from numbaconv._kernels import channels_last
+    from numbaconv._simd import lanes
+    C = 2 * lanes(np.dtype(dtype).itemsize)
+    xf = np.ones(3 * 12 * C, dtype)
+    asm = _asm(channels_last._position_blocks, np.zeros(8 * C, dtype), 0, xf, 0,
+               np.ones(9 * C, dtype), np.zeros(C, dtype), C, 2, 0, 1, 3, 3, 0, 12 * C, C,
+               4 * C)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8
