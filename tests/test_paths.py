@@ -610,24 +610,25 @@ def test_grouped_layers_take_the_channelwise_kernel(d, cg, groups, cog, k, strid
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(d=st.integers(1, 3), cg=st.integers(2, config.STEM_MAX_CHANNELS),
-       cog=st.integers(config.STEM_MIN_OUT_CHANNELS, 21), k=st.integers(1, 5),
-       stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 3),
-       n=st.integers(1, 3), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**31))
-def test_stem_layers_take_the_stem_kernel(d, cg, cog, k, stride, dilation, pad, n, dtype,
-                                          seed):
-    """2-4 input channels, 8 or more output channels, ungrouped: the stem kernel (blocks
-    of 8 output channels, 4 taps a pass, chunks of the phase planes), against the
-    oracle; output channels and taps that fill no whole block included."""
-    assume(k ** d * cg <= 200)
+@given(d=st.integers(1, 3), cg=st.integers(2, config.CHANNELWISE_MAX_CHANNELS),
+       groups=st.integers(1, 3), cog=st.integers(config.STEM_MIN_OUT_CHANNELS, 21),
+       k=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 2),
+       pad=st.integers(0, 3), n=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_stem_layers_take_the_stem_kernel(d, cg, groups, cog, k, stride, dilation, pad, n,
+                                          dtype, seed):
+    """2-4 input channels ungrouped, or 2-8 per group, and 8 or more output channels
+    (per group): the stem kernel (register blocks of 8 output channels, chunks of the
+    phase planes), against the oracle; output channels that fill no whole block
+    included."""
+    assume(k ** d * cg <= 200 and (groups > 1 or cg <= config.STEM_MAX_CHANNELS))
     rng = np.random.default_rng(seed)
     spatial = tuple(int(v) for v in rng.integers((k - 1) * dilation + 1, 30 // d + 4, d))
-    x = rng.standard_normal((n, cg) + spatial).astype(dtype)
-    w = rng.standard_normal((cog, cg) + (k,) * d).astype(dtype)
-    b = rng.standard_normal(cog).astype(dtype)
-    kw = dict(stride=stride, padding=pad, dilation=dilation)
-    plan = _plan.get_plan(x, w, b, stride, pad, dilation, 1, "zeros", "direct", None)
+    x = rng.standard_normal((n, groups * cg) + spatial).astype(dtype)
+    w = rng.standard_normal((groups * cog, cg) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(groups * cog).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct", None)
     assert plan.form.name == "stem"
     x_before = x.copy()
     y = numbaconv.conv(x, w, b, **kw, method="direct")
