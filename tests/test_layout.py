@@ -70,6 +70,7 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
 
 @pytest.mark.parametrize("case", [
     ((2, 9, 9, 8), (8, 1, 3, 3), 8, "depthwise"),      # depthwise
+    ((1, 28, 28, 16), (16, 1, 27, 27), 16, "transpose"),  # tall depthwise: register blocks
     ((2, 9, 9, 16), (16, 16, 1, 1), 1, "gemm"),        # pointwise
     ((1, 20, 20, 16), (16, 16, 3, 3), 1, "gemm"),      # dense, columns
     ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped
@@ -77,8 +78,9 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
 ])
 def test_channels_last_forms(case):
     """Depthwise, pointwise and dense GEMM calls run on the channels-last kernels,
-    in place; the rest (and layers with under config.CHANNELS_LAST_MIN_CHANNELS input
-    channels) on transposed copies."""
+    in place; the rest (depthwise layers whose channels-first form takes the register
+    blocks, and layers with under config.CHANNELS_LAST_MIN_CHANNELS input channels) on
+    transposed copies."""
     x_shape, w_shape, groups, form = case
     x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
     plan = _plan.get_plan(x, w, None, 1, 1, 1, groups, "zeros", "auto", 2, "channels_last")
