@@ -98,13 +98,15 @@ def channelwise_chunk(planes, cog, out_spatial, kernel, stride, dilation, itemsi
     return chunk
 
 
-def register_block_speedup(kernel_height: int) -> float:
+def register_block_speedup(kernel_height: int, narrow: bool = False) -> float:
     """How much faster the channel-wise kernel's register blocks run per output element
     and tap than its whole-plane axpys: each (input channel, kw) column of the kernel
     costs a fixed set-up, so the gain grows with the kernel's height. Fitted to
-    depthwise layers here (AMD EPYC, AVX-512): 1.9x at 31x31, 1.8x at 13x13, 1.3x at
-    7x7, 0.8-0.9x at 3x3 and 5x5."""
-    return 2 * kernel_height / (kernel_height + 5)
+    depthwise layers here (AMD EPYC, AVX-512): 4 rows x 2 vectors 1.9x at 31x31, 1.8x at
+    13x13, 1.3x at 7x7, 0.8-1.2x at 3x3 and 5x5. The blocks of ``narrow`` outputs (8 rows
+    x 1 vector: a load feeds 8 FMAs, not 4) do better, 1.2-2.2x at 3x3 to 13x13 on 7x7
+    and 14x14 maps (each form against the axpys in alternating calls)."""
+    return 2 * kernel_height / (kernel_height + 5) * (1.5 if narrow else 1.0)
 
 
 def channelwise_vector_width(out_spatial, kernel, stride, dilation, itemsize) -> int:
@@ -115,11 +117,20 @@ def channelwise_vector_width(out_spatial, kernel, stride, dilation, itemsize) ->
     if stride[1] != 1 or dilation[1] != 1:
         return 0
     oh, ow = out_spatial[1], out_spatial[2]
-    step = 2 * lanes(itemsize)
-    width = -(-ow // step) * step
-    blocks = -(-oh // 4) * 4 * width / register_block_speedup(kernel[1])
+    width, rows = register_block_shape(oh, ow, itemsize)
+    blocks = rows * width / register_block_speedup(kernel[1], width == lanes(itemsize))
     axpys = oh * phase_plane_shape(out_spatial, kernel, stride, dilation)[1]
     return width if blocks < axpys else 0
+
+
+def register_block_shape(oh: int, ow: int, itemsize: int) -> tuple:
+    """``(width, rows)`` the channel-wise kernel's register blocks run over for an
+    ``oh x ow`` output: one vector wide and rows in 8s where the output fits one vector,
+    else rows in 4s of the width rounded up to two vectors."""
+    vector = lanes(itemsize)
+    if ow <= vector:
+        return vector, -(-oh // 8) * 8
+    return -(-ow // (2 * vector)) * 2 * vector, -(-oh // 4) * 4
 
 
 def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,

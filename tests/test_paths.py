@@ -737,13 +737,11 @@ def register_blocks_everywhere(monkeypatch):
     """Plans whose channel-wise form takes the register blocks wherever they apply
     (unit stride and dilation along H), whatever the kernel's size."""
     from numbaconv import _direct
-    from numbaconv._simd import lanes
 
     def everywhere(out_spatial, kernel, stride, dilation, itemsize):
         if stride[1] != 1 or dilation[1] != 1:
             return 0
-        step = 2 * lanes(itemsize)
-        return -(-out_spatial[2] // step) * step
+        return _direct.register_block_shape(out_spatial[1], out_spatial[2], itemsize)[0]
 
     monkeypatch.setattr(_direct, "channelwise_vector_width", everywhere)
     _plan.path_forms.cache_clear()
@@ -759,8 +757,9 @@ def register_blocks_everywhere(monkeypatch):
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_channelwise_register_blocks(register_blocks_everywhere, d, cg, groups, cog, kh,
                                      kw, stride_w, dilation_w, pad, dtype, seed):
-    """The channel-wise kernel's register blocks (4 rows x 2 vectors over every tap),
-    against the oracle: output rows and columns that fill no whole block, several
+    """The channel-wise kernel's register blocks (4 rows x 2 vectors, or 8 rows x 1
+    vector on narrow outputs, over every tap), against the oracle: output rows and
+    columns that fill no whole block, several
     input channels per group, strides and dilation along W, 3D kernels (the depth taps
     added to the blocks' sums), both dtypes."""
     kernel = (kh, kw) if d == 2 else (2, kh, kw) if d == 3 else (kw,)
@@ -799,9 +798,10 @@ def test_large_depthwise_kernel_takes_register_blocks(dtype, rng):
     ((1, 128, 28, 28), 31, True),    # RepLKNet: the axpys would run over 58 columns a row
     ((1, 64, 56, 56), 13, True),
     ((1, 144, 56, 56), 3, False),    # MobileNet: the 3x3 axpy pass does better
-    ((1, 384, 14, 14), 7, False),    # 14 columns would round up to 32
+    ((1, 144, 28, 28), 3, False),    # 28 columns would round up to 32
+    ((1, 384, 14, 14), 7, True),     # one vector wide: blocks of 8 rows
 ])
-def test_channelwise_plan_takes_register_blocks_for_tall_kernels(shape, kernel, blocks):
+def test_channelwise_plan_takes_register_blocks(shape, kernel, blocks):
     c = shape[1]
     geom = conv_geometry(shape, (c, 1, kernel, kernel), 1, kernel // 2, 1, c)
     from numbaconv import _direct

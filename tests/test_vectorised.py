@@ -112,3 +112,17 @@ def test_channels_last_depthwise_blocks_use_packed_fma(dtype, suffix):
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8
+
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_channelwise_narrow_register_blocks_use_packed_fma(dtype, suffix):
+    from numbaconv._simd import lanes
+    width = lanes(np.dtype(dtype).itemsize)
+    acc = np.zeros(8 * width, dtype)
+    xp = np.ones(64 * width, dtype)
+    asm = _asm(direct._rows_taps_narrow, acc, xp, width + 2, np.arange(3, dtype=np.int64),
+               np.ones(3, dtype), 3, 1, 8, dtype(0), True)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8

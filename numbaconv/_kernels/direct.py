@@ -341,6 +341,49 @@ def _rows_taps(acc, xp, Wq, offsets, weights, KH, KW, rows, width, base, init):
             vstore(acc, o + 3 * width + L, b3)
 
 
+@njit(**_JIT)
+def _rows_taps_narrow(acc, xp, Wq, offsets, weights, KH, KW, rows, base, init):
+    """:func:`_rows_taps` for outputs at most one vector wide (``width`` one vector,
+    ``rows`` a multiple of 8): register blocks of 8 rows x 1 vector, so each new input
+    row loaded feeds 8 FMAs."""
+    L = VECTOR_BYTES // xp.itemsize
+    columns = offsets.shape[0] // KH
+    for oh0 in range(0, rows, 8):
+        o = oh0 * L
+        if init:
+            a0 = vsplat(base)
+            a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
+        else:
+            a0, a1 = vload(acc, o), vload(acc, o + L)
+            a2, a3 = vload(acc, o + 2 * L), vload(acc, o + 3 * L)
+            a4, a5 = vload(acc, o + 4 * L), vload(acc, o + 5 * L)
+            a6, a7 = vload(acc, o + 6 * L), vload(acc, o + 7 * L)
+        first = oh0 * Wq
+        for ck in range(columns):
+            t = (ck // KW) * KH * KW + ck % KW  # tap (c, 0, kw)
+            i = offsets[t] + first
+            x0, x1 = vload(xp, i), vload(xp, i + Wq)
+            x2, x3 = vload(xp, i + 2 * Wq), vload(xp, i + 3 * Wq)
+            x4, x5 = vload(xp, i + 4 * Wq), vload(xp, i + 5 * Wq)
+            x6 = vload(xp, i + 6 * Wq)
+            for kh in range(KH):
+                x7 = vload(xp, i + (kh + 7) * Wq)
+                w = weights[t + kh * KW]
+                a0, a1 = vfma(a0, x0, w), vfma(a1, x1, w)
+                a2, a3 = vfma(a2, x2, w), vfma(a3, x3, w)
+                a4, a5 = vfma(a4, x4, w), vfma(a5, x5, w)
+                a6, a7 = vfma(a6, x6, w), vfma(a7, x7, w)
+                x0, x1, x2, x3, x4, x5, x6 = x1, x2, x3, x4, x5, x6, x7
+        vstore(acc, o, a0)
+        vstore(acc, o + L, a1)
+        vstore(acc, o + 2 * L, a2)
+        vstore(acc, o + 3 * L, a3)
+        vstore(acc, o + 4 * L, a4)
+        vstore(acc, o + 5 * L, a5)
+        vstore(acc, o + 6 * L, a6)
+        vstore(acc, o + 7 * L, a7)
+
+
 # Not cached on their own (compiled into each caller and cached with it): the direct
 # and the gradient kernels call them, and processes compiling those at once (``warmup``)
 # must never share a cache index.
@@ -461,7 +504,8 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     With ``vector_width`` 0 the taps are whole-plane axpys (:func:`_axpy_taps`);
     otherwise (unit stride and dilation along H only) register blocks of 4 output rows
     by 2 vectors sum all of them (:func:`_rows_taps`), over ``vector_width`` columns
-    (the output's, rounded up to two vectors) per row.
+    (the output's, rounded up to two vectors) per row; of 8 rows by 1 vector where
+    ``vector_width`` is one vector (:func:`_rows_taps_narrow`).
     """
     N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     COg = w.shape[1]
@@ -471,7 +515,9 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     blocks = (COg + co_chunk - 1) // co_chunk
     jobs = N * G * OD * blocks
     threads = min(threads, jobs)
-    rows = (OH + 3) // 4 * 4
+    # One vector wide: blocks of 8 rows; otherwise of 4 rows by 2 vectors.
+    narrow = vector_width == VECTOR_BYTES // x.itemsize
+    rows = (OH + 7) // 8 * 8 if narrow else (OH + 3) // 4 * 4
     pitch = vector_width if vector_width else Wq
     # The register blocks also read (and drop) rows and columns past the output's.
     xp_size = max(Cg * block, offsets.max() + (rows - 1) * Wq + vector_width)
@@ -499,7 +545,10 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
                     fill_plane(xp[c * block: (c + 1) * block], x[n, g, c, i_d], Hq, Wq,
                                Hq * Wq, stride, pad)
                 for co in range(c0, c1):
-                    if vector_width:
+                    if narrow:
+                        _rows_taps_narrow(acc[co - c0], xp, Wq, offsets, w[g, co, kd],
+                                          KH, KW, rows, bias[g, co], fresh)
+                    elif vector_width:
                         _rows_taps(acc[co - c0], xp, Wq, offsets, w[g, co, kd], KH, KW,
                                    rows, vector_width, bias[g, co], fresh)
                     else:
