@@ -44,10 +44,7 @@ def channels_last_form(geom, method: str, form) -> str:
     inside the input, which the channels-last kernel's blocks need (replk_dw31, a
     kernel as large as the map: 4.3 ms in place against 1.3 ms channels-first)."""
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
-        span = (geom.kernel[-1] - 1) * geom.dilation[-1] + 3 * geom.stride[-1] + 1
-        rows_fit = all((k - 1) * dl < n for k, dl, n in
-                       zip(geom.kernel[:-1], geom.dilation[:-1], geom.spatial[:-1]))
-        if not form.vector_width or (span <= geom.spatial[-1] and rows_fit):
+        if not form.vector_width or _four_positions_fit(geom):
             return "depthwise"
     pointwise = (set(geom.kernel) == {1} and set(geom.stride) == {1}
                  and not any(p for pair in geom.padding for p in pair))
@@ -55,6 +52,15 @@ def channels_last_form(geom, method: str, form) -> str:
             and (pointwise or geom.in_channels >= config.CHANNELS_LAST_MIN_CHANNELS)):
         return "gemm"
     return "transpose"
+
+
+def _four_positions_fit(geom) -> bool:
+    """Whether four neighbouring output positions can have their whole kernel inside
+    the input (the channels-last depthwise kernel's register blocks)."""
+    span = (geom.kernel[-1] - 1) * geom.dilation[-1] + 3 * geom.stride[-1] + 1
+    return span <= geom.spatial[-1] and all(
+        (k - 1) * dl < n
+        for k, dl, n in zip(geom.kernel[:-1], geom.dilation[:-1], geom.spatial[:-1]))
 
 
 def moved_to_first(x, dtype) -> np.ndarray:

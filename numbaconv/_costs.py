@@ -46,10 +46,9 @@ import math
 from dataclasses import dataclass
 
 from ._constants import MachineConstants
-from ._direct import phase_plane_shape, register_block_shape, register_block_speedup
+from ._direct import phase_plane_shape, register_block_shape, weighted_block_elements
 from . import config
 from ._im2col import columns_extra_bytes, is_pointwise, shifted_positions
-from ._simd import lanes
 from ._spec import to_3d
 from ._winograd import POINTS as WINOGRAD_POINTS
 from ._winograd import extra_elements
@@ -95,12 +94,10 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
         _, wq, block = phase_plane_shape(out, kernel, stride, dilation)
         if form.vector_width:
             # Register blocks run over whole rows of vector_width columns.
-            _, rows = register_block_shape(out[1], out[2], itemsize)
-            narrow = form.vector_width == lanes(itemsize)
-            elements = rows * form.vector_width / register_block_speedup(kernel[1], narrow)
-            acc = rows * form.vector_width
-            how = (f"register blocks of {'8 rows x 1 vector' if narrow else '4 rows x 2 vectors'}"
-                   f" over {taps} taps, rows of {form.vector_width} columns")
+            elements = weighted_block_elements(out[1], out[2], kernel[1], itemsize)
+            acc = register_block_shape(out[1], out[2], itemsize)[1] * form.vector_width
+            how = (f"register blocks over {taps} taps, rows of {form.vector_width} "
+                   "columns")
         else:
             # Each row's axpys also run over the extra (KW - 1) * dilation // stride
             # columns of the plane's stride phases.

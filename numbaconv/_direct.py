@@ -110,17 +110,26 @@ def register_block_speedup(kernel_height: int, narrow: bool = False) -> float:
 
 
 def channelwise_vector_width(out_spatial, kernel, stride, dilation, itemsize) -> int:
-    """Row width of the channel-wise kernel's register blocks (the output's, rounded up
-    to two vectors), or 0 for its whole-plane axpys: the blocks where they run fewer
-    element-taps, weighted by :func:`register_block_speedup`, than the axpys do over the
-    plane's ``Wq`` columns a row. They need unit stride and dilation along H."""
+    """Row width of the channel-wise kernel's register blocks (see
+    :func:`register_block_shape`), or 0 for its whole-plane axpys: the blocks where
+    they run fewer element-taps, weighted by :func:`register_block_speedup`, than the
+    axpys do over the plane's ``Wq`` columns a row. They need unit stride and dilation
+    along H."""
     if stride[1] != 1 or dilation[1] != 1:
         return 0
     oh, ow = out_spatial[1], out_spatial[2]
-    width, rows = register_block_shape(oh, ow, itemsize)
-    blocks = rows * width / register_block_speedup(kernel[1], width == lanes(itemsize))
     axpys = oh * phase_plane_shape(out_spatial, kernel, stride, dilation)[1]
-    return width if blocks < axpys else 0
+    if weighted_block_elements(oh, ow, kernel[1], itemsize) >= axpys:
+        return 0
+    return register_block_shape(oh, ow, itemsize)[0]
+
+
+def weighted_block_elements(oh: int, ow: int, kernel_height: int, itemsize: int) -> float:
+    """Output elements per tap the register blocks run over an ``oh x ow`` output
+    (whole blocks), divided by :func:`register_block_speedup`: their cost in the axpys'
+    element-taps (the planner's and the cost model's measure)."""
+    width, rows = register_block_shape(oh, ow, itemsize)
+    return rows * width / register_block_speedup(kernel_height, width == lanes(itemsize))
 
 
 def register_block_shape(oh: int, ow: int, itemsize: int) -> tuple:
@@ -221,6 +230,6 @@ def pack_stem_weight(w6):
     taps = Cg * KH * KW
     blocks = -(-COg // 8)
     packed = np.zeros((G, KD, taps, blocks * 8), dtype=w6.dtype)
-    packed[:, :, :taps, :COg] = w6.transpose(0, 3, 2, 4, 5, 1).reshape(G, KD, taps, COg)
+    packed[..., :COg] = w6.transpose(0, 3, 2, 4, 5, 1).reshape(G, KD, taps, COg)
     return np.ascontiguousarray(
         packed.reshape(G, KD, -1, blocks, 8).transpose(0, 3, 1, 2, 4))

@@ -295,15 +295,6 @@ def _depth_taps(od, KD, sd, dd, pd, D):
 
 
 @njit(**_JIT)
-def _depth_inside(od, KD, sd, dd, pd, D):
-    """Whether any kernel depth of output depth ``od`` reads inside the input."""
-    for kd in range(KD):
-        if 0 <= od * sd + kd * dd - pd < D:
-            return True
-    return False
-
-
-@njit(**_JIT)
 def _tap_range(base, KW, dw, W):
     """The taps ``lo <= kw < hi`` of a kernel row whose input column ``base + kw*dw``
     lies inside ``[0, W)``."""
@@ -362,6 +353,7 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
         # blocks of four of them go by _position_blocks.
         run_start, run_blocks = ow, 0
         top = oh * sh - ph
+        kd_lo, kd_hi = _depth_taps(od, KD, sd, dd, pd, D)  # the depths inside the input
         if blocks and top >= 0 and top + (KH - 1) * dh < H:
             run_start = max(ow, (pw + sw - 1) // sw)
             run_end = min(end, (W - 1 - (KW - 1) * dw + pw) // sw + 1)
@@ -370,9 +362,8 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
             o = np.uint64((row * OW + ow) * C)
             base = ow * sw - pw
             if ow == run_start and run_blocks > 0:
-                kd_lo, kd_hi = _depth_taps(od, KD, sd, dd, pd, D)
-                a = np.int64((((n * D + od * sd + kd_lo * dd - pd) * H + oh * sh - ph) * W
-                              + base) * C)
+                a = np.int64((((n * D + od * sd + kd_lo * dd - pd) * H + top) * W + base)
+                             * C)
                 _position_blocks(of, np.int64(o), xf, a, wf, bias, C, run_blocks, kd_lo,
                                  kd_hi, KH, KW, dd * H * W * C, dh * W * C, dw * C,
                                  4 * sw * C)
@@ -386,7 +377,7 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
             # writing the bias too (where there is none, the bias is written here).
             whole = (pair and KH == 3 and KW == 3 and lo == 0 and hi == 3
                      and oh * sh - ph >= 0 and oh * sh - ph + 2 * dh < H)
-            first = whole and _depth_inside(od, KD, sd, dd, pd, D)
+            first = whole and kd_lo < kd_hi
             if not first:
                 for c in range(uc):
                     of[o + c] = bias[c]

@@ -111,8 +111,9 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
     plane = OH * Wq
     chunks = (plane + CHUNK - 1) // CHUNK
     slab = G * D * Cg
-    # (and slack for the register blocks' reads past the last plane's end)
-    xp = np.zeros(samples * slab * block + VECTOR_BYTES, dtype=x.dtype)
+    # (and two vectors' slack: the register blocks read past the last plane's end)
+    xp = np.zeros(samples * slab * block + 2 * (VECTOR_BYTES // x.itemsize),
+                  dtype=x.dtype)
     for n0 in range(0, N, samples):
         ns = min(samples, N - n0)
         for r in prange(ns * slab):
