@@ -527,6 +527,7 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
         # they stay zero.
         xp = np.zeros(xp_size, dtype=x.dtype)
         acc = np.empty((co_chunk, acc_size), dtype=x.dtype)
+        outf = out.reshape(-1)
         for job in range(t, jobs, threads):
             c0 = (job % blocks) * co_chunk
             c1 = min(COg, c0 + co_chunk)
@@ -558,9 +559,22 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
             for co in range(c0, c1):
                 if fresh:
                     acc[co - c0] = bias[g, co]
-                for oh in range(OH):
-                    # A loop, not a slice assignment (those compile far slower).
-                    orow = out[n, g, co, od, oh]
-                    run = acc[co - c0, oh * pitch: oh * pitch + OW]
-                    for j in range(OW):
-                        orow[j] = run[j]
+            _store_rows(acc, outf, ((n * G + g) * COg + c0) * OD + od, c1 - c0, OD, OH,
+                        OW, pitch)
+
+
+@njit(inline="always", **_JIT)
+def _store_rows(acc, outf, first, channels, OD, OH, OW, pitch):
+    """Copy the ``OH`` rows of ``OW`` sums, ``pitch`` apart, of each of ``channels``
+    rows of ``acc`` into the flattened output ``outf``, where the first of them is
+    output plane ``first`` (over ``N * G * COg * OD``) and each next one ``OD`` planes
+    on. Flat indices, not a view of each output row, whose reference counts the
+    threads share (on the stem kernel's copy those cost more than its taps)."""
+    flat = acc.reshape(-1)
+    for c in range(channels):
+        for oh in range(OH):
+            # Unsigned indices: LLVM vectorises the copy (they cannot wrap around).
+            dst = np.uint64(((first + c * OD) * OH + oh) * OW)
+            src = np.uint64(c * acc.shape[1] + oh * pitch)
+            for j in range(np.uint64(OW)):
+                outf[dst + j] = flat[src + j]
