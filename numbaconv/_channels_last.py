@@ -9,8 +9,12 @@ Which form takes a call follows the channels-first plan's choice for the same da
   Winograd, with at least ``config.CHANNELS_LAST_MIN_CHANNELS`` input channels (any
   number for a pointwise stride-1 layer without padding, which gathers no columns);
   one GEMM per block of output positions, written straight into the output.
+- ``"stem"``: an ungrouped layer the plan gives the stem kernel (2 to
+  ``config.STEM_MAX_CHANNELS`` input channels), with at least 2 vectors of output
+  channels and 8 output columns; register blocks over the output channels
+  (:func:`numbaconv._kernels.channels_last.stem_rows`).
 - ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, grouped
-  layers, channel multipliers, stems): the channels-first call on transposed copies.
+  layers, channel multipliers): the channels-first call on transposed copies.
 
 While a channels-last kernel compiles (``auto`` in a cold process), its call takes the
 ``"transpose"`` route's fallback, which needs no compiled kernel.
@@ -28,17 +32,20 @@ from ._blas import single_threaded_blas
 from ._compile import Kernel
 from ._kernels import channels_last as _kernels
 from ._kernels.blas import register_blas
+from ._simd import lanes
 from ._threads import kernel_launch
 from ._transpose import transpose_into
 from ._workspace import scratch
 
 gemm_rows = Kernel(_kernels.gemm_rows, "cl_gemm")
 depthwise_rows = Kernel(_kernels.depthwise_rows, "cl_depthwise")
+stem_rows = Kernel(_kernels.stem_rows, "cl_stem")
 
 
-def channels_last_form(geom, method: str, form) -> str:
-    """``"depthwise"``, ``"gemm"`` or ``"transpose"`` for a call whose channels-first
-    plan runs ``method`` in ``form`` (see the module docstring). A depthwise layer whose
+def channels_last_form(geom, method: str, form, itemsize: int) -> str:
+    """``"depthwise"``, ``"gemm"``, ``"stem"`` or ``"transpose"`` for a call of
+    ``itemsize``-byte numbers whose channels-first plan runs ``method`` in ``form``
+    (see the module docstring). A depthwise layer whose
     channels-first form takes register blocks (``form.vector_width``) runs that on
     transposed copies where no four neighbouring positions have their whole kernel
     inside the input, which the channels-last kernel's blocks need (replk_dw31, a
@@ -46,6 +53,10 @@ def channels_last_form(geom, method: str, form) -> str:
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
         if not form.vector_width or _four_positions_fit(geom):
             return "depthwise"
+    if (method == "direct" and form.name == "stem" and geom.groups == 1
+            and geom.out_channels >= 2 * lanes(itemsize)
+            and geom.out_spatial[-1] >= _kernels.STEM_POSITIONS):
+        return "stem"
     pointwise = (set(geom.kernel) == {1} and set(geom.stride) == {1}
                  and not any(p for pair in geom.padding for p in pair))
     if (method == "im2col" and geom.groups == 1 and form.name != "winograd"
@@ -189,4 +200,22 @@ def conv_depthwise(x5, weight, bias, out5, stride, dilation, pad):
     ow_chunk = ow if rows >= jobs else max(64, math.ceil(ow * rows / jobs))
     with kernel_launch:
         depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk)
+    return out5
+
+
+def conv_stem(x5, weight, bias, out5, stride, dilation, pad):
+    """Write ``out5`` ``(N, OD, OH, OW, C_out)``, the dense convolution of ``x5``
+    ``(N, D, H, W, C_in)`` (a stem: few input channels) with ``weight``
+    ``(C_out, C_in, KD, KH, KW)`` and ``bias`` ``(C_out,)``, by register blocks over
+    the output channels (:func:`numbaconv._kernels.channels_last.stem_rows`) on a
+    zero-padded copy of the input of the extent the outputs read."""
+    n, c_in = x5.shape[0], x5.shape[-1]
+    kernel = tuple(weight.shape[2:])
+    # (KD*KH*KW*C_in, C_out): each (tap, input channel) pair's weights by output channel.
+    wp = np.ascontiguousarray(weight.transpose(2, 3, 4, 1, 0)).reshape(-1, weight.shape[0])
+    padded = tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                   zip(out5.shape[1:4], stride, kernel, dilation))
+    with kernel_launch:
+        xp = scratch("stem_padded", (n,) + padded + (c_in,), x5.dtype)
+        stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad)
     return out5

@@ -188,7 +188,7 @@ class Plan(NamedTuple):
     dilation: tuple
     pad: tuple
     layout: str            # "channels_first" | "channels_last"
-    layout_form: str       # channels_last: "gemm" | "depthwise" | "transpose"
+    layout_form: str       # channels_last: "gemm" | "depthwise" | "stem" | "transpose"
                            # (_channels_last.channels_last_form); else "none"
     x5_shape: tuple        # channels_last: (N, D, H, W, C_in), as run (padded)
     out5_shape: tuple      # channels_last: (N, OD, OH, OW, C_out)
@@ -242,7 +242,8 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     if layout == "channels_last":
         output_shape = channels_last_shape(output_shape, d)
         layout_form = ("transpose" if form is None
-                       else channels_last_form(run_geom, method, form))
+                       else channels_last_form(run_geom, method, form,
+                                               dtype.itemsize))
     return Plan(
         geom=geom, dtype=dtype, method=method, form=form,
         nonfinite_method=nonfinite_method, nonfinite_form=nonfinite_form,

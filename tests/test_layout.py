@@ -74,13 +74,15 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
     ((2, 9, 9, 16), (16, 16, 1, 1), 1, "gemm"),        # pointwise
     ((1, 20, 20, 16), (16, 16, 3, 3), 1, "gemm"),      # dense, columns
     ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped
-    ((1, 20, 20, 3), (16, 3, 3, 3), 1, "transpose"),   # a 3-channel stem
+    ((1, 20, 20, 3), (8, 3, 3, 3), 1, "transpose"),    # a stem, under 2 vectors out
+    ((1, 20, 20, 3), (64, 3, 3, 3), 1, "stem"),        # a 3-channel stem
 ])
 def test_channels_last_forms(case):
     """Depthwise, pointwise and dense GEMM calls run on the channels-last kernels,
-    in place; the rest (depthwise layers whose channels-first form takes the register
-    blocks, and layers with under config.CHANNELS_LAST_MIN_CHANNELS input channels) on
-    transposed copies."""
+    and stems with at least 2 vectors of output channels, in place; the rest
+    (depthwise layers whose channels-first form takes the register blocks, and layers
+    with under config.CHANNELS_LAST_MIN_CHANNELS input channels) on transposed
+    copies."""
     x_shape, w_shape, groups, form = case
     x, w = np.ones(x_shape, np.float32), np.ones(w_shape, np.float32)
     plan = _plan.get_plan(x, w, None, 1, 1, 1, groups, "zeros", "auto", 2, "channels_last")
@@ -91,7 +93,7 @@ def test_channels_last_kernels_run_in_place(rng, monkeypatch):
     """The in-place kernels themselves give the result (not the transposed route that
     serves while they compile)."""
     calls = []
-    for name in ("gemm_rows", "depthwise_rows"):
+    for name in ("gemm_rows", "depthwise_rows", "stem_rows"):
         kernel = getattr(_channels_last, name)
         monkeypatch.setattr(_channels_last, name, _Spy(kernel, calls))
     x = rng.standard_normal((2, 9, 9, 16)).astype(np.float32)
@@ -107,7 +109,13 @@ def test_channels_last_kernels_run_in_place(rng, monkeypatch):
             ref = conv_reference(first(x, 2), w, stride=stride, padding=w.shape[-1] // 2,
                                  groups=groups)
             assert_close(first(y, 2), ref, np.float32)
-    assert calls == ["depthwise_rows", "gemm_rows", "gemm_rows", "gemm_rows"]
+        stem = rng.standard_normal((2, 20, 20, 3)).astype(np.float32)
+        w = rng.standard_normal((64, 3, 3, 3)).astype(np.float32)
+        y = numbaconv.conv2d(stem, w, stride=2, padding=1, method="direct",
+                             layout="channels_last")
+        assert_close(first(y, 2), conv_reference(first(stem, 2), w, stride=2, padding=1),
+                     np.float32)
+    assert calls == ["depthwise_rows", "gemm_rows", "gemm_rows", "gemm_rows", "stem_rows"]
 
 
 class _Spy:
@@ -451,3 +459,41 @@ def test_channels_last_depthwise_register_blocks(d, channels, k, dilation, pad, 
     assert plan.layout_form == "depthwise"
     y = numbaconv.conv(x, w, b, **kw, method="direct", layout="channels_last")
     assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), c_in=st.integers(2, 4), extra_out=st.integers(0, 40),
+       k=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 2),
+       pad=st.integers(0, 3), extra=st.integers(0, 12),
+       mode=st.sampled_from(["zeros", "reflect"]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_channels_last_stem_kernel_on_random_layers(d, c_in, extra_out, k, stride,
+                                                    dilation, pad, extra, mode, dtype,
+                                                    seed):
+    """The channels-last stem kernel: output channels that 2 vectors do not divide and
+    rows that 8 positions do not (the last blocks overlap), stride, dilation, padding
+    (zero padding inside the kernel, other modes padded ahead), 1-3D, batches, against
+    the oracle."""
+    from numbaconv._simd import lanes
+
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    c_out = 2 * lanes(dtype.itemsize) + extra_out
+    span = (k - 1) * dilation + 1
+    width = 7 * stride + span + extra  # at least 8 output columns
+    spatial = (span + extra % 4,) * (d - 1) + (width,)
+    pad = min(pad, min(spatial) - 1) if mode == "reflect" else pad
+    x = rng.standard_normal((2,) + spatial + (c_in,)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dilation)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, 1, mode, "direct", None,
+                          "channels_last")
+    assert plan.layout_form == "stem"
+    y = numbaconv.conv(x, w, b, **kw, padding_mode=mode, method="direct",
+                       layout="channels_last")
+    ref_x = first(x, d)
+    if mode != "zeros":
+        ref_x = np.pad(ref_x, ((0, 0), (0, 0)) + ((pad, pad),) * d, mode=mode)
+        kw["padding"] = 0
+    assert_close(first(y, d), conv_reference(ref_x, w, b, **kw), dtype)

@@ -414,3 +414,129 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
                             _add_taps(of, o, xf, a, step, wf, wo, uc, m)
                         t += m
             ow += 2 if pair else 1
+
+
+# Output positions per register block of the stem kernel.
+STEM_POSITIONS = 8
+
+
+# Inlined (its only call site is stem_rows'): called, its array arguments' reference
+# counts, shared by the threads, were taken and dropped per block.
+@njit(inline="always", **_JIT)
+def _stem_block(of, o, xf, a, wf, c, offsets, step, CO, bias):
+    """Write 8 neighbouring output positions (the first at ``o``, ``CO`` apart) of 2
+    vectors of output channels from ``c``: the bias plus, over every (tap, input
+    channel) pair ``t``, input ``xf[a + offsets[t] + j*step]`` (position ``j``) times the
+    weights ``wf[t*CO + c:]``. A register block of 8 positions x 2 vectors keeps its 16
+    sums over all the pairs: two weight loads and 8 broadcast inputs feed 16 FMAs."""
+    L = VECTOR_BYTES // xf.itemsize
+    a0, b0 = vload(bias, c), vload(bias, c + L)
+    a1, b1, a2, b2, a3, b3 = a0, b0, a0, b0, a0, b0
+    a4, b4, a5, b5, a6, b6, a7, b7 = a0, b0, a0, b0, a0, b0, a0, b0
+    # Unsigned indices: signed ones are tested for wrapping around at every load.
+    s1, s2, s3 = np.uint64(step), np.uint64(2 * step), np.uint64(3 * step)
+    s4, s5, s6, s7 = (np.uint64(4 * step), np.uint64(5 * step), np.uint64(6 * step),
+                      np.uint64(7 * step))
+    wi = c
+    for t in range(offsets.shape[0]):
+        i = np.uint64(a + offsets[t])
+        u, v = vload(wf, wi), vload(wf, wi + L)
+        s = xf[i]
+        a0, b0 = vfma(a0, u, s), vfma(b0, v, s)
+        s = xf[i + s1]
+        a1, b1 = vfma(a1, u, s), vfma(b1, v, s)
+        s = xf[i + s2]
+        a2, b2 = vfma(a2, u, s), vfma(b2, v, s)
+        s = xf[i + s3]
+        a3, b3 = vfma(a3, u, s), vfma(b3, v, s)
+        s = xf[i + s4]
+        a4, b4 = vfma(a4, u, s), vfma(b4, v, s)
+        s = xf[i + s5]
+        a5, b5 = vfma(a5, u, s), vfma(b5, v, s)
+        s = xf[i + s6]
+        a6, b6 = vfma(a6, u, s), vfma(b6, v, s)
+        s = xf[i + s7]
+        a7, b7 = vfma(a7, u, s), vfma(b7, v, s)
+        wi += CO
+    vstore(of, o, a0)
+    vstore(of, o + L, b0)
+    vstore(of, o + CO, a1)
+    vstore(of, o + CO + L, b1)
+    vstore(of, o + 2 * CO, a2)
+    vstore(of, o + 2 * CO + L, b2)
+    vstore(of, o + 3 * CO, a3)
+    vstore(of, o + 3 * CO + L, b3)
+    vstore(of, o + 4 * CO, a4)
+    vstore(of, o + 4 * CO + L, b4)
+    vstore(of, o + 5 * CO, a5)
+    vstore(of, o + 5 * CO + L, b5)
+    vstore(of, o + 6 * CO, a6)
+    vstore(of, o + 6 * CO + L, b6)
+    vstore(of, o + 7 * CO, a7)
+    vstore(of, o + 7 * CO + L, b7)
+
+
+@njit(parallel=True, **_JIT)
+def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad):
+    """Write ``out5``, the dense convolution of ``x5`` (few input channels: a stem)
+    with ``wp`` ``(KD*KH*KW*C_in, C_out)`` (the weight's (tap, input channel) pairs
+    by output channel) and ``bias`` ``(C_out,)``, vectorised over output channels.
+
+    The input is first copied, zero-padded, into ``xp`` ``(N, Dp, Hp, Wp, C_in)``
+    (every element written), so that no tap needs a bounds test. Jobs are output rows;
+    each goes by register blocks of 8 positions x 2 vectors of output channels
+    (:func:`_stem_block`), the channel blocks outer. The last block of positions (of
+    channels) overlaps the one before it where 8 positions (2 vectors) do not divide
+    the row (``C_out``): it rewrites those outputs with the same values. Needs
+    ``OW >= 8`` and ``C_out`` at least 2 vectors.
+    """
+    N, D, H, W, C = x5.shape
+    _, Dp, Hp, Wp, _ = xp.shape
+    _, OD, OH, OW, CO = out5.shape
+    KD, KH, KW = kernel
+    sd, sh, sw = stride
+    dd, dh, dw = dilation
+    pd, ph, pw = pad
+    L = VECTOR_BYTES // x5.itemsize
+    xf = x5.reshape(-1)
+    pf = xp.reshape(-1)
+    of = out5.reshape(-1)
+    wf = wp.reshape(-1)
+    for row in prange(N * Dp * Hp):
+        i_d, i_h = (row // Hp) % Dp - pd, row % Hp - ph
+        n = row // (Dp * Hp)
+        dst = np.uint64(row * Wp * C)
+        if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
+            for j in range(np.uint64(Wp * C)):
+                pf[dst + j] = 0.0
+            continue
+        for j in range(np.uint64(pw * C)):
+            pf[dst + j] = 0.0
+        src = np.uint64(((n * D + i_d) * H + i_h) * W * C)
+        inner = dst + np.uint64(pw * C)
+        # (The outputs may not read the input's last columns.)
+        copied = np.uint64(min(W, Wp - pw) * C)
+        for j in range(copied):
+            pf[inner + j] = xf[src + j]
+        for j in range(copied, np.uint64((Wp - pw) * C)):
+            pf[inner + j] = 0.0
+    offsets = np.empty(KD * KH * KW * C, dtype=np.int64)
+    t = 0
+    for kd in range(KD):
+        for kh in range(KH):
+            for kw in range(KW):
+                for ci in range(C):
+                    offsets[t] = ((kd * dd * Hp + kh * dh) * Wp + kw * dw) * C + ci
+                    t += 1
+    step = sw * C
+    for row in prange(N * OD * OH):
+        n, rest = row // (OD * OH), row % (OD * OH)
+        od, oh = rest // OH, rest % OH
+        a_row = ((n * Dp + od * sd) * Hp + oh * sh) * Wp * C
+        o_row = row * OW * CO
+        for c0 in range(0, CO, 2 * L):
+            c = min(c0, CO - 2 * L)
+            for ow0 in range(0, OW, STEM_POSITIONS):
+                ow = min(ow0, OW - STEM_POSITIONS)
+                _stem_block(of, o_row + ow * CO + c, pf, a_row + ow * step, wf, c,
+                            offsets, step, CO, bias)
