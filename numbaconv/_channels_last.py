@@ -9,10 +9,13 @@ Which form takes a call follows the channels-first plan's choice for the same da
   Winograd, with at least ``config.CHANNELS_LAST_MIN_CHANNELS`` input channels (any
   number for a pointwise stride-1 layer without padding, which gathers no columns);
   one GEMM per block of output positions, written straight into the output.
-- ``"stem"``: an ungrouped layer the plan gives the stem kernel (2 to
-  ``config.STEM_MAX_CHANNELS`` input channels), with at least 2 vectors of output
-  channels and 8 output columns; register blocks over the output channels
-  (:func:`numbaconv._kernels.channels_last.stem_rows`).
+- ``"stem"``: an ungrouped layer with at most ``config.STEM_MAX_CHANNELS`` input
+  channels the plan gives the direct or the GEMM path, with at least 2 vectors of
+  output channels and 8 output columns; register blocks over the output channels
+  (:func:`numbaconv._kernels.channels_last.stem_rows`). It takes such layers whatever
+  the channels-first kernel: a 1 -> 64 1D stem with 80 taps at stride 4, which
+  channels-first goes by im2col, took 0.24 ms, against 0.62 channels-first and 0.99
+  on transposed copies (the calls alternating in one process).
 - ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, grouped
   layers, channel multipliers): the channels-first call on transposed copies.
 
@@ -53,7 +56,8 @@ def channels_last_form(geom, method: str, form, itemsize: int) -> str:
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
         if not form.vector_width or _four_positions_fit(geom):
             return "depthwise"
-    if (method == "direct" and form.name == "stem" and geom.groups == 1
+    if (method in ("direct", "im2col") and geom.groups == 1
+            and geom.in_channels <= config.STEM_MAX_CHANNELS
             and geom.out_channels >= 2 * lanes(itemsize)
             and geom.out_spatial[-1] >= _kernels.STEM_POSITIONS):
         return "stem"
@@ -215,7 +219,15 @@ def conv_stem(x5, weight, bias, out5, stride, dilation, pad):
     wp = np.ascontiguousarray(weight.transpose(2, 3, 4, 1, 0)).reshape(-1, weight.shape[0])
     padded = tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
                    zip(out5.shape[1:4], stride, kernel, dilation))
+    # Pieces of rows (multiples of the 8-position blocks) where rows are too few to
+    # keep the threads busy: a 1D signal has one.
+    rows = math.prod(out5.shape[:3])
+    ow = out5.shape[3]
+    jobs = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
+    ow_chunk = ow if rows >= jobs else max(
+        _kernels.STEM_POSITIONS, -(-ow * rows // jobs) // _kernels.STEM_POSITIONS
+        * _kernels.STEM_POSITIONS)
     with kernel_launch:
         xp = scratch("stem_padded", (n,) + padded + (c_in,), x5.dtype)
-        stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad)
+        stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk)
     return out5

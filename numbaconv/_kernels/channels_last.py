@@ -477,18 +477,20 @@ def _stem_block(of, o, xf, a, wf, c, offsets, step, CO, bias):
 
 
 @njit(parallel=True, **_JIT)
-def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad):
+def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk):
     """Write ``out5``, the dense convolution of ``x5`` (few input channels: a stem)
     with ``wp`` ``(KD*KH*KW*C_in, C_out)`` (the weight's (tap, input channel) pairs
     by output channel) and ``bias`` ``(C_out,)``, vectorised over output channels.
 
     The input is first copied, zero-padded, into ``xp`` ``(N, Dp, Hp, Wp, C_in)``
-    (every element written), so that no tap needs a bounds test. Jobs are output rows;
-    each goes by register blocks of 8 positions x 2 vectors of output channels
-    (:func:`_stem_block`), the channel blocks outer. The last block of positions (of
-    channels) overlaps the one before it where 8 positions (2 vectors) do not divide
-    the row (``C_out``): it rewrites those outputs with the same values. Needs
-    ``OW >= 8`` and ``C_out`` at least 2 vectors.
+    (every element written), so that no tap needs a bounds test. Jobs are output rows,
+    cut into pieces of ``ow_chunk`` positions (a multiple of 8; the last piece takes
+    the rest, so every piece has at least 8). Each goes by register blocks of 8
+    positions x 2 vectors of output channels (:func:`_stem_block`), the channel blocks
+    outer. The last block of positions (of channels) overlaps the one before it where
+    8 positions (2 vectors) do not divide the piece (``C_out``): it rewrites those
+    outputs with the same values. Needs ``OW >= 8`` and ``C_out`` at least 2
+    vectors.
     """
     N, D, H, W, C = x5.shape
     _, Dp, Hp, Wp, _ = xp.shape
@@ -529,14 +531,18 @@ def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad):
                     offsets[t] = ((kd * dd * Hp + kh * dh) * Wp + kw * dw) * C + ci
                     t += 1
     step = sw * C
-    for row in prange(N * OD * OH):
+    pieces = max(1, OW // ow_chunk)
+    for job in prange(N * OD * OH * pieces):
+        row, piece = job // pieces, job % pieces
         n, rest = row // (OD * OH), row % (OD * OH)
         od, oh = rest // OH, rest % OH
+        start = piece * ow_chunk
+        end = OW if piece == pieces - 1 else start + ow_chunk
         a_row = ((n * Dp + od * sd) * Hp + oh * sh) * Wp * C
         o_row = row * OW * CO
         for c0 in range(0, CO, 2 * L):
             c = min(c0, CO - 2 * L)
-            for ow0 in range(0, OW, STEM_POSITIONS):
-                ow = min(ow0, OW - STEM_POSITIONS)
+            for ow0 in range(start, end, STEM_POSITIONS):
+                ow = min(ow0, end - STEM_POSITIONS)
                 _stem_block(of, o_row + ow * CO + c, pf, a_row + ow * step, wf, c,
                             offsets, step, CO, bias)
