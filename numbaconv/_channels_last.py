@@ -16,8 +16,13 @@ Which form takes a call follows the channels-first plan's choice for the same da
   the channels-first kernel: a 1 -> 64 1D stem with 80 taps at stride 4, which
   channels-first goes by im2col, took 0.24 ms, against 0.62 channels-first and 0.99
   on transposed copies (the calls alternating in one process).
-- ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, grouped
-  layers, channel multipliers): the channels-first call on transposed copies.
+- ``"grouped"``: a grouped layer the plan gives the stem kernel (2 to
+  ``config.CHANNELWISE_MAX_CHANNELS`` input channels per group, ResNeXt's and
+  RegNet's): that kernel itself, filling its planes from the channels-last input and
+  writing the channels-last output (``stem_conv(..., channels_last=True)``).
+- ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, other
+  grouped layers, channel multipliers): the channels-first call on transposed
+  copies.
 
 While a channels-last kernel compiles (``auto`` in a cold process), its call takes the
 ``"transpose"`` route's fallback, which needs no compiled kernel.
@@ -33,6 +38,7 @@ import numpy as np
 from . import config
 from ._blas import single_threaded_blas
 from ._compile import Kernel
+from ._direct import pack_stem_weight, stem_conv, stem_samples
 from ._kernels import channels_last as _kernels
 from ._kernels.blas import register_blas
 from ._simd import lanes
@@ -46,7 +52,7 @@ stem_rows = Kernel(_kernels.stem_rows, "cl_stem")
 
 
 def channels_last_form(geom, method: str, form, itemsize: int) -> str:
-    """``"depthwise"``, ``"gemm"``, ``"stem"`` or ``"transpose"`` for a call of
+    """``"depthwise"``, ``"gemm"``, ``"stem"``, ``"grouped"`` or ``"transpose"`` for a call of
     ``itemsize``-byte numbers whose channels-first plan runs ``method`` in ``form``
     (see the module docstring). A depthwise layer whose
     channels-first form takes register blocks (``form.vector_width``) runs that on
@@ -56,6 +62,8 @@ def channels_last_form(geom, method: str, form, itemsize: int) -> str:
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
         if not form.vector_width or _four_positions_fit(geom):
             return "depthwise"
+    if method == "direct" and form.name == "stem" and geom.groups > 1:
+        return "grouped"
     if (method in ("direct", "im2col") and geom.groups == 1
             and geom.in_channels <= config.STEM_MAX_CHANNELS
             and geom.out_channels >= 2 * lanes(itemsize)
@@ -230,4 +238,25 @@ def conv_stem(x5, weight, bias, out5, stride, dilation, pad):
     with kernel_launch:
         xp = scratch("stem_padded", (n,) + padded + (c_in,), x5.dtype)
         stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk)
+    return out5
+
+
+def conv_grouped(x5, weight, bias, out5, stride, dilation, pad):
+    """Write ``out5`` ``(N, OD, OH, OW, C_out)``, the grouped convolution of ``x5``
+    ``(N, D, H, W, C_in)`` with ``weight`` ``(C_out, C_in // G, KD, KH, KW)`` and
+    ``bias`` ``(C_out,)``, by the channels-first stem kernel reading and writing the
+    channels-last arrays in place (each split by group: ``(..., G, C // G)``)."""
+    n, d, h, w, c_in = x5.shape
+    c_out, cg = weight.shape[:2]
+    groups = c_in // cg
+    cog = c_out // groups
+    kernel = tuple(weight.shape[2:])
+    out_spatial = tuple(out5.shape[1:4])
+    w6 = weight.reshape((groups, cog) + weight.shape[1:])
+    samples = stem_samples(n, groups, cg, d, out_spatial, kernel, stride, dilation,
+                           x5.dtype.itemsize)
+    with kernel_launch:
+        stem_conv(x5.reshape(n, d, h, w, groups, cg), pack_stem_weight(w6),
+                  bias.reshape(groups, cog), out5.reshape(out5.shape[:4] + (groups, cog)),
+                  kernel, stride, dilation, pad, samples, numba.get_num_threads(), True)
     return out5

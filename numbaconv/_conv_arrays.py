@@ -13,8 +13,8 @@ from contextlib import nullcontext
 import numpy as np
 
 from ._blas import single_threaded_blas
-from ._channels_last import (conv_depthwise, conv_gemm, conv_stem, move_to_last,
-                             moved_to_first)
+from ._channels_last import (conv_depthwise, conv_gemm, conv_grouped, conv_stem,
+                             move_to_last, moved_to_first)
 from ._compile import KernelNotReady, fallback_allowed
 from ._fallback import conv_taps
 from ._fft import conv_fft
@@ -69,8 +69,8 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
         w5 = w.reshape(w.shape[:2] + plan.w6_shape[3:])
         b = (np.zeros(plan.geom.out_channels, dtype) if bias is None
              else np.ascontiguousarray(bias, dtype=dtype))
-        run = {"gemm": conv_gemm, "depthwise": conv_depthwise,
-               "stem": conv_stem}[plan.layout_form]
+        run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "stem": conv_stem,
+               "grouped": conv_grouped}[plan.layout_form]
         try:
             with fallback_allowed() if plan.fallback != "none" else nullcontext():
                 run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)

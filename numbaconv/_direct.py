@@ -200,7 +200,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad, form: DirectForm):
     if form.name == "stem":
         with kernel_launch:
             stem_conv(x6, pack_stem_weight(w6), bias2, out, (KD, KH, KW), stride,
-                      dilation, pad, form.samples, form.threads)
+                      dilation, pad, form.samples, form.threads, False)
         return out
     if form.name == "channelwise":
         with kernel_launch:

@@ -188,7 +188,8 @@ class Plan(NamedTuple):
     dilation: tuple
     pad: tuple
     layout: str            # "channels_first" | "channels_last"
-    layout_form: str       # channels_last: "gemm" | "depthwise" | "stem" | "transpose"
+    layout_form: str       # channels_last: "gemm" | "depthwise" | "stem" | "grouped"
+                           # | "transpose"
                            # (_channels_last.channels_last_form); else "none"
     x5_shape: tuple        # channels_last: (N, D, H, W, C_in), as run (padded)
     out5_shape: tuple      # channels_last: (N, OD, OH, OW, C_out)

@@ -497,3 +497,28 @@ def test_channels_last_stem_kernel_on_random_layers(d, c_in, extra_out, k, strid
         ref_x = np.pad(ref_x, ((0, 0), (0, 0)) + ((pad, pad),) * d, mode=mode)
         kw["padding"] = 0
     assert_close(first(y, d), conv_reference(ref_x, w, b, **kw), dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), groups=st.integers(2, 5), cg=st.integers(2, 8),
+       cog=st.sampled_from([8, 9, 16]), k=st.integers(1, 4), stride=st.integers(1, 3),
+       dilation=st.integers(1, 2), pad=st.integers(0, 2), batch=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_channels_last_grouped_stem_kernel(d, groups, cg, cog, k, stride, dilation, pad,
+                                           batch, dtype, seed):
+    """Grouped layers with few channels per group run the stem kernel on the
+    channels-last arrays in place (planes filled from, sums written to, that layout),
+    against the oracle: 1-3D, batches, stride, dilation, padding, output channels per
+    group that 8 does not divide."""
+    rng = np.random.default_rng(seed)
+    span = (k - 1) * dilation + 1
+    spatial = tuple(span + e for e in (3, 5, 8)[:d])
+    x = rng.standard_normal((batch,) + spatial + (groups * cg,)).astype(dtype)
+    w = rng.standard_normal((groups * cog, cg) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(groups * cog).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct",
+                          None, "channels_last")
+    assert plan.layout_form == "grouped"
+    y = numbaconv.conv(x, w, b, **kw, method="direct", layout="channels_last")
+    assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)

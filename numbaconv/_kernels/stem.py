@@ -88,9 +88,13 @@ def _add_taps_by_blocks(acc, xp, start, length, offsets, w):
 
 
 @njit(parallel=True, **_JIT)
-def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads):
+def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads,
+              channels_last):
     """Write ``out``: the convolution of ``x`` with the packed weight ``wq`` (see the
-    module docstring) plus ``bias`` ``(G, COg)``.
+    module docstring) plus ``bias`` ``(G, COg)``. With ``channels_last``, ``x`` is
+    ``(N, D, H, W, G, Cg)`` and ``out`` ``(N, OD, OH, OW, G, COg)`` instead (a
+    channels-last array with its channels split by group): the planes are filled
+    from, and the sums copied out into, that layout, and all else is the same.
 
     ``samples`` samples at a time, their input planes are copied into stride phases in
     parallel, then jobs of (sample, group, output depth, chunk of the output plane,
@@ -102,9 +106,15 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
     over the flattened ``OH x Wq`` phase plane and its ``Wq - OW`` extra columns per row
     are dropped when it is copied out.
     """
-    N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    COg = out.shape[2]
-    OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
+    if channels_last:
+        N, D, H, W, G, Cg = x.shape
+        COg = out.shape[5]
+        OD, OH, OW = out.shape[1], out.shape[2], out.shape[3]
+    else:
+        N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+        H, W = x.shape[4], x.shape[5]
+        COg = out.shape[2]
+        OD, OH, OW = out.shape[3], out.shape[4], out.shape[5]
     blocks = wq.shape[1]
     KD, KH, KW = kernel
     Hq, Wq, block, offsets = plane_layout(OH, OW, KH, KW, stride, dilation, Cg)
@@ -116,15 +126,22 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
                   dtype=x.dtype)
     for n0 in range(0, N, samples):
         ns = min(samples, N - n0)
-        for r in prange(ns * slab):
-            # np.int64: the prange index may be unsigned, and fill_plane is compiled
-            # into this kernel once.
-            row = np.int64(r)
-            n, rest = n0 + row // slab, row % slab
-            g, rest = rest // (D * Cg), rest % (D * Cg)
-            d, c = rest // Cg, rest % Cg
-            fill_plane(xp[row * block: (row + 1) * block], x[n, g, c, d], Hq, Wq,
-                       Hq * Wq, stride, pad)
+        if channels_last:
+            for r in prange(ns * G * D):
+                row = np.int64(r)
+                n, g, d = n0 + row // (G * D), (row // D) % G, row % D
+                _fill_group_planes(xp, np.int64(row * Cg * block), block, x, n, d, g,
+                                   Hq, Wq, stride, pad)
+        else:
+            for r in prange(ns * slab):
+                # np.int64: the prange index may be unsigned, and fill_plane is compiled
+                # into this kernel once.
+                row = np.int64(r)
+                n, rest = n0 + row // slab, row % slab
+                g, rest = rest // (D * Cg), rest % (D * Cg)
+                d, c = rest // Cg, rest % Cg
+                fill_plane(xp[row * block: (row + 1) * block], x[n, g, c, d], Hq, Wq,
+                           Hq * Wq, stride, pad)
         jobs = ns * G * OD * blocks * chunks
         used = min(threads, jobs)
         for t in prange(used):
@@ -149,8 +166,69 @@ def stem_conv(x, wq, bias, out, kernel, stride, dilation, pad, samples, threads)
                     first = ((n * G + g) * D + i_d) * Cg * block
                     _add_taps_by_blocks(acc, xp, first + start, length, offsets,
                                         wq[g, b, kd])
-                _store_chunk(acc, outf, ((n + n0) * G + g) * COg, b, od, start,
-                             length, Wq, COg, OD, OH, OW)
+                if channels_last:
+                    _store_chunk_last(acc, outf, n + n0, g, b, od, start, length, Wq,
+                                      G, COg, OD, OH, OW)
+                else:
+                    _store_chunk(acc, outf, ((n + n0) * G + g) * COg, b, od, start,
+                                 length, Wq, COg, OD, OH, OW)
+
+
+@njit(**_JIT)
+def _fill_group_planes(xp, first, block, x, n, d, g, Hq, Wq, stride, pad):
+    """Copy the ``Cg`` channels of group ``g`` at depth ``d`` of sample ``n`` of the
+    channels-last ``x`` ``(N, D, H, W, G, Cg)`` into their phase planes, ``block``
+    elements apart from ``xp[first]`` (the layout of ``direct.plane_layout``), reading
+    each position's ``Cg`` channels as one run. Only positions inside the input are
+    written, as by ``direct.fill_plane``."""
+    H, W, G, Cg = x.shape[2], x.shape[3], x.shape[4], x.shape[5]
+    sh, sw = stride[1], stride[2]
+    ph, pw = pad[1], pad[2]
+    xf = x.reshape(-1)
+    pitch = Hq * Wq
+    for i_h in range(H):
+        a, rq = (i_h + ph) % sh, (i_h + ph) // sh
+        if rq >= Hq:
+            continue
+        src_row = (((n * x.shape[1] + d) * H + i_h) * W * G + g) * Cg
+        # Phase by phase: no division per position (those took most of the time).
+        for b in range(sw):
+            # The phase's columns cq with 0 <= cq*sw + b - pw < W (ceil divisions).
+            lo = max(0, -((b - pw) // sw))
+            hi = min(Wq, -((b - pw - W) // sw))
+            if hi <= lo:
+                continue
+            # Channel by channel: each plane's row written as one run, its inputs
+            # read from the few cache lines of the input row, which stay in L1.
+            # Unsigned indices (LLVM tests signed ones for wraparound).
+            step = np.uint64(sw * G * Cg)
+            for c in range(Cg):
+                dst = np.uint64(first + c * block + (a * sw + b) * pitch + rq * Wq + lo)
+                src = np.uint64(src_row + (lo * sw + b - pw) * G * Cg + c)
+                for j in range(np.uint64(hi - lo)):
+                    xp[dst + j] = xf[src + j * step]
+
+
+@njit(**_JIT)
+def _store_chunk_last(acc, outf, n, g, b, od, start, length, Wq, G, COg, OD, OH, OW):
+    """:func:`_store_chunk` into the flattened channels-last ``out``
+    ``(N, OD, OH, OW, G, COg)``: each position's up to 8 channels are one run."""
+    m = np.uint64(min(8, COg - 8 * b))
+    C = np.uint64(G * COg)
+    pitch = np.uint64(PITCH)
+    for r in range(start // Wq, min(OH, (start + length - 1) // Wq + 1)):
+        lo = max(start, r * Wq)
+        hi = min(start + length, r * Wq + OW)
+        if hi <= lo:
+            continue
+        # Unsigned indices, advanced by additions.
+        dst = np.uint64((((n * OD + od) * OH + r) * OW + lo - r * Wq) * G * COg
+                        + g * COg + 8 * b)
+        src = np.uint64(lo - start)
+        for i in range(np.uint64(hi - lo)):
+            for o in range(m):
+                outf[dst + o] = acc[o * pitch + src + i]
+            dst += C
 
 
 @njit(**_JIT)
