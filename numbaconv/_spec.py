@@ -105,6 +105,9 @@ def _shape_tuple(name: str, shape) -> tuple[int, ...]:
     try:
         dims = tuple(operator.index(v) for v in shape)
     except TypeError:
+        if hasattr(shape, "shape") and hasattr(shape, "dtype"):  # an array, not a shape
+            raise TypeError(f"{name} must be a tuple of ints, not an array of shape "
+                            f"{tuple(shape.shape)} (pass its .shape)") from None
         raise TypeError(f"{name}={shape!r} must be a tuple of ints") from None
     if any(v < 0 for v in dims):
         raise ValueError(f"{name}={shape!r} must not have negative sizes")

@@ -102,6 +102,10 @@ def test_shape_function_errors():
         numbaconv.output_shape((1, 5, 8, 8), (6, 4, 3, 3))
     with pytest.raises(TypeError, match=r"input shape='a' must be a tuple of ints"):
         numbaconv.output_shape("a", (6, 4, 3, 3))
+    # An array where its shape belongs: named by its shape, not printed whole.
+    with pytest.raises(TypeError, match=r"input shape must be a tuple of ints, not an "
+                                        r"array of shape \(1, 4, 8, 8\) \(pass its .shape\)$"):
+        numbaconv.explain(np.zeros((1, 4, 8, 8)), (6, 4, 3, 3))
     with pytest.raises(ValueError, match=r"input shape=\(1, -4, 8, 8\) must not"):
         numbaconv.output_shape((1, -4, 8, 8), (6, 4, 3, 3))
     with pytest.raises(ValueError, match=r"weight_shape=\(6, 4\) must be"):
