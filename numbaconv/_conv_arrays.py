@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from ._blas import single_threaded_blas
-from ._channels_last import (conv_depthwise, conv_gemm, conv_grouped, conv_stem,
+from ._channels_last import (conv_depthwise, conv_gemm, conv_grouped, conv_blocks,
                              move_to_last, moved_to_first)
 from ._compile import KernelNotReady, fallback_allowed
 from ._fallback import conv_taps
@@ -69,7 +69,7 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
         w5 = w.reshape(w.shape[:2] + plan.w6_shape[3:])
         b = (np.zeros(plan.geom.out_channels, dtype) if bias is None
              else np.ascontiguousarray(bias, dtype=dtype))
-        run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "stem": conv_stem,
+        run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "blocks": conv_blocks,
                "grouped": conv_grouped}[plan.layout_form]
         try:
             with fallback_allowed() if plan.fallback != "none" else nullcontext():

@@ -188,7 +188,7 @@ class Plan(NamedTuple):
     dilation: tuple
     pad: tuple
     layout: str            # "channels_first" | "channels_last"
-    layout_form: str       # channels_last: "gemm" | "depthwise" | "stem" | "grouped"
+    layout_form: str       # channels_last: "blocks" | "gemm" | "depthwise" | "grouped"
                            # | "transpose"
                            # (_channels_last.channels_last_form); else "none"
     x5_shape: tuple        # channels_last: (N, D, H, W, C_in), as run (padded)

@@ -76,9 +76,9 @@ FORMS = {
     "cl_depthwise": Form("direct", "channels_last", "channels-last depthwise, "
                          "vectorised over channels", (((1, 5, 5, 2), (2, 1, 3, 3)),), 2,
                          "direct", "channels_last"),
-    "cl_stem": Form("direct", "channels_last", "channels-last stem: register blocks "
-                    "of 8 positions x 2 vectors of output channels",
-                    (((1, 10, 10, 2), (32, 2, 3, 3)),), 1, "direct", "channels_last"),
+    "cl_blocks": Form("direct", "channels_last", "channels-last dense: register "
+                      "blocks of 8 positions x 2 vectors of output channels",
+                      (((1, 16, 16, 2), (32, 2, 3, 3)),), 1, "direct", "channels_last"),
 }
 
 DTYPES = ("float32", "float64")

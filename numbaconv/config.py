@@ -61,6 +61,10 @@ CHANNELS_LAST_MIN_CHANNELS
     form (each tap's columns copy runs of that many contiguous values); with fewer (the
     3-channel stems) it runs channels-first on transposed copies: resnet_conv1 3.8 ms
     in place against 2.3 ms channels-first here.
+BLOCKS_MIN_POSITIONS
+    Output positions (over the batch) a channels-last dense layer needs to run on the
+    register blocks, which repack the weight per call: r50_3x3_7 (49 positions, a
+    512 x 512 x 3 x 3 weight) took 1.5 ms in the kernel and 2.4 more to repack.
 WINOGRAD_TASK_BYTES, WINOGRAD_MIN_CHANNELS
     Bytes of transformed tiles and products per Winograd task at most (2-8 MiB alike,
     1 MiB made 256-channel GEMMs too thin), and the input channels per group it needs
@@ -122,6 +126,7 @@ SHIFTED_MIN_POSITIONS = 2048
 SHIFTED_CHUNK = 512
 COL2IM_TASK_BYTES = 1 << 20
 CHANNELS_LAST_MIN_CHANNELS = 16
+BLOCKS_MIN_POSITIONS = 128
 WINOGRAD_TASK_BYTES = 4 << 20
 WINOGRAD_MIN_CHANNELS = 16
 CHANNELWISE_MAX_TAPS = 32
@@ -142,7 +147,8 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "IM2COL_TASK_BYTES", "IM2COL_MIN_TASKS_PER_THREAD",
              "IM2COL_MIN_TASK_POSITIONS", "IM2COL_MIN_TASK_CHANNELS",
              "SHIFTED_MIN_CHANNELS", "SHIFTED_MIN_TAPS", "SHIFTED_MIN_POSITIONS",
-             "SHIFTED_CHUNK", "COL2IM_TASK_BYTES", "CHANNELS_LAST_MIN_CHANNELS", "WINOGRAD_TASK_BYTES",
+             "SHIFTED_CHUNK", "COL2IM_TASK_BYTES", "CHANNELS_LAST_MIN_CHANNELS",
+             "BLOCKS_MIN_POSITIONS", "WINOGRAD_TASK_BYTES",
              "WINOGRAD_MIN_CHANNELS",
              "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
              "CHANNELWISE_MAX_CHANNELS", "CHANNELWISE_ACC_BYTES",

@@ -3,15 +3,16 @@ against the float64 reference and PyTorch on permuted arrays, on every path and 
 mode; which calls run on the channels-last kernels in place; ``out=``'s checks and that
 it allocates no output."""
 
+import math
 import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import numbaconv
-from numbaconv import _channels_last, _plan
+from numbaconv import _channels_last, _plan, config
 from _reference import conv_reference
 from conftest import assert_close, torch
 
@@ -71,15 +72,16 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
 @pytest.mark.parametrize("case", [
     ((2, 9, 9, 8), (8, 1, 3, 3), 8, "depthwise"),      # depthwise
     ((1, 28, 28, 16), (16, 1, 27, 27), 16, "transpose"),  # tall depthwise: register blocks
-    ((2, 9, 9, 16), (16, 16, 1, 1), 1, "gemm"),        # pointwise
-    ((1, 20, 20, 16), (16, 16, 3, 3), 1, "gemm"),      # dense, columns
+    ((2, 9, 9, 16), (8, 16, 1, 1), 1, "gemm"),         # pointwise, under 2 vectors out
+    ((1, 20, 20, 16), (8, 16, 3, 3), 1, "gemm"),       # dense, columns, the same
+    ((1, 20, 20, 16), (64, 16, 1, 7), 1, "blocks"),    # dense
     ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped
     ((1, 20, 20, 3), (8, 3, 3, 3), 1, "transpose"),    # a stem, under 2 vectors out
-    ((1, 20, 20, 3), (64, 3, 3, 3), 1, "stem"),        # a 3-channel stem
+    ((1, 20, 20, 3), (64, 3, 3, 3), 1, "blocks"),      # a 3-channel stem
 ])
 def test_channels_last_forms(case):
     """Depthwise, pointwise and dense GEMM calls run on the channels-last kernels,
-    and stems with at least 2 vectors of output channels, in place; the rest
+    and dense layers with at least 2 vectors of output channels, in place; the rest
     (depthwise layers whose channels-first form takes the register blocks, and layers
     with under config.CHANNELS_LAST_MIN_CHANNELS input channels) on transposed
     copies."""
@@ -93,14 +95,14 @@ def test_channels_last_kernels_run_in_place(rng, monkeypatch):
     """The in-place kernels themselves give the result (not the transposed route that
     serves while they compile)."""
     calls = []
-    for name in ("gemm_rows", "depthwise_rows", "stem_rows"):
+    for name in ("gemm_rows", "depthwise_rows", "dense_blocks"):
         kernel = getattr(_channels_last, name)
         monkeypatch.setattr(_channels_last, name, _Spy(kernel, calls))
     x = rng.standard_normal((2, 9, 9, 16)).astype(np.float32)
     with numbaconv._compile.compiling_in_foreground():
         for w, groups in ((rng.standard_normal((16, 1, 3, 3)), 16),
-                          (rng.standard_normal((16, 16, 1, 1)), 1),
-                          (rng.standard_normal((16, 16, 1, 1)), 1),
+                          (rng.standard_normal((8, 16, 1, 1)), 1),
+                          (rng.standard_normal((8, 16, 1, 1)), 1),
                           (rng.standard_normal((5, 16, 3, 3)), 1)):
             w = w.astype(np.float32)
             stride = 2 if len(calls) == 2 else 1  # a strided pointwise layer gathers
@@ -115,7 +117,8 @@ def test_channels_last_kernels_run_in_place(rng, monkeypatch):
                              layout="channels_last")
         assert_close(first(y, 2), conv_reference(first(stem, 2), w, stride=2, padding=1),
                      np.float32)
-    assert calls == ["depthwise_rows", "gemm_rows", "gemm_rows", "gemm_rows", "stem_rows"]
+    assert calls == ["depthwise_rows", "gemm_rows", "gemm_rows", "gemm_rows",
+                     "dense_blocks"]
 
 
 class _Spy:
@@ -461,37 +464,46 @@ def test_channels_last_depthwise_register_blocks(d, channels, k, dilation, pad, 
     assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(d=st.integers(1, 3), c_in=st.integers(1, 4), extra_out=st.integers(0, 40),
-       k=st.integers(1, 5), stride=st.integers(1, 3), dilation=st.integers(1, 2),
-       pad=st.integers(0, 3), extra=st.integers(0, 12),
-       mode=st.sampled_from(["zeros", "reflect"]),
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), c_in=st.sampled_from([1, 2, 3, 7, 16, 33]),
+       extra_out=st.integers(0, 40), k=st.integers(1, 5), stride=st.integers(1, 3),
+       dilation=st.integers(1, 2), pad=st.integers(0, 3),
+       extra=st.lists(st.integers(0, 9), min_size=3, max_size=3),
+       batch=st.integers(1, 3), mode=st.sampled_from(["zeros", "reflect"]),
+       method=st.sampled_from(["direct", "im2col"]),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
-def test_channels_last_stem_kernel_on_random_layers(d, c_in, extra_out, k, stride,
-                                                    dilation, pad, extra, mode, dtype,
-                                                    seed):
-    """The channels-last stem kernel: output channels that 2 vectors do not divide and
-    rows that 8 positions do not (the last blocks overlap), stride, dilation, padding
-    (zero padding inside the kernel, other modes padded ahead), 1-3D, batches, against
-    the oracle."""
+def test_channels_last_dense_blocks_on_random_layers(d, c_in, extra_out, k, stride,
+                                                     dilation, pad, extra, batch, mode,
+                                                     method, dtype, seed):
+    """The channels-last dense blocks: output channels that 2 vectors do not divide,
+    output positions (flattened over rows and samples) that 8 do not (the last blocks
+    overlap), blocks spanning rows and samples, stride, dilation, padding (zero padding
+    inside the kernel, other modes padded ahead), 1-3D, against the oracle."""
     from numbaconv._simd import lanes
 
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
     c_out = 2 * lanes(dtype.itemsize) + extra_out
     span = (k - 1) * dilation + 1
-    width = 7 * stride + span + extra  # at least 8 output columns
-    spatial = (span + extra % 4,) * (d - 1) + (width,)
+    spatial = tuple(span + e for e in extra[:d])
     pad = min(pad, min(spatial) - 1) if mode == "reflect" else pad
-    x = rng.standard_normal((2,) + spatial + (c_in,)).astype(dtype)
+    positions = batch * math.prod((s + 2 * pad - span) // stride + 1 for s in spatial)
+    assume(positions >= 8)
+    x = rng.standard_normal((batch,) + spatial + (c_in,)).astype(dtype)
     w = rng.standard_normal((c_out, c_in) + (k,) * d).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype)
     kw = dict(stride=stride, padding=pad, dilation=dilation)
-    plan = _plan.get_plan(x, w, b, stride, pad, dilation, 1, mode, "direct", None,
-                          "channels_last")
-    assert plan.layout_form == "stem"
-    y = numbaconv.conv(x, w, b, **kw, padding_mode=mode, method="direct",
-                       layout="channels_last")
+    saved = config.BLOCKS_MIN_POSITIONS
+    config.BLOCKS_MIN_POSITIONS = 8  # the kernel's least
+    try:
+        plan = _plan.get_plan(x, w, b, stride, pad, dilation, 1, mode, method, None,
+                              "channels_last")
+        assume(plan.form.name != "winograd")
+        assert plan.layout_form == "blocks"
+        y = numbaconv.conv(x, w, b, **kw, padding_mode=mode, method=method,
+                           layout="channels_last")
+    finally:
+        config.BLOCKS_MIN_POSITIONS = saved
     ref_x = first(x, d)
     if mode != "zeros":
         ref_x = np.pad(ref_x, ((0, 0), (0, 0)) + ((pad, pad),) * d, mode=mode)

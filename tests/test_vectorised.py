@@ -129,13 +129,13 @@ def test_channelwise_narrow_register_blocks_use_packed_fma(dtype, suffix):
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
-def test_channels_last_stem_blocks_use_packed_fma(dtype, suffix):
+def test_channels_last_dense_blocks_use_packed_fma(dtype, suffix):
     from numbaconv._kernels import channels_last
     from numbaconv._simd import lanes
     CO = 2 * lanes(np.dtype(dtype).itemsize)
-    asm = _asm(channels_last._stem_block, np.zeros(8 * CO, dtype), 0, np.ones(64, dtype),
-               0, np.ones(3 * CO, dtype), 0, np.arange(3, dtype=np.int64), 3, CO,
-               np.zeros(CO, dtype))
+    asm = _asm(channels_last._dense_block, np.zeros(8 * CO, dtype), 0, np.ones(64, dtype),
+               np.arange(8, dtype=np.int64), 0, np.ones(3 * CO, dtype), 0,
+               np.array([0, 1, 2, -1]), CO, np.zeros(CO, dtype))
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 16

@@ -416,48 +416,57 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
             ow += 2 if pair else 1
 
 
-# Output positions per register block of the stem kernel.
-STEM_POSITIONS = 8
+# Output positions per register block of the blocks kernel.
+BLOCK_POSITIONS = 8
 
 
-# Inlined (its only call site is stem_rows'): called, its array arguments' reference
+# Inlined (its only call site is dense_blocks'): called, its array arguments' reference
 # counts, shared by the threads, were taken and dropped per block.
 @njit(inline="always", **_JIT)
-def _stem_block(of, o, xf, a, wf, c, offsets, step, CO, bias):
-    """Write 8 neighbouring output positions (the first at ``o``, ``CO`` apart) of 2
-    vectors of output channels from ``c``: the bias plus, over every (tap, input
-    channel) pair ``t``, input ``xf[a + offsets[t] + j*step]`` (position ``j``) times the
-    weights ``wf[t*CO + c:]``. A register block of 8 positions x 2 vectors keeps its 16
-    sums over all the pairs: two weight loads and 8 broadcast inputs feed 16 FMAs."""
+def _dense_block(of, o, xf, bases, j, wf, c, offsets, CO, bias):
+    """Write output positions ``j..j+7`` (of the flattened output ``of``, the first at
+    ``o``, ``CO`` apart) for 2 vectors of output channels from ``c``: the bias plus,
+    over every (tap, input channel) pair ``t``, input ``xf[bases[j + i] + offsets[t]]``
+    (position ``j + i``) times the weights ``wf[t*CO + c:]`` (``offsets`` ends with
+    -1, a mark past the last pair). A register block of 8
+    positions x 2 vectors keeps its 16 sums over all the pairs: two weight loads and 8
+    broadcast inputs feed 16 FMAs. Each position has its own input base, so a block
+    may span output rows (and samples)."""
     L = VECTOR_BYTES // xf.itemsize
     a0, b0 = vload(bias, c), vload(bias, c + L)
     a1, b1, a2, b2, a3, b3 = a0, b0, a0, b0, a0, b0
     a4, b4, a5, b5, a6, b6, a7, b7 = a0, b0, a0, b0, a0, b0, a0, b0
     # Unsigned indices: signed ones are tested for wrapping around at every load.
-    s1, s2, s3 = np.uint64(step), np.uint64(2 * step), np.uint64(3 * step)
-    s4, s5, s6, s7 = (np.uint64(4 * step), np.uint64(5 * step), np.uint64(6 * step),
-                      np.uint64(7 * step))
-    wi = c
-    for t in range(offsets.shape[0]):
-        i = np.uint64(a + offsets[t])
-        u, v = vload(wf, wi), vload(wf, wi + L)
-        s = xf[i]
+    p0, p1 = np.uint64(bases[j]), np.uint64(bases[j + 1])
+    p2, p3 = np.uint64(bases[j + 2]), np.uint64(bases[j + 3])
+    p4, p5 = np.uint64(bases[j + 4]), np.uint64(bases[j + 5])
+    p6, p7 = np.uint64(bases[j + 6]), np.uint64(bases[j + 7])
+    wi, uco, ul = np.uint64(c), np.uint64(CO), np.uint64(L)
+    # Until the offsets' end mark: a loop whose trip count LLVM cannot compute is not
+    # unrolled. Unrolled twice (a range over the offsets), its 16 sums spilled to the
+    # stack: incep_1x7 0.48 against 0.33 ms.
+    t = 0
+    while offsets[t] >= 0:
+        i = np.uint64(offsets[t])
+        t += 1
+        u, v = vload(wf, wi), vload(wf, wi + ul)
+        s = xf[p0 + i]
         a0, b0 = vfma(a0, u, s), vfma(b0, v, s)
-        s = xf[i + s1]
+        s = xf[p1 + i]
         a1, b1 = vfma(a1, u, s), vfma(b1, v, s)
-        s = xf[i + s2]
+        s = xf[p2 + i]
         a2, b2 = vfma(a2, u, s), vfma(b2, v, s)
-        s = xf[i + s3]
+        s = xf[p3 + i]
         a3, b3 = vfma(a3, u, s), vfma(b3, v, s)
-        s = xf[i + s4]
+        s = xf[p4 + i]
         a4, b4 = vfma(a4, u, s), vfma(b4, v, s)
-        s = xf[i + s5]
+        s = xf[p5 + i]
         a5, b5 = vfma(a5, u, s), vfma(b5, v, s)
-        s = xf[i + s6]
+        s = xf[p6 + i]
         a6, b6 = vfma(a6, u, s), vfma(b6, v, s)
-        s = xf[i + s7]
+        s = xf[p7 + i]
         a7, b7 = vfma(a7, u, s), vfma(b7, v, s)
-        wi += CO
+        wi += uco
     vstore(of, o, a0)
     vstore(of, o + L, b0)
     vstore(of, o + CO, a1)
@@ -477,20 +486,25 @@ def _stem_block(of, o, xf, a, wf, c, offsets, step, CO, bias):
 
 
 @njit(parallel=True, **_JIT)
-def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk):
-    """Write ``out5``, the dense convolution of ``x5`` (few input channels: a stem)
-    with ``wp`` ``(KD*KH*KW*C_in, C_out)`` (the weight's (tap, input channel) pairs
-    by output channel) and ``bias`` ``(C_out,)``, vectorised over output channels.
+def dense_blocks(x5, w3, bias, out5, xp, wp, kernel, stride, dilation, pad, per_job):
+    """Write ``out5``, the dense convolution of ``x5`` with the weight ``w3``
+    ``(C_out, C_in, KD*KH*KW)`` and ``bias`` ``(C_out,)``, vectorised over output
+    channels.
 
-    The input is first copied, zero-padded, into ``xp`` ``(N, Dp, Hp, Wp, C_in)``
-    (every element written), so that no tap needs a bounds test. Jobs are output rows,
-    cut into pieces of ``ow_chunk`` positions (a multiple of 8; the last piece takes
-    the rest, so every piece has at least 8). Each goes by register blocks of 8
-    positions x 2 vectors of output channels (:func:`_stem_block`), the channel blocks
-    outer. The last block of positions (of channels) overlaps the one before it where
-    8 positions (2 vectors) do not divide the piece (``C_out``): it rewrites those
-    outputs with the same values. Needs ``OW >= 8`` and ``C_out`` at least 2
-    vectors.
+    First, in parallel, the weight is repacked into ``wp`` ``(KD*KH*KW*C_in, C_out)``
+    (each (tap, input channel) pair's weights by output channel: 0.07 ms of
+    incep_1x7's 0.40, 0.37 of r50_3x3_14's 1.5; done by the caller with OpenBLAS's
+    transpose it took 0.10-0.31 ms of incep_1x7's 0.5, against 0.04 alone, the single
+    thread running while Numba's threads spun; by input channel, or by tiles of 16 x
+    16 channels, slower), and the input copied,
+    zero-padded, into ``xp`` ``(N, Dp, Hp, Wp, C_in)`` (every element written), so that
+    no tap needs a bounds test. The output positions,
+    flattened over samples and rows, are dealt in jobs of ``per_job`` (a multiple of 8;
+    the last job takes the rest). Each job goes by register blocks of 8 positions x 2
+    vectors of output channels (:func:`_dense_block`), the channel blocks outer. The
+    last block of positions (of channels) overlaps the one before it where 8 positions
+    (2 vectors) do not divide the job (``C_out``): it rewrites those outputs with the
+    same values. Needs at least 8 output positions and ``C_out`` at least 2 vectors.
     """
     N, D, H, W, C = x5.shape
     _, Dp, Hp, Wp, _ = xp.shape
@@ -504,6 +518,12 @@ def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk):
     pf = xp.reshape(-1)
     of = out5.reshape(-1)
     wf = wp.reshape(-1)
+    taps = KD * KH * KW
+    for pair in prange(taps * C):
+        tap, ci = pair // C, pair % C
+        row = wp[pair]
+        for co in range(CO):
+            row[co] = w3[co, ci, tap]
     for row in prange(N * Dp * Hp):
         i_d, i_h = (row // Hp) % Dp - pd, row % Hp - ph
         n = row // (Dp * Hp)
@@ -522,7 +542,8 @@ def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk):
             pf[inner + j] = xf[src + j]
         for j in range(copied, np.uint64((Wp - pw) * C)):
             pf[inner + j] = 0.0
-    offsets = np.empty(KD * KH * KW * C, dtype=np.int64)
+    # Each (tap, input channel) pair's input offset from a position's first, and -1.
+    offsets = np.empty(KD * KH * KW * C + 1, dtype=np.int64)
     t = 0
     for kd in range(KD):
         for kh in range(KH):
@@ -530,19 +551,20 @@ def stem_rows(x5, wp, bias, out5, xp, kernel, stride, dilation, pad, ow_chunk):
                 for ci in range(C):
                     offsets[t] = ((kd * dd * Hp + kh * dh) * Wp + kw * dw) * C + ci
                     t += 1
-    step = sw * C
-    pieces = max(1, OW // ow_chunk)
-    for job in prange(N * OD * OH * pieces):
-        row, piece = job // pieces, job % pieces
-        n, rest = row // (OD * OH), row % (OD * OH)
-        od, oh = rest // OH, rest % OH
-        start = piece * ow_chunk
-        end = OW if piece == pieces - 1 else start + ow_chunk
-        a_row = ((n * Dp + od * sd) * Hp + oh * sh) * Wp * C
-        o_row = row * OW * CO
+    offsets[t] = -1
+    positions = N * OD * OH * OW
+    bases = np.empty(positions, dtype=np.int64)
+    for p in prange(positions):
+        n, rest = p // (OD * OH * OW), p % (OD * OH * OW)
+        od, rest = rest // (OH * OW), rest % (OH * OW)
+        oh, ow = rest // OW, rest % OW
+        bases[p] = (((n * Dp + od * sd) * Hp + oh * sh) * Wp + ow * sw) * C
+    jobs = max(1, positions // per_job)
+    for job in prange(jobs):
+        start = job * per_job
+        end = positions if job == jobs - 1 else start + per_job
         for c0 in range(0, CO, 2 * L):
             c = min(c0, CO - 2 * L)
-            for ow0 in range(start, end, STEM_POSITIONS):
-                ow = min(ow0, end - STEM_POSITIONS)
-                _stem_block(of, o_row + ow * CO + c, pf, a_row + ow * step, wf, c,
-                            offsets, step, CO, bias)
+            for p0 in range(start, end, BLOCK_POSITIONS):
+                p = min(p0, end - BLOCK_POSITIONS)
+                _dense_block(of, p * CO + c, pf, bases, p, wf, c, offsets, CO, bias)
