@@ -10,16 +10,18 @@ Which form takes a call follows the channels-first plan's choice for the same da
   number for a pointwise stride-1 layer without padding, which gathers no columns),
   that the blocks do not take (under 2 vectors of output channels); one GEMM per
   block of output positions, written straight into the output.
-- ``"blocks"``: an ungrouped layer the plan gives the direct path or a GEMM form other
-  than Winograd, with at least 2 vectors of output channels and 8 output positions:
-  register blocks of 8 positions x 2 vectors of output channels summed over every
-  (tap, input channel) pair, on a zero-padded copy of the input
+- ``"blocks"`` (before ``"gemm"``): an ungrouped layer the plan gives the direct
+  path or a GEMM form other than Winograd, with at least 2 vectors of output channels
+  and ``config.BLOCKS_MIN_POSITIONS`` output positions: register blocks of 8
+  positions x 2 vectors of output channels summed over every (tap, input channel)
+  pair, on a zero-padded copy of the input
   (:func:`numbaconv._kernels.channels_last.dense_blocks`). The positions are
-  flattened over rows and samples, so blocks waste nothing on narrow maps. Against
-  the GEMM form (the kernel alone against the whole call, in one process): r50_3x3_s2
-  1.26 against 1.51 ms, incep_1x7 0.33 against 0.47, r50_3x3_14 1.09 against 1.46,
-  c3d_s2 7.3 against 10.1, wavenet_d256 1.29 against 2.05; 90-114 GMAC/s on the two
-  cores, where one thread's OpenBLAS GEMM runs at 40-50.
+  flattened over rows and samples, so blocks waste nothing on narrow maps. The
+  kernel with its weight packed ahead, against the GEMM form's whole call, in one
+  process: r50_3x3_s2 1.26 against 1.51 ms, incep_1x7 0.33 against 0.47, r50_3x3_14
+  1.09 against 1.46, c3d_s2 7.3 against 10.1, wavenet_d256 1.29 against 2.05 (90-114
+  GMAC/s on the two cores, where one thread's OpenBLAS GEMM runs at 40-50). Packing
+  the weight in the kernel adds 0.07 ms to incep_1x7 and 0.37 to r50_3x3_14.
 - ``"grouped"``: a grouped layer the plan gives the stem kernel (2 to
   ``config.CHANNELWISE_MAX_CHANNELS`` input channels per group, ResNeXt's and
   RegNet's): that kernel itself, filling its planes from the channels-last input and
@@ -56,9 +58,9 @@ dense_blocks = Kernel(_kernels.dense_blocks, "cl_blocks")
 
 
 def channels_last_form(geom, method: str, form, itemsize: int) -> str:
-    """``"depthwise"``, ``"blocks"``, ``"gemm"``, ``"grouped"`` or ``"transpose"`` for a call of
-    ``itemsize``-byte numbers whose channels-first plan runs ``method`` in ``form``
-    (see the module docstring). A depthwise layer whose
+    """``"depthwise"``, ``"blocks"``, ``"gemm"``, ``"grouped"`` or ``"transpose"`` for
+    a call of ``itemsize``-byte numbers whose channels-first plan runs ``method`` in
+    ``form`` (see the module docstring). A depthwise layer whose
     channels-first form takes register blocks (``form.vector_width``) runs that on
     transposed copies where no four neighbouring positions have their whole kernel
     inside the input, which the channels-last kernel's blocks need (replk_dw31, a
@@ -68,10 +70,9 @@ def channels_last_form(geom, method: str, form, itemsize: int) -> str:
             return "depthwise"
     if method == "direct" and form.name == "stem" and geom.groups > 1:
         return "grouped"
-    if (method in ("direct", "im2col") and geom.groups == 1 and form.name != "winograd"
-            and geom.out_channels >= 2 * lanes(itemsize)
-            and (geom.batch or 1) * math.prod(geom.out_spatial)
-            >= config.BLOCKS_MIN_POSITIONS):
+    if (method in ("direct", "im2col") and form.name != "winograd"
+            and blocks_take(geom.groups, geom.out_channels,
+                            (geom.batch or 1) * math.prod(geom.out_spatial), itemsize)):
         return "blocks"
     pointwise = (set(geom.kernel) == {1} and set(geom.stride) == {1}
                  and not any(p for pair in geom.padding for p in pair))
@@ -79,6 +80,15 @@ def channels_last_form(geom, method: str, form, itemsize: int) -> str:
             and (pointwise or geom.in_channels >= config.CHANNELS_LAST_MIN_CHANNELS)):
         return "gemm"
     return "transpose"
+
+
+def blocks_take(groups: int, out_channels: int, positions: int, itemsize: int) -> bool:
+    """Whether the dense register blocks (:func:`conv_blocks`) take an ungrouped layer
+    with ``out_channels`` and ``positions`` output positions (over the batch) of
+    ``itemsize``-byte numbers: 2 vectors of output channels (a block's width) and
+    ``config.BLOCKS_MIN_POSITIONS`` positions (at least a block's 8)."""
+    return (groups == 1 and out_channels >= 2 * lanes(itemsize)
+            and positions >= max(config.BLOCKS_MIN_POSITIONS, _kernels.BLOCK_POSITIONS))
 
 
 def _four_positions_fit(geom) -> bool:
@@ -219,27 +229,32 @@ def conv_depthwise(x5, weight, bias, out5, stride, dilation, pad):
     return out5
 
 
-def conv_blocks(x5, weight, bias, out5, stride, dilation, pad):
+def conv_blocks(x5, weight, bias, out5, stride, dilation, pad, channels_first=False):
     """Write ``out5`` ``(N, OD, OH, OW, C_out)``, the dense convolution of ``x5``
     ``(N, D, H, W, C_in)`` with ``weight`` ``(C_out, C_in, KD, KH, KW)`` and ``bias``
     ``(C_out,)``, by register blocks over the output channels
     (:func:`numbaconv._kernels.channels_last.dense_blocks`) on a zero-padded copy of
-    the input of the extent the outputs read."""
-    n, c_in = x5.shape[0], x5.shape[-1]
-    c_out = weight.shape[0]
+    the input of the extent the outputs read. With ``channels_first``, ``x5`` is
+    ``(N, C_in, D, H, W)`` and ``out5`` ``(N, C_out, OD, OH, OW)``: the kernel
+    transposes the input as it pads it, and its result into ``out5``."""
+    n = x5.shape[0]
+    c_out, c_in = weight.shape[:2]
     kernel = tuple(weight.shape[2:])
     taps = math.prod(kernel)
+    out_spatial = tuple(out5.shape[2:] if channels_first else out5.shape[1:4])
     padded = tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
-                   zip(out5.shape[1:4], stride, kernel, dilation))
-    positions = math.prod(out5.shape[:4])
+                   zip(out_spatial, stride, kernel, dilation))
+    positions = n * math.prod(out_spatial)
     jobs = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
-    per_job = max(_kernels.BLOCK_POSITIONS,
-                  positions // jobs // _kernels.BLOCK_POSITIONS * _kernels.BLOCK_POSITIONS)
+    block = _kernels.BLOCK_POSITIONS
+    per_job = max(block, positions // jobs // block * block)
     with kernel_launch:
         xp = scratch("blocks_padded", (n,) + padded + (c_in,), x5.dtype)
         wp = scratch("blocks_weight", (taps * c_in, c_out), x5.dtype)
-        dense_blocks(x5, weight.reshape(c_out, c_in, taps), bias, out5, xp, wp, kernel,
-                     stride, dilation, pad, per_job)
+        rows = (scratch("blocks_rows", (n,) + out_spatial + (c_out,), x5.dtype)
+                if channels_first else out5)
+        dense_blocks(x5, weight.reshape(c_out, c_in, taps), bias, out5, xp, wp, rows,
+                     kernel, stride, dilation, pad, per_job, channels_first)
     return out5
 
 

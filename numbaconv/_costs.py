@@ -215,8 +215,27 @@ def estimate_columns(geom, itemsize: int, c: MachineConstants, form) -> Estimate
     return Estimate(seconds, extra, f"{what}, GEMM {cog}x{k}x{p}")
 
 
+def estimate_blocks(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
+    """The dense register blocks (``_channels_last.conv_blocks``): their multiply-adds
+    at the stem kernel's rate (the same 8 x 2-vector register block of broadcasts and
+    FMAs), and the copies of the input (padded and transposed to channels-last), the
+    weight and the output (transposed back)."""
+    n, _, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
+    prec = _precision(itemsize)
+    macs = n * cog * cg * math.prod(kernel) * math.prod(out)
+    padded = math.prod((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                       zip(out, stride, kernel, dilation))
+    copies = n * cg * padded + cog * cg * math.prod(kernel) + 2 * n * cog * math.prod(out)
+    seconds = c.call + macs / (c.stem_macs * prec) + copies / (c.columns * prec)
+    extra = (n * cg * padded + cog * cg * math.prod(kernel) + n * cog * math.prod(out))
+    return Estimate(seconds, extra * itemsize,
+                    "register blocks of 8 positions x 2 vectors of output channels "
+                    "on a channels-last copy")
+
+
 GEMM_ESTIMATORS = {"winograd": estimate_winograd, "shifted": estimate_shifted,
-                   "shared": estimate_columns, "columns": estimate_columns}
+                   "blocks": estimate_blocks, "shared": estimate_columns,
+                   "columns": estimate_columns}
 
 
 def estimate_fft(geom, itemsize: int, c: MachineConstants, form) -> Estimate:

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import config
 from ._blas import single_threaded_blas
+from ._channels_last import conv_blocks
 from ._kernels.blas import register_blas
 from ._compile import Kernel
 from ._kernels import im2col as _kernels
@@ -46,7 +47,7 @@ class GemmForm(NamedTuple):
     """How the GEMM path (``method="im2col"``) runs one convolution: made by
     :func:`numbaconv._plan.plan_gemm`, only read by :func:`conv_im2col`."""
 
-    name: str                # "winograd" | "shifted" | "shared" | "columns"
+    name: str                # "winograd" | "shifted" | "blocks" | "shared" | "columns"
     threads: int
     grid: tuple = None       # winograd: the tile grid (see _winograd.tile_grid)
     padded: tuple = None     # shifted: the padded input's (Dp, Hp, Wp)
@@ -189,6 +190,13 @@ def conv_im2col(x6, w6, bias2, out, stride, dilation, pad, form: GemmForm, weigh
     cached by a layer), or None. The Winograd form hands data holding NaN or Inf to
     ``form.nonfinite`` (its transforms would spread them beyond their receptive fields).
     """
+    if form.name == "blocks":
+        n, _, c_in = x6.shape[:3]
+        c_out = w6.shape[1]
+        return conv_blocks(x6.reshape((n, c_in) + x6.shape[3:]),
+                           w6.reshape((c_out, c_in) + w6.shape[3:]), bias2.reshape(c_out),
+                           out.reshape((n, c_out) + out.shape[3:]), tuple(stride),
+                           tuple(dilation), tuple(pad), channels_first=True)
     register_blas()
     if form.name == "winograd":
         if conv_winograd(x6, w6, bias2, out, tuple(dilation), tuple(pad), form.grid,

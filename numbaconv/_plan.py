@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import numba
@@ -33,7 +34,7 @@ from ._direct import plan_direct
 from ._fft import plan_fft
 from ._im2col import columns_form, GemmForm, shifted_layout
 from ._registry import METHODS
-from ._channels_last import channels_last_form
+from ._channels_last import blocks_take, channels_last_form
 from ._spec import (channels_first_shape, channels_last_shape, check_call, check_layout,
                     to_3d)
 from ._winograd import plan_tasks as winograd_tasks
@@ -66,6 +67,15 @@ def gemm_forms(geom, itemsize, threads, budget) -> list:
                             itemsize, budget)
     if padded is not None:
         forms.append(GemmForm("shifted", threads, padded=padded))
+    # The register blocks on a channels-last copy, where they were measured faster
+    # than the column and shifted forms with their copies and the weight's repacking:
+    # strided layers (r50_3x3_s2 0.55x, c3d_s2 0.63x) and stems (a 1 -> 64 1D stem
+    # 0.93x); not dense unit-stride ones (r50_3x3_14 1.37x, incep_1x7 1.03x), whose
+    # columns cost little. (Channels-last calls take them more widely:
+    # ``_channels_last.channels_last_form``.)
+    if blocks_take(g, g * cog, n * math.prod(out), itemsize) and (
+            max(stride) > 1 or cg <= config.STEM_MAX_CHANNELS):
+        forms.append(GemmForm("blocks", threads))
     forms.append(columns_form(n, g, cg, cog, kernel, stride, pad, spatial, out, itemsize,
                               threads, budget))
     return forms
@@ -74,13 +84,14 @@ def gemm_forms(geom, itemsize, threads, budget) -> list:
 def _gemm_rank(item, forms):
     """Sort key of the GEMM path's forms, the one it takes first: the shifted form
     wherever it applies, else the column form (measured rules, see ``_im2col``), unless
-    Winograd is estimated faster than that one; the rest by estimate."""
+    Winograd or the register blocks (``_channels_last.blocks_take``) are estimated
+    faster than that one (the faster of the two, then); the rest by estimate."""
     names = [f.name for f, _ in forms]
     base = "shifted" if "shifted" in names else names[-1]
     base_seconds = forms[names.index(base)][1].seconds
     form, estimate = item
-    if form.name == "winograd" and estimate.seconds < base_seconds:
-        return (0, 0.0)
+    if form.name in ("winograd", "blocks") and estimate.seconds < base_seconds:
+        return (0, estimate.seconds)
     if form.name == base:
         return (1, 0.0)
     return (2, estimate.seconds)

@@ -534,3 +534,47 @@ def test_channels_last_grouped_stem_kernel(d, groups, cg, cog, k, stride, dilati
     assert plan.layout_form == "grouped"
     y = numbaconv.conv(x, w, b, **kw, method="direct", layout="channels_last")
     assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), c_in=st.sampled_from([1, 3, 16]), extra_out=st.integers(0, 20),
+       k=st.integers(1, 4), stride=st.integers(1, 3), dilation=st.integers(1, 2),
+       pad=st.integers(0, 3), long=st.booleans(), batch=st.integers(1, 2),
+       channels_first=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**31))
+def test_dense_blocks_in_both_layouts(d, c_in, extra_out, k, stride, dilation, pad, long,
+                                      batch, channels_first, dtype, seed):
+    """The dense register blocks on channels-first arrays (the input transposed as it
+    is padded, the result transposed back) and channels-last ones, rows longer than a
+    piece of the padded copy (1024 columns) included, against the oracle."""
+    from numbaconv._simd import lanes
+
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    c_out = 2 * lanes(dtype.itemsize) + extra_out
+    span = (k - 1) * dilation + 1
+    width = 2100 if long and d == 1 else span + 9
+    spatial = (span + 2,) * (d - 1) + (width,)
+    x = rng.standard_normal((batch, c_in) + spatial).astype(dtype)
+    w = rng.standard_normal((c_out, c_in) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    want = conv_reference(x, w, b, stride=stride, padding=pad, dilation=dilation)
+    assume(batch * math.prod(want.shape[2:]) >= 8)  # the kernel's least (a block)
+    lead = (1,) * (3 - d)
+    w5 = w.reshape(w.shape[:2] + lead + w.shape[2:])
+    args = ((stride,) * d, (dilation,) * d, (pad,) * d)
+    stride5, dilation5, pad5 = ((1,) * (3 - d) + args[0], (1,) * (3 - d) + args[1],
+                                (0,) * (3 - d) + args[2])
+    with numbaconv._compile.compiling_in_foreground():
+        if channels_first:
+            out = np.empty((batch, c_out) + lead + want.shape[2:], dtype)
+            _channels_last.conv_blocks(x.reshape(x.shape[:2] + lead + spatial), w5, b, out,
+                                       stride5, dilation5, pad5, channels_first=True)
+            got = out.reshape(want.shape)
+        else:
+            xl = np.ascontiguousarray(last(x, d)).reshape((batch,) + lead + spatial
+                                                          + (c_in,))
+            out = np.empty((batch,) + lead + want.shape[2:] + (c_out,), dtype)
+            _channels_last.conv_blocks(xl, w5, b, out, stride5, dilation5, pad5)
+            got = first(out.reshape((batch,) + want.shape[2:] + (c_out,)), d)
+    assert_close(got, want, dtype)

@@ -418,6 +418,8 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
 
 # Output positions per register block of the blocks kernel.
 BLOCK_POSITIONS = 8
+# Columns of the padded input per piece of its copy (a 1D signal is a single row).
+FILL_COLUMNS = 1024
 
 
 # Inlined (its only call site is dense_blocks'): called, its array arguments' reference
@@ -486,7 +488,8 @@ def _dense_block(of, o, xf, bases, j, wf, c, offsets, CO, bias):
 
 
 @njit(parallel=True, **_JIT)
-def dense_blocks(x5, w3, bias, out5, xp, wp, kernel, stride, dilation, pad, per_job):
+def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, per_job,
+                 channels_first):
     """Write ``out5``, the dense convolution of ``x5`` with the weight ``w3``
     ``(C_out, C_in, KD*KH*KW)`` and ``bias`` ``(C_out,)``, vectorised over output
     channels.
@@ -505,10 +508,19 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, kernel, stride, dilation, pad, per_
     last block of positions (of channels) overlaps the one before it where 8 positions
     (2 vectors) do not divide the job (``C_out``): it rewrites those outputs with the
     same values. Needs at least 8 output positions and ``C_out`` at least 2 vectors.
+
+    With ``channels_first``, ``x5`` is ``(N, C_in, D, H, W)`` and ``out5`` ``(N, C_out,
+    OD, OH, OW)`` instead: the input is transposed as it is padded, and the blocks
+    write ``yl`` ``(N, OD, OH, OW, C_out)``, copied into ``out5`` transposed at the
+    end. Otherwise ``yl`` is ``out5`` itself.
     """
-    N, D, H, W, C = x5.shape
+    if channels_first:
+        N, C, D, H, W = x5.shape
+        CO, OD, OH, OW = out5.shape[1], out5.shape[2], out5.shape[3], out5.shape[4]
+    else:
+        N, D, H, W, C = x5.shape
+        OD, OH, OW, CO = out5.shape[1], out5.shape[2], out5.shape[3], out5.shape[4]
     _, Dp, Hp, Wp, _ = xp.shape
-    _, OD, OH, OW, CO = out5.shape
     KD, KH, KW = kernel
     sd, sh, sw = stride
     dd, dh, dw = dilation
@@ -516,7 +528,7 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, kernel, stride, dilation, pad, per_
     L = VECTOR_BYTES // x5.itemsize
     xf = x5.reshape(-1)
     pf = xp.reshape(-1)
-    of = out5.reshape(-1)
+    of = yl.reshape(-1)
     wf = wp.reshape(-1)
     taps = KD * KH * KW
     for pair in prange(taps * C):
@@ -524,24 +536,39 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, kernel, stride, dilation, pad, per_
         row = wp[pair]
         for co in range(CO):
             row[co] = w3[co, ci, tap]
-    for row in prange(N * Dp * Hp):
+    # Rows of the padded input, in pieces of FILL_COLUMNS columns (a 1D signal is
+    # one row): zeros outside the input, its values inside.
+    pieces = (Wp + FILL_COLUMNS - 1) // FILL_COLUMNS
+    for job in prange(N * Dp * Hp * pieces):
+        row, piece = job // pieces, job % pieces
         i_d, i_h = (row // Hp) % Dp - pd, row % Hp - ph
         n = row // (Dp * Hp)
-        dst = np.uint64(row * Wp * C)
+        c0 = piece * FILL_COLUMNS
+        c1 = min(Wp, c0 + FILL_COLUMNS)
+        # The input's columns in this piece: padded columns [lo, hi).
+        lo, hi = max(c0, pw), min(c1, pw + W)
         if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
-            for j in range(np.uint64(Wp * C)):
-                pf[dst + j] = 0.0
-            continue
-        for j in range(np.uint64(pw * C)):
+            lo = hi = c1
+        dst = np.uint64(row * Wp * C)
+        for j in range(np.uint64(c0 * C), np.uint64(max(c0, min(lo, c1)) * C)):
             pf[dst + j] = 0.0
-        src = np.uint64(((n * D + i_d) * H + i_h) * W * C)
-        inner = dst + np.uint64(pw * C)
-        # (The outputs may not read the input's last columns.)
-        copied = np.uint64(min(W, Wp - pw) * C)
-        for j in range(copied):
-            pf[inner + j] = xf[src + j]
-        for j in range(copied, np.uint64((Wp - pw) * C)):
-            pf[inner + j] = 0.0
+        for j in range(np.uint64(max(hi, c0) * C), np.uint64(c1 * C)):
+            pf[dst + j] = 0.0
+        if hi <= lo:
+            continue
+        if channels_first:
+            # Channel by channel: each input row read as one run.
+            uc = np.uint64(C)
+            for ci in range(C):
+                src = np.uint64((((n * C + ci) * D + i_d) * H + i_h) * W + lo - pw)
+                to = dst + np.uint64(lo * C + ci)
+                for j in range(np.uint64(hi - lo)):
+                    pf[to + j * uc] = xf[src + j]
+        else:
+            src = np.uint64((((n * D + i_d) * H + i_h) * W + lo - pw) * C)
+            to = dst + np.uint64(lo * C)
+            for j in range(np.uint64((hi - lo) * C)):
+                pf[to + j] = xf[src + j]
     # Each (tap, input channel) pair's input offset from a position's first, and -1.
     offsets = np.empty(KD * KH * KW * C + 1, dtype=np.int64)
     t = 0
@@ -568,3 +595,16 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, kernel, stride, dilation, pad, per_
             for p0 in range(start, end, BLOCK_POSITIONS):
                 p = min(p0, end - BLOCK_POSITIONS)
                 _dense_block(of, p * CO + c, pf, bases, p, wf, c, offsets, CO, bias)
+    if channels_first:
+        # Tiles of 16 positions: each reads 16 runs of C_out and writes 16 positions
+        # of every output channel.
+        plane = OD * OH * OW
+        tiles = (plane + 15) // 16
+        outf = out5.reshape(-1)
+        for tile in prange(N * tiles):
+            n, q0 = tile // tiles, (tile % tiles) * 16
+            q1 = min(plane, q0 + 16)
+            for co in range(CO):
+                dst = (n * CO + co) * plane
+                for q in range(q0, q1):
+                    outf[dst + q] = of[(n * plane + q) * CO + co]
