@@ -55,8 +55,9 @@ def current_budgets() -> Budgets:
 
 
 def gemm_forms(geom, itemsize, threads, budget) -> list:
-    """Every form of the GEMM path that can take ``geom``: Winograd and shifted where
-    they apply, and always the column form (shared columns or per-task columns)."""
+    """Every form of the GEMM path that can take ``geom``: Winograd, shifted and the
+    register blocks where they apply, and always the column form (shared columns or
+    per-task columns)."""
     n, g, cg, cog, kernel, stride, dilation, pad, spatial, out = problem_dims(geom)
     forms = []
     grid = winograd_grid(n, g, cg, cog, kernel, stride, dilation, out, itemsize, threads,
@@ -73,8 +74,13 @@ def gemm_forms(geom, itemsize, threads, budget) -> list:
     # 0.93x); not dense unit-stride ones (r50_3x3_14 1.37x, incep_1x7 1.03x), whose
     # columns cost little. (Channels-last calls take them more widely:
     # ``_channels_last.channels_last_form``.)
+    # (Their channels-last copies of the input and the output within the budget too.)
+    copies = n * (cg * math.prod((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                                 zip(out, stride, kernel, dilation))
+                  + cog * math.prod(out)) + cog * cg * math.prod(kernel)
     if blocks_take(g, g * cog, n * math.prod(out), itemsize) and (
-            max(stride) > 1 or cg <= config.STEM_MAX_CHANNELS):
+            max(stride) > 1 or cg <= config.STEM_MAX_CHANNELS) and (
+            copies * itemsize <= budget):
         forms.append(GemmForm("blocks", threads))
     forms.append(columns_form(n, g, cg, cog, kernel, stride, pad, spatial, out, itemsize,
                               threads, budget))
