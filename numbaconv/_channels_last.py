@@ -91,6 +91,22 @@ def blocks_take(groups: int, out_channels: int, positions: int, itemsize: int) -
             and positions >= max(config.BLOCKS_MIN_POSITIONS, _kernels.BLOCK_POSITIONS))
 
 
+def blocks_padded_spatial(out_spatial, kernel, stride, dilation) -> tuple:
+    """``(Dp, Hp, Wp)`` of the blocks kernel's zero-padded input: the extent the
+    outputs read."""
+    return tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                 zip(out_spatial, stride, kernel, dilation))
+
+
+def blocks_extra_elements(n, c_in, c_out, kernel, stride, dilation, out_spatial) -> int:
+    """Elements the blocks kernel allocates besides the output on channels-first data:
+    the padded channels-last input, the packed weight and the channels-last result
+    (channels-last calls write their output itself, one term less)."""
+    padded = math.prod(blocks_padded_spatial(out_spatial, kernel, stride, dilation))
+    return (n * c_in * padded + c_out * c_in * math.prod(kernel)
+            + n * c_out * math.prod(out_spatial))
+
+
 def _four_positions_fit(geom) -> bool:
     """Whether four neighbouring output positions can have their whole kernel inside
     the input (the channels-last depthwise kernel's register blocks)."""
@@ -242,8 +258,7 @@ def conv_blocks(x5, weight, bias, out5, stride, dilation, pad, channels_first=Fa
     kernel = tuple(weight.shape[2:])
     taps = math.prod(kernel)
     out_spatial = tuple(out5.shape[2:] if channels_first else out5.shape[1:4])
-    padded = tuple((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
-                   zip(out_spatial, stride, kernel, dilation))
+    padded = blocks_padded_spatial(out_spatial, kernel, stride, dilation)
     positions = n * math.prod(out_spatial)
     jobs = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
     block = _kernels.BLOCK_POSITIONS

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._channels_last import blocks_extra_elements
 from ._constants import MachineConstants
 from ._direct import phase_plane_shape, register_block_shape, weighted_block_elements
 from . import config
@@ -223,11 +224,10 @@ def estimate_blocks(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     n, _, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
     prec = _precision(itemsize)
     macs = n * cog * cg * math.prod(kernel) * math.prod(out)
-    padded = math.prod((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
-                       zip(out, stride, kernel, dilation))
-    copies = n * cg * padded + cog * cg * math.prod(kernel) + 2 * n * cog * math.prod(out)
+    extra = blocks_extra_elements(n, cg, cog, kernel, stride, dilation, out)
+    # Each buffer written once, and the result copied out of its own once more.
+    copies = extra + n * cog * math.prod(out)
     seconds = c.call + macs / (c.stem_macs * prec) + copies / (c.columns * prec)
-    extra = (n * cg * padded + cog * cg * math.prod(kernel) + n * cog * math.prod(out))
     return Estimate(seconds, extra * itemsize,
                     "register blocks of 8 positions x 2 vectors of output channels "
                     "on a channels-last copy")

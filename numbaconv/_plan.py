@@ -34,7 +34,7 @@ from ._direct import plan_direct
 from ._fft import plan_fft
 from ._im2col import columns_form, GemmForm, shifted_layout
 from ._registry import METHODS
-from ._channels_last import blocks_take, channels_last_form
+from ._channels_last import blocks_extra_elements, blocks_take, channels_last_form
 from ._spec import (channels_first_shape, channels_last_shape, check_call, check_layout,
                     to_3d)
 from ._winograd import plan_tasks as winograd_tasks
@@ -74,13 +74,11 @@ def gemm_forms(geom, itemsize, threads, budget) -> list:
     # 0.93x); not dense unit-stride ones (r50_3x3_14 1.37x, incep_1x7 1.03x), whose
     # columns cost little. (Channels-last calls take them more widely:
     # ``_channels_last.channels_last_form``.)
-    # (Their channels-last copies of the input and the output within the budget too.)
-    copies = n * (cg * math.prod((o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
-                                 zip(out, stride, kernel, dilation))
-                  + cog * math.prod(out)) + cog * cg * math.prod(kernel)
+    # Their copies within the budget, as the column form's buffers.
     if blocks_take(g, g * cog, n * math.prod(out), itemsize) and (
             max(stride) > 1 or cg <= config.STEM_MAX_CHANNELS) and (
-            copies * itemsize <= budget):
+            blocks_extra_elements(n, cg, cog, kernel, stride, dilation, out) * itemsize
+            <= budget):
         forms.append(GemmForm("blocks", threads))
     forms.append(columns_form(n, g, cg, cog, kernel, stride, pad, spatial, out, itemsize,
                               threads, budget))

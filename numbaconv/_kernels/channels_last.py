@@ -499,11 +499,10 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
     incep_1x7's 0.40, 0.37 of r50_3x3_14's 1.5; done by the caller with OpenBLAS's
     transpose it took 0.10-0.31 ms of incep_1x7's 0.5, against 0.04 alone, the single
     thread running while Numba's threads spun; by input channel, or by tiles of 16 x
-    16 channels, slower), and the input copied,
-    zero-padded, into ``xp`` ``(N, Dp, Hp, Wp, C_in)`` (every element written), so that
-    no tap needs a bounds test. The output positions,
-    flattened over samples and rows, are dealt in jobs of ``per_job`` (a multiple of 8;
-    the last job takes the rest). Each job goes by register blocks of 8 positions x 2
+    16 channels, slower), and the input copied, zero-padded, into ``xp`` ``(N, Dp, Hp,
+    Wp, C_in)`` (every element written), so that no tap needs a bounds test. The
+    output positions, flattened over samples and rows, are dealt in jobs of
+    ``per_job`` (a multiple of 8; the last job takes the rest). Each job goes by register blocks of 8 positions x 2
     vectors of output channels (:func:`_dense_block`), the channel blocks outer. The
     last block of positions (of channels) overlaps the one before it where 8 positions
     (2 vectors) do not divide the job (``C_out``): it rewrites those outputs with the
