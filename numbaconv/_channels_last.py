@@ -60,13 +60,15 @@ dense_blocks = Kernel(_kernels.dense_blocks, "cl_blocks")
 def channels_last_form(geom, method: str, form, itemsize: int) -> str:
     """``"depthwise"``, ``"blocks"``, ``"gemm"``, ``"grouped"`` or ``"transpose"`` for
     a call of ``itemsize``-byte numbers whose channels-first plan runs ``method`` in
-    ``form`` (see the module docstring). A depthwise layer whose
-    channels-first form takes register blocks (``form.vector_width``) runs that on
-    transposed copies where no four neighbouring positions have their whole kernel
-    inside the input, which the channels-last kernel's blocks need (replk_dw31, a
-    kernel as large as the map: 4.3 ms in place against 1.3 ms channels-first)."""
+    ``form`` (see the module docstring). A depthwise layer with more than
+    ``config.CHANNELWISE_MAX_TAPS`` taps runs the channels-first kernel's register
+    blocks on transposed copies where no four neighbouring positions have their whole
+    kernel inside the input, which the channels-last kernel's blocks need (replk_dw31,
+    a kernel as large as the map: 4.3 ms in place against 1.3 ms channels-first);
+    elsewhere it adds at most 5 taps a pass, few passes for a small kernel."""
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
-        if not form.vector_width or _four_positions_fit(geom):
+        if (math.prod(geom.kernel) <= config.CHANNELWISE_MAX_TAPS
+                or _four_positions_fit(geom)):
             return "depthwise"
     if method == "direct" and form.name == "stem" and geom.groups > 1:
         return "grouped"

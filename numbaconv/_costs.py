@@ -47,7 +47,8 @@ from dataclasses import dataclass
 
 from ._channels_last import blocks_extra_elements
 from ._constants import MachineConstants
-from ._direct import phase_plane_shape, register_block_shape, weighted_block_elements
+from ._direct import computed_positions, phase_plane_shape, sliding_speedup
+from ._simd import lanes
 from . import config
 from ._im2col import columns_extra_bytes, is_pointwise, shifted_positions
 from ._spec import to_3d
@@ -83,7 +84,7 @@ def _precision(itemsize: int) -> float:
 
 def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     """The direct kernels (a :class:`numbaconv._direct.DirectForm`): dense packed-row
-    dot products, channel-wise axpys, or the stem kernel's passes."""
+    dot products, channel-wise register blocks, or the stem kernel's passes."""
     n, g, cg, cog, kernel, stride, dilation, _, spatial, out = problem_dims(geom)
     macs = geom.macs
     taps = math.prod(kernel)
@@ -92,21 +93,22 @@ def estimate_direct(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
         return _estimate_stem(n, g, cg, cog, kernel, stride, dilation, out, spatial[0],
                               itemsize, c, form)
     if form.name == "channelwise":
-        _, wq, block = phase_plane_shape(out, kernel, stride, dilation)
+        block = phase_plane_shape(out, kernel, stride, dilation)[2]
+        vector = lanes(itemsize)
         if form.vector_width:
-            # Register blocks run over whole rows of vector_width columns.
-            elements = weighted_block_elements(out[1], out[2], kernel[1], itemsize)
-            acc = register_block_shape(out[1], out[2], itemsize)[1] * form.vector_width
-            how = (f"register blocks over {taps} taps, rows of {form.vector_width} "
-                   "columns")
+            # Sliding blocks compute whole blocks, each row load shared by their rows.
+            across = form.vector_width // vector
+            elements = (computed_positions(out[1], out[2], across, 8 // across, vector)
+                        / sliding_speedup(kernel[1]))
+            how = "sliding register blocks"
         else:
-            # Each row's axpys also run over the extra (KW - 1) * dilation // stride
-            # columns of the plane's stride phases.
-            elements = acc = out[1] * wq
-            how = f"channel-wise axpys over {taps} taps"
+            across = form.across
+            elements = computed_positions(out[1], out[2], across, 8 // across, vector)
+            how = "register blocks"
+        how += f" of {8 // across} rows x {across} vectors over {taps} taps"
         seconds = c.call + macs * elements / (out[1] * out[2]) / (c.channelwise_macs * prec)
-        # Per thread: the group's input planes in stride phases, and the accumulators.
-        extra = form.threads * itemsize * (cg * block + form.co_chunk * acc)
+        # Per thread: the group's input planes in stride phases.
+        extra = form.threads * itemsize * cg * block
         return Estimate(seconds, extra, how + (f" of {cg} input channels" if cg > 1 else ""))
     dot = cg * taps
     rate = c.direct_macs * prec * dot / (dot + c.direct_dot_half)

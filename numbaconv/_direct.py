@@ -32,7 +32,8 @@ class DirectForm(NamedTuple):
     ow_chunk: int    # dense: output columns per job
     co_chunk: int    # output channels per job
     samples: int = 0  # stem: samples whose input planes are copied at a time
-    vector_width: int = 0  # channelwise: register blocks' row width, or 0 for axpys
+    vector_width: int = 0  # channelwise: sliding blocks' width (1 or 2 vectors), or 0
+    across: int = 0  # channelwise: the plain blocks' vectors along a row
 
 
 def use_stem(groups: int, groups_in: int, groups_out: int) -> bool:
@@ -71,8 +72,8 @@ def use_channelwise(groups_in: int, groups_out: int, taps: int, planes: int,
                     threads: int) -> bool:
     """Whether the channel-wise kernel takes a convolution with ``groups_in`` input
     channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD):
-    whole-plane axpys beat dot products of length taps (3x on a 31x31 depthwise and on a
-    1->8 5x5x5 layer here), but that kernel runs one job per output plane, so with few
+    its register blocks beat dot products of length taps (3x on a 31x31 depthwise and
+    on a 1->8 5x5x5 layer here), but that kernel runs one job per output plane, so with few
     planes per thread (one image with a large kernel) the dense kernel wins. Grouped
     layers of up to ``config.CHANNELWISE_MAX_CHANNELS`` input and output channels per
     group (``groups_in``, ``groups_out``) take it with up to
@@ -85,61 +86,64 @@ def use_channelwise(groups_in: int, groups_out: int, taps: int, planes: int,
     return groups_in == 1 and planes >= config.CHANNELWISE_MIN_PLANES_PER_THREAD * threads
 
 
-def channelwise_chunk(planes, cog, out_spatial, kernel, stride, dilation, itemsize,
-                      jobs_wanted) -> int:
+def channelwise_chunk(planes, cog, jobs_wanted) -> int:
     """Output channels per job of the channel-wise kernel: all of a group's, unless
-    ``planes`` (sample, group and depth triples) leave fewer than ``jobs_wanted`` jobs,
-    and at most ``config.CHANNELWISE_ACC_BYTES`` of accumulators per thread."""
-    wq = phase_plane_shape(out_spatial, kernel, stride, dilation)[1]
-    plane_bytes = out_spatial[1] * wq * itemsize
-    chunk = min(cog, max(1, config.CHANNELWISE_ACC_BYTES // plane_bytes))
-    if planes * math.ceil(cog / chunk) < jobs_wanted:
-        chunk = min(chunk, max(1, math.ceil(cog * planes / jobs_wanted)))
-    return chunk
+    ``planes`` (sample, group and depth triples) leave fewer than ``jobs_wanted`` jobs
+    (each job copies its input planes)."""
+    if planes >= jobs_wanted:
+        return cog
+    return min(cog, max(1, math.ceil(cog * planes / jobs_wanted)))
 
 
-def register_block_speedup(kernel_height: int, narrow: bool = False) -> float:
-    """How much faster the channel-wise kernel's register blocks run per output element
-    and tap than its whole-plane axpys: each (input channel, kw) column of the kernel
-    costs a fixed set-up, so the gain grows with the kernel's height. Fitted to
-    depthwise layers here (AMD EPYC, AVX-512): 4 rows x 2 vectors 1.9x at 31x31, 1.8x at
-    13x13, 1.3x at 7x7, 0.8-1.2x at 3x3 and 5x5. The blocks of ``narrow`` outputs (8 rows
-    x 1 vector: a load feeds 8 FMAs, not 4) do better, 1.2-2.2x at 3x3 to 13x13 on 7x7
-    and 14x14 maps (each form against the axpys in alternating calls)."""
-    return 2 * kernel_height / (kernel_height + 5) * (1.5 if narrow else 1.0)
+def sliding_speedup(kernel_height: int) -> float:
+    """How much faster the channel-wise kernel's sliding register blocks run per
+    position computed than its plain blocks: their rows share each input row loaded
+    over the kernel's height. Fitted to depthwise layers here (AMD EPYC, AVX-512, one
+    thread, the kernel alone, alternating calls): 1.3-1.5x at 3x3 (mbv2_dw3 195 against
+    278 us; 7x7, 14x14 and 112x112 maps), 1.5x at 5x5 and 7x7, 1.7x at 31x31."""
+    return 1 + 0.7 * (kernel_height - 1) / (kernel_height + 1)
+
+
+def computed_positions(oh: int, ow: int, across: int, down: int, vector: int) -> int:
+    """Output positions register blocks of ``across`` vectors of ``vector`` lanes by
+    ``down`` rows compute over an ``oh x ow`` plane, those past its rows and columns
+    (computed and dropped) included."""
+    width = across * vector
+    return -(-ow // width) * width * (-(-oh // down) * down)
+
+
+def plain_across(oh: int, ow: int, vector: int) -> int:
+    """Vectors along a row (1, 2, 4 or 8; 8 in all) of the channel-wise kernel's plain
+    register blocks for an ``oh x ow`` plane: the shape computing the fewest
+    positions, ties to the wider."""
+    return min((8, 4, 2, 1),
+               key=lambda across: computed_positions(oh, ow, across, 8 // across, vector))
+
+
+def sliding_shape(oh: int, ow: int, vector: int) -> tuple:
+    """``(across, down)`` of the sliding register blocks for an ``oh x ow`` plane: 8
+    rows x 1 vector unless 4 rows x 2 vectors compute fewer positions (each new input
+    row of the narrow blocks feeds 8 FMAs, not 4: mbv2_dw3, 56 columns either way,
+    142-159 against 153-170 us in alternating calls)."""
+    if computed_positions(oh, ow, 1, 8, vector) <= computed_positions(oh, ow, 2, 4, vector):
+        return 1, 8
+    return 2, 4
 
 
 def channelwise_vector_width(out_spatial, kernel, stride, dilation, itemsize) -> int:
-    """Row width of the channel-wise kernel's register blocks (see
-    :func:`register_block_shape`), or 0 for its whole-plane axpys: the blocks where
-    they run fewer element-taps, weighted by :func:`register_block_speedup`, than the
-    axpys do over the plane's ``Wq`` columns a row. They need unit stride and dilation
-    along H."""
-    if stride[1] != 1 or dilation[1] != 1:
+    """Width (1 or 2 vectors: :func:`sliding_shape`) of the channel-wise kernel's
+    sliding register blocks, or 0 for its plain ones (:func:`plain_across`): the
+    sliding blocks where they need fewer positions' time, weighted by
+    :func:`sliding_speedup`. They need unit stride and dilation along H, and a kernel
+    taller than one row to share loads."""
+    if stride[1] != 1 or dilation[1] != 1 or kernel[1] == 1:
         return 0
-    oh, ow = out_spatial[1], out_spatial[2]
-    axpys = oh * phase_plane_shape(out_spatial, kernel, stride, dilation)[1]
-    if weighted_block_elements(oh, ow, kernel[1], itemsize) >= axpys:
-        return 0
-    return register_block_shape(oh, ow, itemsize)[0]
-
-
-def weighted_block_elements(oh: int, ow: int, kernel_height: int, itemsize: int) -> float:
-    """Output elements per tap the register blocks run over an ``oh x ow`` output
-    (whole blocks), divided by :func:`register_block_speedup`: their cost in the axpys'
-    element-taps (the planner's and the cost model's measure)."""
-    width, rows = register_block_shape(oh, ow, itemsize)
-    return rows * width / register_block_speedup(kernel_height, width == lanes(itemsize))
-
-
-def register_block_shape(oh: int, ow: int, itemsize: int) -> tuple:
-    """``(width, rows)`` the channel-wise kernel's register blocks run over for an
-    ``oh x ow`` output: one vector wide and rows in 8s where the output fits one vector,
-    else rows in 4s of the width rounded up to two vectors."""
-    vector = lanes(itemsize)
-    if ow <= vector:
-        return vector, -(-oh // 8) * 8
-    return -(-ow // (2 * vector)) * 2 * vector, -(-oh // 4) * 4
+    oh, ow, vector = out_spatial[1], out_spatial[2], lanes(itemsize)
+    across, down = sliding_shape(oh, ow, vector)
+    plain = plain_across(oh, ow, vector)
+    sliding = computed_positions(oh, ow, across, down, vector) / sliding_speedup(kernel[1])
+    return across * vector if sliding <= computed_positions(
+        oh, ow, plain, 8 // plain, vector) else 0
 
 
 def _work_split(rows: int, out_width: int, out_per_group: int, row_bytes: int,
@@ -174,11 +178,12 @@ def plan_direct(n, groups, cg, cog, kernel, stride, dilation, out_spatial, items
                                        dilation, itemsize))
     if use_channelwise(cg, cog, taps, n * groups * cog * out_spatial[0], threads):
         return DirectForm("channelwise", threads, 0,
-                          channelwise_chunk(n * groups * out_spatial[0], cog, out_spatial,
-                                            kernel, stride, dilation, itemsize,
+                          channelwise_chunk(n * groups * out_spatial[0], cog,
                                             jobs_per_thread * threads),
                           vector_width=channelwise_vector_width(
-                              out_spatial, kernel, stride, dilation, itemsize))
+                              out_spatial, kernel, stride, dilation, itemsize),
+                          across=plain_across(out_spatial[1], out_spatial[2],
+                                              lanes(itemsize)))
     # Packed bytes per output column: sw input columns, or all KW taps when dilated.
     per_column = kernel[2] if dilation[2] > 1 else stride[2]
     row_bytes = per_column * kernel[0] * kernel[1] * cg * itemsize
@@ -209,7 +214,7 @@ def conv_direct(x6, w6, bias2, out, stride, dilation, pad, form: DirectForm):
             wt = np.ascontiguousarray(w6.transpose(0, 1, 3, 2, 4, 5)).reshape(
                 G, COg, KD, Cg * KH * KW)
             channelwise_conv(x6, wt, bias2, out, (KD, KH, KW), stride, dilation, pad,
-                             form.co_chunk, form.threads, form.vector_width)
+                             form.co_chunk, form.threads, form.vector_width, form.across)
         return out
     # Match the packed rows' order [kw, kd, kh, c] so each dot product is contiguous.
     wt = np.ascontiguousarray(w6.transpose(0, 1, 5, 3, 4, 2)).reshape(

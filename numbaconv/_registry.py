@@ -47,7 +47,7 @@ _SMALL = (((1, 2, 5, 5), (4, 2, 3, 3)),)
 FORMS = {
     "dense": Form("direct", "dense", "packed-row dot products", _SMALL, 1, "direct"),
     "channelwise": Form("direct", "channelwise",
-                        "channel-wise axpys or register blocks (depthwise)",
+                        "channel-wise register blocks (depthwise)",
                         (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "direct"),
     "stem": Form("direct", "stem", "stem: register blocks of 8 output channels",
                  (((1, 2, 5, 5), (8, 2, 3, 3)),), 1, "direct"),
@@ -74,7 +74,7 @@ FORMS = {
     "cl_gemm": Form("im2col", "channels_last", "channels-last rows + GEMM",
                     (((1, 5, 5, 16), (4, 16, 3, 3)),), 1, "im2col", "channels_last"),
     "cl_depthwise": Form("direct", "channels_last", "channels-last depthwise, "
-                         "vectorised over channels", (((1, 5, 5, 2), (2, 1, 3, 3)),), 2,
+                         "vectorised over channels", (((1, 8, 8, 2), (2, 1, 3, 3)),), 2,
                          "direct", "channels_last"),
     "cl_blocks": Form("direct", "channels_last", "channels-last dense: register "
                       "blocks of 8 positions x 2 vectors of output channels",

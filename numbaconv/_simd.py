@@ -23,6 +23,7 @@ import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 
@@ -128,6 +129,93 @@ def _vfma(typingctx, acc, x, scale):
     return acc(acc, x, scale), codegen
 
 
+def _lane_mask(builder, lanes_count, count):
+    """``<lanes x i1>``: lane ``i`` set where ``i < count`` (``count`` an integer)."""
+    # Compared as 32-bit lanes: one register of them, where 64-bit lanes take two.
+    i32 = ir.IntType(32)
+    count32 = builder.trunc(count, i32) if count.type.width > 32 else count
+    lane_numbers = ir.Constant(ir.VectorType(i32, lanes_count), list(range(lanes_count)))
+    bound = _splat(builder, ir.VectorType(i32, lanes_count), count32)
+    return builder.icmp_signed("<", lane_numbers, bound)
+
+
+def _masked_intrinsic(builder, name, vector_type, arg_types):
+    """LLVM's ``llvm.masked.load`` or ``llvm.masked.store`` (``name``) for
+    ``vector_type``: AVX-512's masked moves, AVX's ``vmaskmov``."""
+    element = "f32" if vector_type.element == ir.FloatType() else "f64"
+    result = vector_type if name == "load" else ir.VoidType()
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(result, arg_types),
+        f"llvm.masked.{name}.v{vector_type.count}{element}.p0")
+
+
+@intrinsic
+def _vload_first(typingctx, array, index, count):
+    """``array[index: index + count]`` in the first ``count`` lanes of a
+    :class:`Vector`, zeros in the others (``0 <= count <= lanes``): no element past
+    ``index + count`` is read."""
+    vector = Vector(array.dtype)
+
+    def codegen(context, builder, sig, args):
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        vector_type = context.get_value_type(vector)
+        mask = _lane_mask(builder, vector_type.count, args[2])
+        i32 = ir.IntType(32)
+        fn = _masked_intrinsic(builder, "load", vector_type,
+                               [address.type, i32, mask.type, vector_type])
+        return builder.call(fn, [address, ir.Constant(i32, array.dtype.bitwidth // 8),
+                                 mask, ir.Constant(vector_type, None)])
+
+    return vector(array, index, count), codegen
+
+
+@intrinsic
+def _vstore_first(typingctx, array, index, value, count):
+    """``array[index: index + count] = value[:count]`` (``0 <= count <= lanes``): no
+    element past ``index + count`` is written."""
+    if not (isinstance(value, Vector) and value.dtype == array.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        vector_type = context.get_value_type(sig.args[2])
+        mask = _lane_mask(builder, vector_type.count, args[3])
+        i32 = ir.IntType(32)
+        fn = _masked_intrinsic(builder, "store", vector_type,
+                               [vector_type, address.type, i32, mask.type])
+        builder.call(fn, [args[2], address, ir.Constant(i32, array.dtype.bitwidth // 8),
+                          mask])
+        return context.get_dummy_value()
+
+    return types.none(array, index, value, count), codegen
+
+
+def _half_lanes(typingctx, a, b, first):
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        count = context.get_value_type(sig.args[0]).count
+        picks = ir.Constant(ir.VectorType(ir.IntType(32), count),
+                            list(range(first, 2 * count, 2)))
+        return builder.shuffle_vector(args[0], args[1], picks)
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def _veven(typingctx, a, b):
+    """The even lanes of ``a`` followed by ``b`` (lanes 0, 2, 4, ... of the pair):
+    the stride-2 elements from an even start, for a stride-phase split."""
+    return _half_lanes(typingctx, a, b, 0)
+
+
+@intrinsic
+def _vodd(typingctx, a, b):
+    """The odd lanes of ``a`` followed by ``b`` (lanes 1, 3, 5, ... of the pair)."""
+    return _half_lanes(typingctx, a, b, 1)
+
+
 def _vload_py(array, index):
     return array[index: index + lanes(array.itemsize)].copy()
 
@@ -145,7 +233,29 @@ def _vfma_py(acc, x, scale):
     return acc + x * scale
 
 
+def _veven_py(a, b):
+    return np.concatenate([a, b])[0::2]
+
+
+def _vodd_py(a, b):
+    return np.concatenate([a, b])[1::2]
+
+
+def _vload_first_py(array, index, count):
+    vector = np.zeros(lanes(array.itemsize), dtype=array.dtype)
+    vector[:count] = array[index: index + count]
+    return vector
+
+
+def _vstore_first_py(array, index, value, count):
+    array[index: index + count] = value[:count]
+
+
 if numba.config.DISABLE_JIT:
     vload, vstore, vsplat, vfma = _vload_py, _vstore_py, _vsplat_py, _vfma_py
+    vload_first, vstore_first = _vload_first_py, _vstore_first_py
+    veven, vodd = _veven_py, _vodd_py
 else:
     vload, vstore, vsplat, vfma = _vload, _vstore, _vsplat, _vfma
+    vload_first, vstore_first = _vload_first, _vstore_first
+    veven, vodd = _veven, _vodd

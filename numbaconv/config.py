@@ -75,10 +75,6 @@ CHANNELWISE_MAX_TAPS, CHANNELWISE_MIN_PLANES_PER_THREAD, CHANNELWISE_MAX_CHANNEL
     products on a 31x31 depthwise layer; with fewer planes the dense kernel, which
     splits rows, wins). Grouped layers of up to ``CHANNELWISE_MAX_CHANNELS`` input and
     output channels per group take it up to ``CHANNELWISE_MAX_TAPS`` taps.
-CHANNELWISE_ACC_BYTES
-    Bytes of output-plane accumulators per thread of the channel-wise kernel at most
-    (it computes a block of a group's output channels per job from one copy of the
-    input planes).
 STEM_MAX_CHANNELS, STEM_MIN_OUT_CHANNELS, STEM_PLANE_BYTES
     Ungrouped layers with 2 to ``STEM_MAX_CHANNELS`` input and at least
     ``STEM_MIN_OUT_CHANNELS`` output channels (RGB image and video stems) may take the
@@ -132,7 +128,6 @@ WINOGRAD_MIN_CHANNELS = 16
 CHANNELWISE_MAX_TAPS = 32
 CHANNELWISE_MIN_PLANES_PER_THREAD = 4
 CHANNELWISE_MAX_CHANNELS = 8
-CHANNELWISE_ACC_BYTES = 2 << 20
 STEM_MAX_CHANNELS = 4
 STEM_MIN_OUT_CHANNELS = 8
 STEM_PLANE_BYTES = 16 << 20
@@ -151,7 +146,7 @@ _TUNABLES = ("MIN_JOBS_PER_THREAD", "IM2COL_BUDGET_BYTES", "FFT_BUDGET_BYTES",
              "BLOCKS_MIN_POSITIONS", "WINOGRAD_TASK_BYTES",
              "WINOGRAD_MIN_CHANNELS",
              "CHANNELWISE_MAX_TAPS", "CHANNELWISE_MIN_PLANES_PER_THREAD",
-             "CHANNELWISE_MAX_CHANNELS", "CHANNELWISE_ACC_BYTES",
+             "CHANNELWISE_MAX_CHANNELS",
              "STEM_MAX_CHANNELS", "STEM_MIN_OUT_CHANNELS", "STEM_PLANE_BYTES",
              "DIRECT_PACK_BYTES", "L2_BYTES", "FFT_SEGMENT_FACTORS",
              "FFT_FALLBACK_ADVANTAGE")

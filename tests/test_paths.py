@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import numbaconv
 from numbaconv import _constants, _fft, _im2col, _plan, _registry, _tune, _winograd, config
+from numbaconv._simd import lanes
 from numbaconv._spec import conv_geometry
 from numbaconv.bench import SUITE, Case, format_table, run_suite
 from _reference import conv_reference
@@ -734,19 +735,27 @@ def test_strided_pointwise_with_padding_keeps_its_stride(rng):
     assert "input as columns (1x1)" in explanation.forms["im2col"][0][3]
 
 
+def _force_vector_width(monkeypatch, choose):
+    """Plans whose channel-wise form takes ``choose(out_spatial, kernel, stride,
+    dilation, itemsize)`` as its sliding blocks' width (0: the plain blocks)."""
+    from numbaconv import _direct
+    monkeypatch.setattr(_direct, "channelwise_vector_width", choose)
+    _plan.path_forms.cache_clear()
+
+
 @pytest.fixture
 def register_blocks_everywhere(monkeypatch):
-    """Plans whose channel-wise form takes the register blocks wherever they apply
-    (unit stride and dilation along H), whatever the kernel's size."""
+    """Plans whose channel-wise form takes the sliding register blocks wherever they
+    apply (unit stride and dilation along H), whatever the kernel's size."""
     from numbaconv import _direct
 
     def everywhere(out_spatial, kernel, stride, dilation, itemsize):
         if stride[1] != 1 or dilation[1] != 1:
             return 0
-        return _direct.register_block_shape(out_spatial[1], out_spatial[2], itemsize)[0]
+        vector = lanes(itemsize)
+        return _direct.sliding_shape(out_spatial[1], out_spatial[2], vector)[0] * vector
 
-    monkeypatch.setattr(_direct, "channelwise_vector_width", everywhere)
-    _plan.path_forms.cache_clear()
+    _force_vector_width(monkeypatch, everywhere)
     yield
     _plan.path_forms.cache_clear()
 
@@ -783,6 +792,45 @@ def test_channelwise_register_blocks(register_blocks_everywhere, d, cg, groups, 
     np.testing.assert_array_equal(x, x_before)
 
 
+@pytest.fixture
+def plain_blocks_everywhere(monkeypatch):
+    """Plans whose channel-wise form takes the plain register blocks everywhere."""
+    _force_vector_width(monkeypatch, lambda *args: 0)
+    yield
+    _plan.path_forms.cache_clear()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(d=st.integers(1, 3), cg=st.integers(1, 3), groups=st.integers(1, 4),
+       cog=st.integers(1, 2), k=st.integers(1, 5), stride=st.integers(1, 3),
+       dilation=st.integers(1, 2), pad=st.integers(0, 3), long_rows=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_channelwise_plain_blocks(plain_blocks_everywhere, d, cg, groups, cog, k, stride,
+                                  dilation, pad, long_rows, dtype, seed):
+    """The channel-wise kernel's plain register blocks (8 vectors: 1, 2, 4 or 8 along
+    a row), written straight into the output with masked row ends, against the
+    oracle: any stride and dilation along every axis, planes of one row and long rows
+    (1D signals), 3D kernels (each depth's taps added to the output), several input
+    channels per group, both dtypes."""
+    rng = np.random.default_rng(seed)
+    kernel = (k,) * d
+    reach = (k - 1) * dilation + 1
+    high = reach + (300 if long_rows and d == 1 else 40 // d)
+    spatial = tuple(int(rng.integers(reach, high)) for _ in range(d))
+    x = rng.standard_normal((2, groups * cg) + spatial).astype(dtype)
+    w = rng.standard_normal((groups * cog, cg) + kernel).astype(dtype)
+    b = rng.standard_normal(groups * cog).astype(dtype)
+    kwargs = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct", None)
+    assume(plan.form.name == "channelwise")
+    assert plan.form.vector_width == 0
+    x_before = x.copy()
+    y = numbaconv.conv(x, w, b, **kwargs, method="direct")
+    assert_close(y, conv_reference(x, w, b, **kwargs), dtype)
+    np.testing.assert_array_equal(x, x_before)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large_depthwise_kernel_takes_register_blocks(dtype, rng):
     """A RepLKNet-style depthwise layer (a kernel nearly as large as the map) takes the
@@ -797,11 +845,12 @@ def test_large_depthwise_kernel_takes_register_blocks(dtype, rng):
 
 
 @pytest.mark.parametrize("shape,kernel,blocks", [
-    ((1, 128, 28, 28), 31, True),    # RepLKNet: the axpys would run over 58 columns a row
+    ((1, 128, 28, 28), 31, True),    # RepLKNet
     ((1, 64, 56, 56), 13, True),
-    ((1, 144, 56, 56), 3, False),    # MobileNet: the 3x3 axpy pass does better
-    ((1, 144, 28, 28), 3, False),    # 28 columns would round up to 32
+    ((1, 144, 56, 56), 3, True),     # MobileNet
+    ((1, 144, 28, 28), 3, True),
     ((1, 384, 14, 14), 7, True),     # one vector wide: blocks of 8 rows
+    ((1, 64, 1, 4000), 1, False),    # a kernel one row tall shares no loads
 ])
 def test_channelwise_plan_takes_register_blocks(shape, kernel, blocks):
     c = shape[1]
@@ -813,4 +862,4 @@ def test_channelwise_plan_takes_register_blocks(shape, kernel, blocks):
     assert (form.vector_width > 0) == blocks
     explanation = str(numbaconv.explain(shape, (c, 1, kernel, kernel), padding=kernel // 2,
                                         groups=c))
-    assert ("register blocks" in explanation) == blocks
+    assert ("sliding register blocks" in explanation) == blocks

@@ -33,15 +33,19 @@ def test_dense_dot_product_uses_packed_fma(dtype, suffix):
     assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
 
 
-@pytest.mark.parametrize("taps", [4, 9])
-def test_channelwise_axpy_uses_packed_fma(taps):
-    acc = np.zeros(64, np.float32)
-    xp = np.ones(80, np.float32)
-    asm = _asm(direct._axpy_taps, acc, xp, np.arange(taps, dtype=np.int64),
-               np.ones(taps, np.float32), 64, np.float32(0), True)
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+@pytest.mark.parametrize("across", [1, 2, 4, 8])
+def test_channelwise_plain_blocks_use_packed_fma(dtype, suffix, across):
+    from numbaconv._simd import lanes
+    L = lanes(np.dtype(dtype).itemsize)
+    out = np.zeros(64 * L, dtype)
+    xp = np.ones(128 * L, dtype)
+    asm = _asm(direct._plane_blocks, out, 0, xp, 8 * L + 2, np.arange(9, dtype=np.int64),
+               np.ones(9, dtype), 8, 8 * L, across, dtype(0), True)
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
-    assert re.search(r"vfmadd\w+ps\s+[^\n]*%[yz]mm", asm)
+    # Eight accumulators a tap, each a whole register.
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8
 
 
 @pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
@@ -90,9 +94,9 @@ def test_channels_last_depthwise_3x3_pass_uses_packed_fma(dtype, suffix):
 def test_channelwise_register_blocks_use_packed_fma(dtype, suffix):
     from numbaconv._simd import lanes
     width = 2 * lanes(np.dtype(dtype).itemsize)
-    acc = np.zeros(4 * width, dtype)
+    out = np.zeros(4 * width, dtype)
     xp = np.ones(64 * width, dtype)
-    asm = _asm(direct._rows_taps, acc, xp, width + 2, np.arange(3, dtype=np.int64),
+    asm = _asm(direct._rows_taps, out, 0, xp, width + 2, np.arange(3, dtype=np.int64),
                np.ones(3, dtype), 3, 1, 4, width, dtype(0), True)
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
@@ -119,10 +123,11 @@ def test_channels_last_depthwise_blocks_use_packed_fma(dtype, suffix):
 def test_channelwise_narrow_register_blocks_use_packed_fma(dtype, suffix):
     from numbaconv._simd import lanes
     width = lanes(np.dtype(dtype).itemsize)
-    acc = np.zeros(8 * width, dtype)
+    out = np.zeros(8 * width, dtype)
     xp = np.ones(64 * width, dtype)
-    asm = _asm(direct._rows_taps_narrow, acc, xp, width + 2, np.arange(3, dtype=np.int64),
-               np.ones(3, dtype), 3, 1, 8, dtype(0), True)
+    asm = _asm(direct._rows_taps_narrow, out, 0, xp, width + 2,
+               np.arange(3, dtype=np.int64), np.ones(3, dtype), 3, 1, 8, width, dtype(0),
+               True)
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8

@@ -24,8 +24,9 @@ loop (``fastmath`` ``reassoc`` turns each sum into vector partial sums).
 Channel-wise kernel (``channelwise_conv``, one or a few input channels per group:
 depthwise and few-channel grouped layers): a group's input planes are copied into a
 zero-padded buffer split into stride phases (:func:`plane_layout`), so that each
-(channel, tap) pair adds a scaled, shifted copy of it to the whole output plane: a
-contiguous axpy that LLVM vectorises, with no borders.
+(channel, tap) pair reads a shifted, contiguous copy of the output plane's inputs, with
+no borders. Register blocks of 8 vectors of output positions sum every pair and write
+the output in place (:mod:`numbaconv._simd`; masked moves at row ends).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._simd import VECTOR_BYTES, vfma, vload, vsplat, vstore
+from .._simd import (VECTOR_BYTES, veven, vfma, vload, vload_first, vodd, vsplat, vstore,
+                     vstore_first)
 from ..config import CACHE, FASTMATH
 
 _JIT = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
@@ -235,153 +237,260 @@ def dense_conv(x, wt, bias, out, kernel, stride, dilation, pad, ow_chunk, co_chu
             co += 1
 
 
-@njit(**_JIT)
-def _axpy_taps(acc, xp, offsets, weights, length, base, init):
-    """acc[:length] += sum_t weights[t] * xp[offsets[t]:][:length], four taps a pass (all
-    nine of a 3x3 kernel in one), so each pass over acc feeds four (nine) FMAs per load
-    and store of acc. With ``init``, acc is first set to ``base`` (for nine taps, in the
-    same pass: acc = base + the taps, one store and no load per element)."""
-    ntaps = offsets.shape[0]
-    a = acc[:length]
-    t = 0
-    if init and ntaps != 9:
-        a[:] = base
-    if ntaps == 9:  # 3x3 depthwise: all nine taps in one pass over acc
-        w0, w1, w2 = weights[0], weights[1], weights[2]
-        w3, w4, w5 = weights[3], weights[4], weights[5]
-        w6, w7, w8 = weights[6], weights[7], weights[8]
-        x0 = xp[offsets[0]: offsets[0] + length]
-        x1 = xp[offsets[1]: offsets[1] + length]
-        x2 = xp[offsets[2]: offsets[2] + length]
-        x3 = xp[offsets[3]: offsets[3] + length]
-        x4 = xp[offsets[4]: offsets[4] + length]
-        x5 = xp[offsets[5]: offsets[5] + length]
-        x6 = xp[offsets[6]: offsets[6] + length]
-        x7 = xp[offsets[7]: offsets[7] + length]
-        x8 = xp[offsets[8]: offsets[8] + length]
-        if init:
-            for i in range(length):
-                a[i] = (base + w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i]
-                        + w4 * x4[i] + w5 * x5[i] + w6 * x6[i] + w7 * x7[i] + w8 * x8[i])
-        else:
-            for i in range(length):
-                a[i] += (w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i] + w4 * x4[i]
-                         + w5 * x5[i] + w6 * x6[i] + w7 * x7[i] + w8 * x8[i])
-        return
-    while t + 4 <= ntaps:
-        w0, w1, w2, w3 = weights[t], weights[t + 1], weights[t + 2], weights[t + 3]
-        x0 = xp[offsets[t]: offsets[t] + length]
-        x1 = xp[offsets[t + 1]: offsets[t + 1] + length]
-        x2 = xp[offsets[t + 2]: offsets[t + 2] + length]
-        x3 = xp[offsets[t + 3]: offsets[t + 3] + length]
-        for i in range(length):
-            a[i] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i]
-        t += 4
-    while t < ntaps:
-        w0 = weights[t]
-        x0 = xp[offsets[t]: offsets[t] + length]
-        for i in range(length):
-            a[i] += w0 * x0[i]
-        t += 1
+# Inlined, as the two below (each has one call site, channelwise_conv's): called, their
+# array arguments' reference counts, shared by the threads, were taken and dropped per
+# output plane.
+@njit(inline="always", **_JIT)
+def _rows_taps(outf, o, xp, Wq, offsets, weights, KH, KW, OH, OW, base, fresh):
+    """Write the output plane at ``outf[o:]`` (``OH x OW``, row-major):
+    ``(base if fresh else itself) + sum_t weights[t] * xp[offsets[t] + oh*Wq + ow]``,
+    for unit stride and dilation along H.
 
-
-@njit(**_JIT)
-def _rows_taps(acc, xp, Wq, offsets, weights, KH, KW, rows, width, base, init):
-    """``acc[oh * width + ow] += sum_t weights[t] * xp[offsets[t] + oh * Wq + ow]`` for
-    ``oh < rows`` (a multiple of 4) and ``ow < width`` (a multiple of two vectors); with
-    ``init``, acc starts at ``base`` instead. For unit stride and dilation along H.
-
-    A block of 4 output rows x 2 vectors keeps its 8 sums in registers over every tap,
-    where :func:`_axpy_taps` loads and stores the whole plane's on each pass. Tap
-    ``(kh, kw)`` of row ``r + 1`` reads what tap ``(kh + 1, kw)`` of row ``r`` reads, so
-    for each (input channel, kw) the 4 rows' inputs slide down the kernel's column: one
-    new row (two vectors) feeds 8 FMAs. Columns past the output's are computed and
-    dropped: ``width`` rounds the output's up to two vectors, where the axpys run over
-    ``Wq - OW = KW - 1`` extra columns."""
+    A block of 4 output rows x 2 vectors keeps its 8 sums in registers over every tap.
+    Tap ``(kh, kw)`` of row ``r + 1`` reads what tap ``(kh + 1, kw)`` of row ``r``
+    reads, so for each (input channel, kw) the 4 rows' inputs slide down the kernel's
+    column: one new row (two vectors) feeds 8 FMAs. The block is written (or, where
+    not ``fresh``, read) once, straight into the output, the row ends and the rows past
+    ``OH`` by masked moves; the columns and rows past the output's are computed and
+    dropped."""
     L = VECTOR_BYTES // xp.itemsize
-    columns = offsets.shape[0] // KH  # (input channel, kw) pairs
-    for oh0 in range(0, rows, 4):
-        for ow0 in range(0, width, 2 * L):
-            o = oh0 * width + ow0
-            if init:
+    taps = offsets.shape[0]
+    for oh0 in range(0, OH, 4):
+        for ow0 in range(0, OW, 2 * L):
+            # Blocks inside the output (most) store whole vectors.
+            full = oh0 + 4 <= OH and ow0 + 2 * L <= OW
+            n0, n1, n2, n3, m0, m1, m2, m3 = L, L, L, L, L, L, L, L
+            if not full:
+                n0 = _lanes_inside(oh0, ow0, 0, 2, L, OH, OW)
+                n1 = _lanes_inside(oh0, ow0, 2, 2, L, OH, OW)
+                n2 = _lanes_inside(oh0, ow0, 4, 2, L, OH, OW)
+                n3 = _lanes_inside(oh0, ow0, 6, 2, L, OH, OW)
+                m0 = _lanes_inside(oh0, ow0, 1, 2, L, OH, OW)
+                m1 = _lanes_inside(oh0, ow0, 3, 2, L, OH, OW)
+                m2 = _lanes_inside(oh0, ow0, 5, 2, L, OH, OW)
+                m3 = _lanes_inside(oh0, ow0, 7, 2, L, OH, OW)
+            q = o + oh0 * OW + ow0
+            if fresh:
                 a0 = vsplat(base)
                 a1, a2, a3, b0, b1, b2, b3 = a0, a0, a0, a0, a0, a0, a0
             else:
-                a0, b0 = vload(acc, o), vload(acc, o + L)
-                a1, b1 = vload(acc, o + width), vload(acc, o + width + L)
-                a2, b2 = vload(acc, o + 2 * width), vload(acc, o + 2 * width + L)
-                a3, b3 = vload(acc, o + 3 * width), vload(acc, o + 3 * width + L)
+                a0, b0 = vload_first(outf, q, n0), vload_first(outf, q + L, m0)
+                a1 = vload_first(outf, q + OW, n1)
+                b1 = vload_first(outf, q + OW + L, m1)
+                a2 = vload_first(outf, q + 2 * OW, n2)
+                b2 = vload_first(outf, q + 2 * OW + L, m2)
+                a3 = vload_first(outf, q + 3 * OW, n3)
+                b3 = vload_first(outf, q + 3 * OW + L, m3)
             first = oh0 * Wq + ow0
-            for ck in range(columns):
-                t = (ck // KW) * KH * KW + ck % KW  # tap (c, 0, kw)
+            # Tap (c, 0, kw) of each (input channel c, kw) column, by additions: two
+            # integer divisions a column cost more than its FMAs (3x3 kernels).
+            for c_first in range(0, taps, KH * KW):
+                for t in range(c_first, c_first + KW):
+                    i = offsets[t] + first
+                    x0, y0 = vload(xp, i), vload(xp, i + L)
+                    x1, y1 = vload(xp, i + Wq), vload(xp, i + Wq + L)
+                    x2, y2 = vload(xp, i + 2 * Wq), vload(xp, i + 2 * Wq + L)
+                    for kh in range(KH):
+                        j = i + (kh + 3) * Wq
+                        x3, y3 = vload(xp, j), vload(xp, j + L)
+                        w = weights[t + kh * KW]
+                        a0 = vfma(a0, x0, w)
+                        b0 = vfma(b0, y0, w)
+                        a1 = vfma(a1, x1, w)
+                        b1 = vfma(b1, y1, w)
+                        a2 = vfma(a2, x2, w)
+                        b2 = vfma(b2, y2, w)
+                        a3 = vfma(a3, x3, w)
+                        b3 = vfma(b3, y3, w)
+                        x0, x1, x2, y0, y1, y2 = x1, x2, x3, y1, y2, y3
+            if full:
+                vstore(outf, q, a0)
+                vstore(outf, q + L, b0)
+                vstore(outf, q + OW, a1)
+                vstore(outf, q + OW + L, b1)
+                vstore(outf, q + 2 * OW, a2)
+                vstore(outf, q + 2 * OW + L, b2)
+                vstore(outf, q + 3 * OW, a3)
+                vstore(outf, q + 3 * OW + L, b3)
+            else:
+                vstore_first(outf, q, a0, n0)
+                vstore_first(outf, q + L, b0, m0)
+                vstore_first(outf, q + OW, a1, n1)
+                vstore_first(outf, q + OW + L, b1, m1)
+                vstore_first(outf, q + 2 * OW, a2, n2)
+                vstore_first(outf, q + 2 * OW + L, b2, m2)
+                vstore_first(outf, q + 3 * OW, a3, n3)
+                vstore_first(outf, q + 3 * OW + L, b3, m3)
+
+
+@njit(inline="always", **_JIT)
+def _rows_taps_narrow(outf, o, xp, Wq, offsets, weights, KH, KW, OH, OW, base, fresh):
+    """:func:`_rows_taps` with register blocks of 8 rows x 1 vector: each new input
+    row loaded feeds 8 FMAs."""
+    L = VECTOR_BYTES // xp.itemsize
+    taps = offsets.shape[0]
+    for oh0 in range(0, OH, 8):
+        for ow0 in range(0, OW, L):
+            # Blocks inside the output (most) store whole vectors.
+            full = oh0 + 8 <= OH and ow0 + L <= OW
+            n0, n1, n2, n3, n4, n5, n6, n7 = L, L, L, L, L, L, L, L
+            if not full:
+                n0 = _lanes_inside(oh0, ow0, 0, 1, L, OH, OW)
+                n1 = _lanes_inside(oh0, ow0, 1, 1, L, OH, OW)
+                n2 = _lanes_inside(oh0, ow0, 2, 1, L, OH, OW)
+                n3 = _lanes_inside(oh0, ow0, 3, 1, L, OH, OW)
+                n4 = _lanes_inside(oh0, ow0, 4, 1, L, OH, OW)
+                n5 = _lanes_inside(oh0, ow0, 5, 1, L, OH, OW)
+                n6 = _lanes_inside(oh0, ow0, 6, 1, L, OH, OW)
+                n7 = _lanes_inside(oh0, ow0, 7, 1, L, OH, OW)
+            q = o + oh0 * OW + ow0
+            if fresh:
+                a0 = vsplat(base)
+                a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
+            else:
+                a0, a1 = vload_first(outf, q, n0), vload_first(outf, q + OW, n1)
+                a2 = vload_first(outf, q + 2 * OW, n2)
+                a3 = vload_first(outf, q + 3 * OW, n3)
+                a4 = vload_first(outf, q + 4 * OW, n4)
+                a5 = vload_first(outf, q + 5 * OW, n5)
+                a6 = vload_first(outf, q + 6 * OW, n6)
+                a7 = vload_first(outf, q + 7 * OW, n7)
+            first = oh0 * Wq + ow0
+            # Tap (c, 0, kw) of each (input channel c, kw) column, by additions: two
+            # integer divisions a column cost more than its FMAs (3x3 kernels).
+            for c_first in range(0, taps, KH * KW):
+                for t in range(c_first, c_first + KW):
+                    i = offsets[t] + first
+                    x0, x1 = vload(xp, i), vload(xp, i + Wq)
+                    x2, x3 = vload(xp, i + 2 * Wq), vload(xp, i + 3 * Wq)
+                    x4, x5 = vload(xp, i + 4 * Wq), vload(xp, i + 5 * Wq)
+                    x6 = vload(xp, i + 6 * Wq)
+                    for kh in range(KH):
+                        x7 = vload(xp, i + (kh + 7) * Wq)
+                        w = weights[t + kh * KW]
+                        a0, a1 = vfma(a0, x0, w), vfma(a1, x1, w)
+                        a2, a3 = vfma(a2, x2, w), vfma(a3, x3, w)
+                        a4, a5 = vfma(a4, x4, w), vfma(a5, x5, w)
+                        a6, a7 = vfma(a6, x6, w), vfma(a7, x7, w)
+                        x0, x1, x2, x3, x4, x5, x6 = x1, x2, x3, x4, x5, x6, x7
+            if full:
+                vstore(outf, q, a0)
+                vstore(outf, q + OW, a1)
+                vstore(outf, q + 2 * OW, a2)
+                vstore(outf, q + 3 * OW, a3)
+                vstore(outf, q + 4 * OW, a4)
+                vstore(outf, q + 5 * OW, a5)
+                vstore(outf, q + 6 * OW, a6)
+                vstore(outf, q + 7 * OW, a7)
+            else:
+                vstore_first(outf, q, a0, n0)
+                vstore_first(outf, q + OW, a1, n1)
+                vstore_first(outf, q + 2 * OW, a2, n2)
+                vstore_first(outf, q + 3 * OW, a3, n3)
+                vstore_first(outf, q + 4 * OW, a4, n4)
+                vstore_first(outf, q + 5 * OW, a5, n5)
+                vstore_first(outf, q + 6 * OW, a6, n6)
+                vstore_first(outf, q + 7 * OW, a7, n7)
+
+
+# Inlined (its only call site is channelwise_conv's): called, its array arguments'
+# reference counts, shared by the threads, were taken and dropped per output plane.
+@njit(inline="always", **_JIT)
+def _plane_blocks(outf, o, xp, Wq, offsets, weights, OH, OW, across, base, fresh):
+    """Write the output plane at ``outf[o:]`` (``OH x OW``, row-major):
+    ``(base if fresh else itself) + sum_t weights[t] * xp[offsets[t] + oh*Wq + ow]``.
+
+    Register blocks of 8 vectors, ``across`` (1, 2, 4 or 8) along a row by
+    ``8 // across`` rows, keep their sums over every tap: each tap loads 8 vectors for
+    8 FMAs, and the block is written (or, where not ``fresh``, read) once, straight into
+    the output, the row ends and the rows past ``OH`` by masked moves. Before these,
+    each pass of whole-plane axpys loaded and stored a buffer of sums, copied into
+    the output at the end (see README's "How it computes" for the measured gain)."""
+    L = VECTOR_BYTES // xp.itemsize
+    down = 8 // across
+    ntaps = offsets.shape[0]
+    # Accumulator k: row k // across, columns (k % across) * L on, of the block: at
+    # d_k from the block's first input and f_k from its first output.
+    d1, d2, d3 = _block_offset(1, across, Wq, L), _block_offset(2, across, Wq, L), \
+        _block_offset(3, across, Wq, L)
+    d4, d5 = _block_offset(4, across, Wq, L), _block_offset(5, across, Wq, L)
+    d6, d7 = _block_offset(6, across, Wq, L), _block_offset(7, across, Wq, L)
+    f1, f2, f3 = _block_offset(1, across, OW, L), _block_offset(2, across, OW, L), \
+        _block_offset(3, across, OW, L)
+    f4, f5 = _block_offset(4, across, OW, L), _block_offset(5, across, OW, L)
+    f6, f7 = _block_offset(6, across, OW, L), _block_offset(7, across, OW, L)
+    for oh0 in range(0, OH, down):
+        for ow0 in range(0, OW, across * L):
+            # Blocks inside the output (most) store whole vectors; the others only
+            # their accumulators' lanes inside it (none past its last row).
+            full = oh0 + down <= OH and ow0 + across * L <= OW
+            n0, n1, n2, n3, n4, n5, n6, n7 = L, L, L, L, L, L, L, L
+            if not full:
+                n0 = _lanes_inside(oh0, ow0, 0, across, L, OH, OW)
+                n1 = _lanes_inside(oh0, ow0, 1, across, L, OH, OW)
+                n2 = _lanes_inside(oh0, ow0, 2, across, L, OH, OW)
+                n3 = _lanes_inside(oh0, ow0, 3, across, L, OH, OW)
+                n4 = _lanes_inside(oh0, ow0, 4, across, L, OH, OW)
+                n5 = _lanes_inside(oh0, ow0, 5, across, L, OH, OW)
+                n6 = _lanes_inside(oh0, ow0, 6, across, L, OH, OW)
+                n7 = _lanes_inside(oh0, ow0, 7, across, L, OH, OW)
+            q = o + oh0 * OW + ow0
+            e0, e1, e2, e3 = q, q + f1, q + f2, q + f3
+            e4, e5, e6, e7 = q + f4, q + f5, q + f6, q + f7
+            if fresh:
+                a0 = vsplat(base)
+                a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
+            else:
+                a0, a1 = vload_first(outf, e0, n0), vload_first(outf, e1, n1)
+                a2, a3 = vload_first(outf, e2, n2), vload_first(outf, e3, n3)
+                a4, a5 = vload_first(outf, e4, n4), vload_first(outf, e5, n5)
+                a6, a7 = vload_first(outf, e6, n6), vload_first(outf, e7, n7)
+            first = oh0 * Wq + ow0
+            for t in range(ntaps):
                 i = offsets[t] + first
-                x0, y0 = vload(xp, i), vload(xp, i + L)
-                x1, y1 = vload(xp, i + Wq), vload(xp, i + Wq + L)
-                x2, y2 = vload(xp, i + 2 * Wq), vload(xp, i + 2 * Wq + L)
-                for kh in range(KH):
-                    j = i + (kh + 3) * Wq
-                    x3, y3 = vload(xp, j), vload(xp, j + L)
-                    w = weights[t + kh * KW]
-                    a0 = vfma(a0, x0, w)
-                    b0 = vfma(b0, y0, w)
-                    a1 = vfma(a1, x1, w)
-                    b1 = vfma(b1, y1, w)
-                    a2 = vfma(a2, x2, w)
-                    b2 = vfma(b2, y2, w)
-                    a3 = vfma(a3, x3, w)
-                    b3 = vfma(b3, y3, w)
-                    x0, x1, x2, y0, y1, y2 = x1, x2, x3, y1, y2, y3
-            vstore(acc, o, a0)
-            vstore(acc, o + L, b0)
-            vstore(acc, o + width, a1)
-            vstore(acc, o + width + L, b1)
-            vstore(acc, o + 2 * width, a2)
-            vstore(acc, o + 2 * width + L, b2)
-            vstore(acc, o + 3 * width, a3)
-            vstore(acc, o + 3 * width + L, b3)
+                w = weights[t]
+                a0 = vfma(a0, vload(xp, i), w)
+                a1 = vfma(a1, vload(xp, i + d1), w)
+                a2 = vfma(a2, vload(xp, i + d2), w)
+                a3 = vfma(a3, vload(xp, i + d3), w)
+                a4 = vfma(a4, vload(xp, i + d4), w)
+                a5 = vfma(a5, vload(xp, i + d5), w)
+                a6 = vfma(a6, vload(xp, i + d6), w)
+                a7 = vfma(a7, vload(xp, i + d7), w)
+            if full:
+                vstore(outf, e0, a0)
+                vstore(outf, e1, a1)
+                vstore(outf, e2, a2)
+                vstore(outf, e3, a3)
+                vstore(outf, e4, a4)
+                vstore(outf, e5, a5)
+                vstore(outf, e6, a6)
+                vstore(outf, e7, a7)
+            else:
+                vstore_first(outf, e0, a0, n0)
+                vstore_first(outf, e1, a1, n1)
+                vstore_first(outf, e2, a2, n2)
+                vstore_first(outf, e3, a3, n3)
+                vstore_first(outf, e4, a4, n4)
+                vstore_first(outf, e5, a5, n5)
+                vstore_first(outf, e6, a6, n6)
+                vstore_first(outf, e7, a7, n7)
 
 
 @njit(**_JIT)
-def _rows_taps_narrow(acc, xp, Wq, offsets, weights, KH, KW, rows, base, init):
-    """:func:`_rows_taps` for outputs at most one vector wide (``width`` one vector,
-    ``rows`` a multiple of 8): register blocks of 8 rows x 1 vector, so each new input
-    row loaded feeds 8 FMAs."""
-    L = VECTOR_BYTES // xp.itemsize
-    columns = offsets.shape[0] // KH
-    for oh0 in range(0, rows, 8):
-        o = oh0 * L
-        if init:
-            a0 = vsplat(base)
-            a1, a2, a3, a4, a5, a6, a7 = a0, a0, a0, a0, a0, a0, a0
-        else:
-            a0, a1 = vload(acc, o), vload(acc, o + L)
-            a2, a3 = vload(acc, o + 2 * L), vload(acc, o + 3 * L)
-            a4, a5 = vload(acc, o + 4 * L), vload(acc, o + 5 * L)
-            a6, a7 = vload(acc, o + 6 * L), vload(acc, o + 7 * L)
-        first = oh0 * Wq
-        for ck in range(columns):
-            t = (ck // KW) * KH * KW + ck % KW  # tap (c, 0, kw)
-            i = offsets[t] + first
-            x0, x1 = vload(xp, i), vload(xp, i + Wq)
-            x2, x3 = vload(xp, i + 2 * Wq), vload(xp, i + 3 * Wq)
-            x4, x5 = vload(xp, i + 4 * Wq), vload(xp, i + 5 * Wq)
-            x6 = vload(xp, i + 6 * Wq)
-            for kh in range(KH):
-                x7 = vload(xp, i + (kh + 7) * Wq)
-                w = weights[t + kh * KW]
-                a0, a1 = vfma(a0, x0, w), vfma(a1, x1, w)
-                a2, a3 = vfma(a2, x2, w), vfma(a3, x3, w)
-                a4, a5 = vfma(a4, x4, w), vfma(a5, x5, w)
-                a6, a7 = vfma(a6, x6, w), vfma(a7, x7, w)
-                x0, x1, x2, x3, x4, x5, x6 = x1, x2, x3, x4, x5, x6, x7
-        vstore(acc, o, a0)
-        vstore(acc, o + L, a1)
-        vstore(acc, o + 2 * L, a2)
-        vstore(acc, o + 3 * L, a3)
-        vstore(acc, o + 4 * L, a4)
-        vstore(acc, o + 5 * L, a5)
-        vstore(acc, o + 6 * L, a6)
-        vstore(acc, o + 7 * L, a7)
+def _block_offset(k, across, pitch, L):
+    """Offset of accumulator ``k`` of a register block ``across`` vectors wide (see
+    :func:`_plane_blocks`) from the block's first element, rows ``pitch`` apart."""
+    return (k // across) * pitch + (k % across) * L
+
+
+@njit(**_JIT)
+def _lanes_inside(oh0, ow0, k, across, L, OH, OW):
+    """Lanes of accumulator ``k`` of the block at ``(oh0, ow0)`` (see
+    :func:`_plane_blocks`) that fall inside the ``OH x OW`` output."""
+    if oh0 + k // across >= OH:
+        return 0
+    return max(0, min(L, OW - ow0 - (k % across) * L))
 
 
 # Not cached on their own (compiled into each caller and cached with it): the direct
@@ -394,10 +503,8 @@ def plane_layout(OH, OW, KH, KW, stride, dilation, Cg):
     into stride phases: ``sh * sw`` phase planes of ``Hq x Wq``, phase ``(a, b)`` holding
     padded position ``(rq*sh + a, cq*sw + b)`` at ``((a*sw + b)*Hq + rq)*Wq + cq``.
     Output ``(oh, ow)`` then reads tap ``(kh, kw)`` at ``oh*Wq + ow + offsets[tap]``,
-    in phase ``(kh*dh % sh, kw*dw % sw)``: for any stride, each tap is one contiguous
-    axpy (or dot product) over the whole ``OH x Wq`` plane, the ``Wq - OW`` extra
-    columns per row computed and dropped. With unit stride it is the padded plane
-    itself. ``offsets[c*KH*KW + tap]`` is that offset for input channel ``c``'s plane.
+    in phase ``(kh*dh % sh, kw*dw % sw)``: for any stride, each tap reads a row of
+    outputs' inputs contiguously. With unit stride it is the padded plane itself. ``offsets[c*KH*KW + tap]`` is that offset for input channel ``c``'s plane.
     (``stride``, ``dilation``: ``(d, h, w)``.)"""
     sh, sw = stride[1], stride[2]
     dh, dw = dilation[1], dilation[2]
@@ -425,14 +532,22 @@ def fill_plane(xp, src, Hq, Wq, pitch, stride, pad):
     sh, sw = stride[1], stride[2]
     ph, pw = pad[1], pad[2]
     flat = src.reshape(-1)
-    # Stride-2 columns: phase 0 holds run[2*cq - pw] for lo0 <= cq < hi0, phase 1
-    # run[2*cq + 1 - pw] for lo1 <= cq < hi1. Where both are inside the row, one pass
-    # writes both (an interleaved load LLVM vectorises, given unsigned indices, which
-    # cannot wrap around); the phases' ends go one by one. On a thread's 72 planes of
-    # mbv2_dw3_s2: 63 against 91 us, one phase a pass.
+    L = VECTOR_BYTES // xp.itemsize
+    # Stride-2 columns: phase 0 holds row[2*cq - pw] for lo0 <= cq < hi0, phase 1
+    # row[2*cq + 1 - pw] for lo1 <= cq < hi1. Where both are inside the row, one pass
+    # writes both, pairs of vectors split into even and odd lanes; the phases' ends go
+    # one by one. The row copies (both strides) end in masked moves: the compiler's
+    # own vector loops left rows of 28-56 elements half to scalar remainders.
     lo0, hi0 = max(0, (pw + 1) // 2), min(Wq, (W + pw + 1) // 2)
     lo1, hi1 = max(0, pw // 2), min(Wq, (W + pw) // 2)
     both_lo, both_hi = max(lo0, lo1), max(max(lo0, lo1), min(hi0, hi1))
+    # A phase's columns outside both_lo..both_hi: at most one at each end (lo0 and lo1
+    # differ by at most one, as do hi0 and hi1), or -1. Loops over these ranges cost
+    # more than the vectors (mbv2_dw3_s2's planes: 100 against 45 us).
+    even_first = lo0 if lo0 < min(hi0, both_lo) else -1
+    even_last = max(lo0, both_hi) if max(lo0, both_hi) < hi0 else -1
+    odd_first = lo1 if lo1 < min(hi1, both_lo) else -1
+    odd_last = max(lo1, both_hi) if max(lo1, both_hi) < hi1 else -1
     # Unit-stride columns: the row lands at pw..pw+W of its phase row (the bounds
     # computed once, not per row: 22 against 45 us on a thread's 72 planes of mbv2_dw3).
     unit_lo, unit_hi = pw, max(pw, min(Wq, pw + W))
@@ -441,31 +556,48 @@ def fill_plane(xp, src, Hq, Wq, pitch, stride, pad):
             i_h = rq * sh + a - ph
             if i_h < 0 or i_h >= H:
                 continue
-            run = src[i_h]
+            row = i_h * W
             if sw == 1:
-                dst = np.uint64(a * pitch + rq * Wq + unit_lo)
-                first = np.uint64(i_h * W + unit_lo - pw)
-                for j in range(np.uint64(unit_hi - unit_lo)):
-                    xp[dst + j] = flat[first + j]
+                dst = a * pitch + rq * Wq + unit_lo
+                first = row + unit_lo - pw
+                count = unit_hi - unit_lo
+                j = 0
+                while j + L <= count:
+                    vstore(xp, dst + j, vload(flat, first + j))
+                    j += L
+                if j < count:
+                    vstore_first(xp, dst + j, vload_first(flat, first + j, count - j),
+                                 count - j)
                 continue
             if sw == 2:
                 even = a * 2 * pitch + rq * Wq
                 odd = even + pitch
-                e0 = np.uint64(even + both_lo)
-                o0 = np.uint64(odd + both_lo)
-                s0 = np.uint64(i_h * W + 2 * both_lo - pw)
-                for j in range(np.uint64(both_hi - both_lo)):
-                    xp[e0 + j] = flat[s0 + np.uint64(2) * j]
-                    xp[o0 + j] = flat[s0 + np.uint64(2) * j + np.uint64(1)]
-                for cq in range(lo0, min(hi0, both_lo)):
-                    xp[even + cq] = run[2 * cq - pw]
-                for cq in range(max(lo0, both_hi), hi0):
-                    xp[even + cq] = run[2 * cq - pw]
-                for cq in range(lo1, min(hi1, both_lo)):
-                    xp[odd + cq] = run[2 * cq + 1 - pw]
-                for cq in range(max(lo1, both_hi), hi1):
-                    xp[odd + cq] = run[2 * cq + 1 - pw]
+                s0 = row + 2 * both_lo - pw
+                count = both_hi - both_lo
+                # Pairs of source vectors split into their even and odd lanes; the
+                # last pair masked to the row's end.
+                j = 0
+                while j + L <= count:
+                    u, v = vload(flat, s0 + 2 * j), vload(flat, s0 + 2 * j + L)
+                    vstore(xp, even + both_lo + j, veven(u, v))
+                    vstore(xp, odd + both_lo + j, vodd(u, v))
+                    j += L
+                if j < count:
+                    left = count - j
+                    u = vload_first(flat, s0 + 2 * j, min(L, 2 * left))
+                    v = vload_first(flat, s0 + 2 * j + L, max(0, 2 * left - L))
+                    vstore_first(xp, even + both_lo + j, veven(u, v), left)
+                    vstore_first(xp, odd + both_lo + j, vodd(u, v), left)
+                if even_first >= 0:
+                    xp[even + even_first] = flat[row + 2 * even_first - pw]
+                if even_last >= 0:
+                    xp[even + even_last] = flat[row + 2 * even_last - pw]
+                if odd_first >= 0:
+                    xp[odd + odd_first] = flat[row + 2 * odd_first + 1 - pw]
+                if odd_last >= 0:
+                    xp[odd + odd_last] = flat[row + 2 * odd_last + 1 - pw]
                 continue
+            run = src[i_h]
             for b in range(sw):
                 # Columns cq with 0 <= cq*sw + b - pw < W (ceil divisions).
                 lo = max(0, -((b - pw) // sw))
@@ -486,26 +618,27 @@ def fill_plane(xp, src, Hq, Wq, pitch, stride, pad):
 
 @njit(parallel=True, **_JIT)
 def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
-                     threads, vector_width):
+                     threads, vector_width, across):
     """Convolution with one or a few input channels per group (depthwise, its multiples,
     and grouped layers of a few channels per group).
 
     ``x``: ``(N, G, Cg, D, H, W)``; ``w``: ``(G, COg, KD, Cg * KH * KW)``, ``kernel`` its
     ``(KD, KH, KW)``; one job per sample, group, output depth and block of
     ``co_chunk`` output channels (more than one block only where that is needed for
-    enough jobs, or to bound the accumulators: each block copies the planes). Each of the group's
-    input planes is copied once into a zero-padded buffer split into stride phases
+    enough jobs: each block copies the planes). Each of the group's input planes is
+    copied once into a zero-padded buffer split into stride phases
     (:func:`plane_layout`), the ``Cg`` planes one after another, so that every (input
-    channel, tap) pair is one axpy over the whole output plane, free of borders,
-    strides and short-row remainders, and each output channel's are a single list of
+    channel, tap) pair reads the inputs of a row of outputs contiguously, free of
+    borders and strides, and each output channel's pairs are a single list of
     offsets. Jobs are dealt round-robin to ``threads`` threads, each with its own
-    buffers.
+    buffer. Register blocks of 8 vectors sum every pair and write each output plane in
+    place (depth taps after the first add to it):
 
-    With ``vector_width`` 0 the taps are whole-plane axpys (:func:`_axpy_taps`);
-    otherwise (unit stride and dilation along H only) register blocks of 4 output rows
-    by 2 vectors sum all of them (:func:`_rows_taps`), over ``vector_width`` columns
-    (the output's, rounded up to two vectors) per row; of 8 rows by 1 vector where
-    ``vector_width`` is one vector (:func:`_rows_taps_narrow`).
+    - ``vector_width`` 0: plain blocks, ``across`` vectors along a row by
+      ``8 // across`` rows (:func:`_plane_blocks`), any stride and dilation;
+    - ``vector_width`` two vectors (unit stride and dilation along H only): 4 rows x 2
+      vectors sliding down each kernel column (:func:`_rows_taps`); one vector: 8 rows
+      x 1 vector (:func:`_rows_taps_narrow`).
     """
     N, G, Cg, D = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     COg = w.shape[1]
@@ -515,18 +648,19 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     blocks = (COg + co_chunk - 1) // co_chunk
     jobs = N * G * OD * blocks
     threads = min(threads, jobs)
-    # One vector wide: blocks of 8 rows; otherwise of 4 rows by 2 vectors.
-    narrow = vector_width == VECTOR_BYTES // x.itemsize
-    rows = (OH + 7) // 8 * 8 if narrow else (OH + 3) // 4 * 4
-    pitch = vector_width if vector_width else Wq
-    # The register blocks also read (and drop) rows and columns past the output's.
-    xp_size = max(Cg * block, offsets.max() + (rows - 1) * Wq + vector_width)
-    acc_size = max(OH * Wq, rows * vector_width)
+    L = VECTOR_BYTES // x.itemsize
+    # Rows and columns of the register blocks, whose reads past the output's rows and
+    # columns (computed and dropped) the buffer must hold.
+    if vector_width:
+        across = vector_width // L
+    down = 8 // across
+    xp_size = max(Cg * block, offsets.max() + ((OH + down - 1) // down * down - 1) * Wq
+                  + (OW + across * L - 1) // (across * L) * across * L)
+    plane = OH * OW
     for t in prange(threads):
         # Buffers once per thread: positions outside the input are never written, so
         # they stay zero.
         xp = np.zeros(xp_size, dtype=x.dtype)
-        acc = np.empty((co_chunk, acc_size), dtype=x.dtype)
         outf = out.reshape(-1)
         for job in range(t, jobs, threads):
             c0 = (job % blocks) * co_chunk
@@ -546,35 +680,18 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
                     fill_plane(xp[c * block: (c + 1) * block], x[n, g, c, i_d], Hq, Wq,
                                Hq * Wq, stride, pad)
                 for co in range(c0, c1):
-                    if narrow:
-                        _rows_taps_narrow(acc[co - c0], xp, Wq, offsets, w[g, co, kd],
-                                          KH, KW, rows, bias[g, co], fresh)
+                    o = (((n * G + g) * COg + co) * OD + od) * plane
+                    if vector_width == L:
+                        _rows_taps_narrow(outf, o, xp, Wq, offsets, w[g, co, kd], KH, KW,
+                                          OH, OW, bias[g, co], fresh)
                     elif vector_width:
-                        _rows_taps(acc[co - c0], xp, Wq, offsets, w[g, co, kd], KH, KW,
-                                   rows, vector_width, bias[g, co], fresh)
+                        _rows_taps(outf, o, xp, Wq, offsets, w[g, co, kd], KH, KW, OH,
+                                   OW, bias[g, co], fresh)
                     else:
-                        _axpy_taps(acc[co - c0], xp, offsets, w[g, co, kd], OH * Wq,
-                                   bias[g, co], fresh)
+                        _plane_blocks(outf, o, xp, Wq, offsets, w[g, co, kd], OH, OW,
+                                      across, bias[g, co], fresh)
                 fresh = False
-            for co in range(c0, c1):
-                if fresh:
-                    acc[co - c0] = bias[g, co]
-            _store_rows(acc, outf, ((n * G + g) * COg + c0) * OD + od, c1 - c0, OD, OH,
-                        OW, pitch)
-
-
-@njit(inline="always", **_JIT)
-def _store_rows(acc, outf, first, channels, OD, OH, OW, pitch):
-    """Copy the ``OH`` rows of ``OW`` sums, ``pitch`` apart, of each of ``channels``
-    rows of ``acc`` into the flattened output ``outf``, where the first of them is
-    output plane ``first`` (over ``N * G * COg * OD``) and each next one ``OD`` planes
-    on. Flat indices, not a view of each output row, whose reference counts the
-    threads share (on the stem kernel's copy those cost more than its taps)."""
-    flat = acc.reshape(-1)
-    for c in range(channels):
-        for oh in range(OH):
-            # Unsigned indices: LLVM vectorises the copy (they cannot wrap around).
-            dst = np.uint64(((first + c * OD) * OH + oh) * OW)
-            src = np.uint64(c * acc.shape[1] + oh * pitch)
-            for j in range(np.uint64(OW)):
-                outf[dst + j] = flat[src + j]
+            if fresh:  # no depth inside the input: the bias alone
+                for co in range(c0, c1):
+                    o = (((n * G + g) * COg + co) * OD + od) * plane
+                    outf[o: o + plane] = bias[g, co]

@@ -7,8 +7,8 @@ leading spatial axes of size 1.
 
 A stem has too few input channels for a GEMM to be deep (a 3-channel 7x7 kernel gives
 147-deep columns, written and read again at memory speed) and too many output channels
-for the channel-wise kernel's one-output axpys, which load and store the accumulator
-for every few taps. Here each input plane is copied once into zero-padded stride phases
+for the channel-wise kernel, which computes one output channel at a time from the
+copied planes. Here each input plane is copied once into zero-padded stride phases
 (``direct.plane_layout``), so that every (input channel, tap) pair reads one contiguous
 run. A job then holds the accumulators of 8 output channels over a chunk of
 ``CHUNK`` positions in L1, and sums every tap into them by register blocks of 8
