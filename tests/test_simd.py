@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numbaconv._simd import VECTOR_BYTES, lanes, vfma, vload, vsplat, vstore
+from numbaconv._simd import (VECTOR_BYTES, lanes, veven, vfma, vload, vload_first, vodd,
+                            vsplat, vstore, vstore_first)
 
 
 def test_lanes_fill_one_register():
@@ -46,3 +47,41 @@ def test_vectors_multiply_lane_by_lane(dtype):
     out = np.ones(L, dtype)
     _vector_scaled(out, x, w)
     np.testing.assert_array_equal(out, 1 + x * w)
+
+
+@njit
+def _copy_first(out, at, x, start, count):
+    vstore_first(out, at, vload_first(x, start, count), count)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_moves_touch_only_their_lanes(dtype):
+    """vload_first reads ``count`` elements (zeros in the other lanes), vstore_first
+    writes ``count``: the last elements of an array move without reading or writing
+    past it."""
+    L = lanes(np.dtype(dtype).itemsize)
+    for count in (0, 1, L // 2 + 1, L):
+        x = np.arange(1, L + 1, dtype=dtype)[:count].copy()  # exactly count elements
+        out = np.full(L + 3, -7, dtype)
+        _copy_first(out, 2, x, 0, count)
+        want = np.full(L + 3, -7, dtype)
+        want[2: 2 + count] = x
+        np.testing.assert_array_equal(out, want)
+
+
+@njit
+def _split(out_even, out_odd, x):
+    L = VECTOR_BYTES // x.itemsize
+    a, b = vload(x, 0), vload(x, L)
+    vstore(out_even, 0, veven(a, b))
+    vstore(out_odd, 0, vodd(a, b))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_even_and_odd_lanes_of_two_vectors(dtype):
+    L = lanes(np.dtype(dtype).itemsize)
+    x = np.arange(2 * L, dtype=dtype)
+    even, odd = np.empty(L, dtype), np.empty(L, dtype)
+    _split(even, odd, x)
+    np.testing.assert_array_equal(even, x[0::2])
+    np.testing.assert_array_equal(odd, x[1::2])
