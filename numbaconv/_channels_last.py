@@ -50,7 +50,7 @@ from ._kernels.blas import register_blas
 from ._simd import lanes
 from ._threads import kernel_launch
 from ._transpose import transpose_into
-from ._workspace import scratch
+from ._workspace import aligned_empty, scratch
 
 gemm_rows = Kernel(_kernels.gemm_rows, "cl_gemm")
 depthwise_rows = Kernel(_kernels.depthwise_rows, "cl_depthwise")
@@ -125,7 +125,7 @@ def moved_to_first(x, dtype) -> np.ndarray:
     tile kernel in Numba was no faster than NumPy)."""
     x = np.ascontiguousarray(x, dtype=dtype)
     n, c = x.shape[0], x.shape[-1]
-    moved = np.empty((n, c) + x.shape[1:-1], dtype=x.dtype)
+    moved = aligned_empty((n, c) + x.shape[1:-1], x.dtype)
     transpose_into(x.reshape(n, -1, c), moved.reshape(n, c, -1))
     return moved
 
@@ -151,7 +151,7 @@ def channels_last_copy(y: np.ndarray, d: int) -> np.ndarray:
     made by :func:`move_to_last` (a gradient's or a transposed convolution's result)."""
     batched = y.ndim == d + 2
     yb = np.ascontiguousarray(y if batched else y[None])
-    out = np.empty((yb.shape[0],) + yb.shape[2:] + (yb.shape[1],), dtype=yb.dtype)
+    out = aligned_empty((yb.shape[0],) + yb.shape[2:] + (yb.shape[1],), yb.dtype)
     move_to_last(yb, out)
     return out if batched else out[0]
 

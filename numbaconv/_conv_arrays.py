@@ -23,6 +23,7 @@ from ._padding import pad_input
 from ._plan import get_plan
 from ._registry import METHODS
 from ._spec import as_arrays, check_out
+from ._workspace import aligned_empty
 
 
 def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode, method,
@@ -37,7 +38,7 @@ def conv_arrays(x, weight, bias, stride, padding, dilation, groups, padding_mode
     plan = get_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode,
                     method, d, layout, cached_weights=weight_cache is not None)
     if out is None:
-        out = np.empty(plan.output_shape, dtype=plan.dtype)
+        out = aligned_empty(plan.output_shape, plan.dtype)
     else:
         check_out(out, plan.output_shape, plan.dtype, user_arrays)
     if plan.out6_shape[0] == 0:
@@ -79,12 +80,12 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
             # Compiling in the background: meanwhile the channels-first route's own
             # fallback, which compiles nothing (its kernel would start a second job,
             # for a form this call never uses).
-            out6 = np.empty(plan.out6_shape, dtype)
+            out6 = aligned_empty(plan.out6_shape, dtype)
             _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6,
                  fallback_only=True)
             move_to_last(out6, out5)
             return
-    out6 = np.empty(plan.out6_shape, dtype)
+    out6 = aligned_empty(plan.out6_shape, dtype)
     _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6, weight_cache)
     move_to_last(out6, out5)
 

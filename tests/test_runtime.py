@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import numbaconv
 
@@ -161,3 +162,22 @@ def test_scratch_buffers_are_reused_and_capped():
     assert not np.shares_memory(_workspace.scratch("t", big, np.float32),
                                 _workspace.scratch("t", big, np.float32))
     _workspace.release()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outputs_and_scratch_start_a_cache_line(dtype):
+    """numbaconv's outputs (both layouts) and scratch buffers start at a 64-byte
+    boundary, so a layer reading the one before's output loads whole cache lines."""
+    from numbaconv._workspace import ALIGNMENT, aligned_empty, scratch
+    for shape in [(0,), (1,), (3, 5, 7), (2, 64, 9)]:
+        a = aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % ALIGNMENT == 0
+    x = np.ones((1, 3, 9, 9), dtype)
+    w = np.ones((4, 3, 3, 3), dtype)
+    for layout, xx in (("channels_first", x), ("channels_last", np.moveaxis(x, 1, -1))):
+        y = numbaconv.conv2d(xx, w, padding=1, layout=layout)
+        assert y.ctypes.data % ALIGNMENT == 0
+    with numbaconv._threads.kernel_launch:
+        assert scratch("test_alignment", (5, 7), dtype).ctypes.data % ALIGNMENT == 0
