@@ -20,8 +20,8 @@ Which form takes a call follows the channels-first plan's choice for the same da
   kernel with its weight packed ahead, against the GEMM form's whole call, in one
   process: r50_3x3_s2 1.26 against 1.51 ms, incep_1x7 0.33 against 0.47, r50_3x3_14
   1.09 against 1.46, c3d_s2 7.3 against 10.1, wavenet_d256 1.29 against 2.05 (90-114
-  GMAC/s on the two cores, where one thread's OpenBLAS GEMM runs at 40-50). Packing
-  the weight in the kernel adds 0.07 ms to incep_1x7 and 0.37 to r50_3x3_14.
+  GMAC/s on the two cores, where one thread's OpenBLAS GEMM runs at 40-50). The
+  kernel packs the weight on every call, by vector transposes (see ``dense_blocks``).
 - ``"grouped"``: a grouped layer the plan gives the stem kernel (2 to
   ``config.CHANNELWISE_MAX_CHANNELS`` input channels per group, ResNeXt's and
   RegNet's): that kernel itself, filling its planes from the channels-last input and

@@ -68,15 +68,14 @@ def gemm_forms(geom, itemsize, threads, budget) -> list:
                             itemsize, budget)
     if padded is not None:
         forms.append(GemmForm("shifted", threads, padded=padded))
-    # The register blocks on a channels-last copy, where they were measured faster
-    # than the column and shifted forms with their copies and the weight's repacking:
-    # strided layers (r50_3x3_s2 0.55x, c3d_s2 0.63x) and stems (a 1 -> 64 1D stem
-    # 0.93x); not dense unit-stride ones (r50_3x3_14 1.37x, incep_1x7 1.03x), whose
-    # columns cost little. (Channels-last calls take them more widely:
-    # ``_channels_last.channels_last_form``.)
-    # Their copies within the budget, as the column form's buffers.
+    # The register blocks on a channels-last copy, their copies within the budget as
+    # the column form's buffers; _gemm_rank takes them where estimated faster than the
+    # shifted or column form. Measured against those forms (whole calls, medians of 6-8
+    # alternating processes): r50_3x3_s2 0.55x, c3d_s2 0.63x, a 1 -> 64 1D stem 0.93x;
+    # with the weight repacked by vector transposes, incep_1x7 0.83x, incep_7x1 0.93x,
+    # r50_3x3_14 0.94x (1.37x when it was repacked one element at a time). The
+    # estimate keeps wavenet_d256, textcnn and deeplab_d2 on their columns.
     if blocks_take(g, g * cog, n * math.prod(out), itemsize) and (
-            max(stride) > 1 or cg <= config.STEM_MAX_CHANNELS) and (
             blocks_extra_elements(n, cg, cog, kernel, stride, dilation, out) * itemsize
             <= budget):
         forms.append(GemmForm("blocks", threads))

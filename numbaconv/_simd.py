@@ -216,6 +216,32 @@ def _vodd(typingctx, a, b):
     return _half_lanes(typingctx, a, b, 1)
 
 
+@intrinsic
+def _vswap_blocks(typingctx, a, b, size):
+    """``(a', b')``: ``a`` and ``b`` with their off-diagonal blocks of ``size`` lanes
+    swapped (``size`` a literal power of two below the lanes): a' holds the blocks
+    0, 2, 4, ... of ``a`` interleaved with those of ``b``, b' the blocks 1, 3, 5, ...
+    Applied with ``size`` = lanes/2, lanes/4, ..., 1 to the pairs ``(v[i], v[i+size])``
+    of ``lanes`` vectors (``i // size`` even), it transposes them as a square matrix."""
+    if not (isinstance(a, Vector) and a == b and isinstance(size, types.IntegerLiteral)):
+        return None
+    h = size.literal_value
+
+    def codegen(context, builder, sig, args):
+        count = context.get_value_type(sig.args[0]).count
+        # Lanes of the pair (a, b): a's lane l is l, b's is count + l.
+        first = [l if (l // h) % 2 == 0 else count + l - h for l in range(count)]
+        second = [l + h if (l // h) % 2 == 0 else count + l for l in range(count)]
+        i32 = ir.IntType(32)
+        lo = builder.shuffle_vector(args[0], args[1],
+                                    ir.Constant(ir.VectorType(i32, count), first))
+        hi = builder.shuffle_vector(args[0], args[1],
+                                    ir.Constant(ir.VectorType(i32, count), second))
+        return context.make_tuple(builder, sig.return_type, [lo, hi])
+
+    return types.UniTuple(a, 2)(a, b, size), codegen
+
+
 def _vload_py(array, index):
     return array[index: index + lanes(array.itemsize)].copy()
 
@@ -241,6 +267,14 @@ def _vodd_py(a, b):
     return np.concatenate([a, b])[1::2]
 
 
+def _vswap_blocks_py(a, b, size):
+    blocks = (np.arange(a.shape[0]) // size) % 2 == 0
+    lanes_ = np.arange(a.shape[0])
+    first = np.where(blocks, a[lanes_], b[np.maximum(lanes_ - size, 0)])
+    second = np.where(blocks, a[np.minimum(lanes_ + size, a.shape[0] - 1)], b[lanes_])
+    return first, second
+
+
 def _vload_first_py(array, index, count):
     vector = np.zeros(lanes(array.itemsize), dtype=array.dtype)
     vector[:count] = array[index: index + count]
@@ -254,8 +288,8 @@ def _vstore_first_py(array, index, value, count):
 if numba.config.DISABLE_JIT:
     vload, vstore, vsplat, vfma = _vload_py, _vstore_py, _vsplat_py, _vfma_py
     vload_first, vstore_first = _vload_first_py, _vstore_first_py
-    veven, vodd = _veven_py, _vodd_py
+    veven, vodd, vswap_blocks = _veven_py, _vodd_py, _vswap_blocks_py
 else:
     vload, vstore, vsplat, vfma = _vload, _vstore, _vsplat, _vfma
     vload_first, vstore_first = _vload_first, _vstore_first
-    veven, vodd = _veven, _vodd
+    veven, vodd, vswap_blocks = _veven, _vodd, _vswap_blocks

@@ -429,13 +429,20 @@ def test_winograd_form_where_it_pays(monkeypatch):
     assert _form_of((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1))[0] == "winograd"
     assert _form_of((1, 64, 16, 56, 56), (128, 64, 3, 3, 3), dict(padding=1))[0] \
         == "winograd"
-    # Few tiles for many channels: the weight transform costs more than it saves.
-    assert _form_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))[0] == "columns"
+    # Few tiles for many channels: the weight transform costs more than it saves, and
+    # the register blocks (the weight repacked by vector transposes) take it.
+    assert _form_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))[0] == "blocks"
+    assert _form_of((1, 128, 17, 17), (128, 128, 1, 7), dict(padding=(0, 3)))[0] \
+        == "blocks"
+    # A long 1D signal keeps its columns (wavenet_d256).
+    assert _form_of((1, 64, 16000), (64, 64, 2), dict(dilation=256))[0] in (
+        "columns", "shared", "shifted")
     assert _form_of((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1))[0] == "shared"
     # Where it cannot run at all.
     assert _form_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1))[0] == "columns"
     assert _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2))[0] == "blocks"
-    assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "shifted"
+    # A 3x5 kernel: the register blocks (2.07 against the shifted GEMMs' 2.15 ms).
+    assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "blocks"
     assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "shifted"
     # Its buffers over the budget: the packed input alone is 1.4 MB.
     assert _winograd.winograd_grid(1, 1, 64, 64, (1, 3, 3), (1, 1, 1), (1, 1, 1),
@@ -521,11 +528,11 @@ def test_plans_follow_threads_and_budgets(monkeypatch, rng):
 def test_explain_lists_every_form_of_every_path():
     e = numbaconv.explain((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert [f[0] for f in e.forms["im2col"]][:1] == ["winograd"]
-    assert {f[0] for f in e.forms["im2col"]} == {"winograd", "shifted", "columns"}
+    assert {f[0] for f in e.forms["im2col"]} == {"winograd", "blocks", "shifted", "columns"}
     assert [f[0] for f in e.forms["direct"]] == ["dense"]
     assert e.estimates["im2col"][0] == e.forms["im2col"][0][1]
     text = str(e)
-    for name in ("winograd", "shifted", "columns", "dense", "fft"):
+    for name in ("winograd", "blocks", "shifted", "columns", "dense", "fft"):
         assert name in text
     depthwise = numbaconv.explain((1, 8, 9, 9), (8, 1, 3, 3), groups=8)
     assert depthwise.forms["direct"][0][0] == "channelwise"
@@ -533,7 +540,8 @@ def test_explain_lists_every_form_of_every_path():
 
 def test_plans_follow_every_tunable(monkeypatch, rng):
     x = rng.standard_normal((1, 32, 48, 48)).astype(np.float32)  # 48 x 49 outputs
-    w = rng.standard_normal((32, 32, 3, 2)).astype(np.float32)
+    # 16 output channels: one vector, too few for the register blocks.
+    w = rng.standard_normal((16, 32, 3, 2)).astype(np.float32)
     assert _plan.get_plan(x, w, None, 1, 1, 1, 1, "zeros", "im2col", 2).form.name \
         == "shifted"
     monkeypatch.setattr(config, "SHIFTED_MIN_POSITIONS", 10 ** 9)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._simd import VECTOR_BYTES, vfma, vload, vstore
+from .._simd import VECTOR_BYTES, vfma, vload, vstore, vswap_blocks
 from ..config import CACHE, FASTMATH
 from .blas import gemm
 
@@ -416,6 +416,72 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
             ow += 2 if pair else 1
 
 
+# Inlined (its only call site is dense_blocks'): called, its array arguments' reference
+# counts, shared by the threads, were taken and dropped per tile.
+@njit(inline="always", **_JIT)
+def _transpose_16(wf, first, pitch, pf, targets, co):
+    """Write the 16 x 16 tile of ``wf`` whose rows start at ``first + r*pitch`` (16
+    output channels from ``co``, 16 consecutive (input channel, tap) columns) into
+    ``pf``, column ``l`` as the 16 channels at ``targets[l] + co``: 16 vector loads, 64
+    lane shuffles (:func:`numbaconv._simd.vswap_blocks`), 16 vector stores."""
+    v0, v1 = vload(wf, first), vload(wf, first + pitch)
+    v2, v3 = vload(wf, first + 2 * pitch), vload(wf, first + 3 * pitch)
+    v4, v5 = vload(wf, first + 4 * pitch), vload(wf, first + 5 * pitch)
+    v6, v7 = vload(wf, first + 6 * pitch), vload(wf, first + 7 * pitch)
+    v8, v9 = vload(wf, first + 8 * pitch), vload(wf, first + 9 * pitch)
+    va, vb = vload(wf, first + 10 * pitch), vload(wf, first + 11 * pitch)
+    vc, vd = vload(wf, first + 12 * pitch), vload(wf, first + 13 * pitch)
+    ve, vf = vload(wf, first + 14 * pitch), vload(wf, first + 15 * pitch)
+    v0, v8 = vswap_blocks(v0, v8, 8)
+    v1, v9 = vswap_blocks(v1, v9, 8)
+    v2, va = vswap_blocks(v2, va, 8)
+    v3, vb = vswap_blocks(v3, vb, 8)
+    v4, vc = vswap_blocks(v4, vc, 8)
+    v5, vd = vswap_blocks(v5, vd, 8)
+    v6, ve = vswap_blocks(v6, ve, 8)
+    v7, vf = vswap_blocks(v7, vf, 8)
+    v0, v4 = vswap_blocks(v0, v4, 4)
+    v1, v5 = vswap_blocks(v1, v5, 4)
+    v2, v6 = vswap_blocks(v2, v6, 4)
+    v3, v7 = vswap_blocks(v3, v7, 4)
+    v8, vc = vswap_blocks(v8, vc, 4)
+    v9, vd = vswap_blocks(v9, vd, 4)
+    va, ve = vswap_blocks(va, ve, 4)
+    vb, vf = vswap_blocks(vb, vf, 4)
+    v0, v2 = vswap_blocks(v0, v2, 2)
+    v1, v3 = vswap_blocks(v1, v3, 2)
+    v4, v6 = vswap_blocks(v4, v6, 2)
+    v5, v7 = vswap_blocks(v5, v7, 2)
+    v8, va = vswap_blocks(v8, va, 2)
+    v9, vb = vswap_blocks(v9, vb, 2)
+    vc, ve = vswap_blocks(vc, ve, 2)
+    vd, vf = vswap_blocks(vd, vf, 2)
+    v0, v1 = vswap_blocks(v0, v1, 1)
+    v2, v3 = vswap_blocks(v2, v3, 1)
+    v4, v5 = vswap_blocks(v4, v5, 1)
+    v6, v7 = vswap_blocks(v6, v7, 1)
+    v8, v9 = vswap_blocks(v8, v9, 1)
+    va, vb = vswap_blocks(va, vb, 1)
+    vc, vd = vswap_blocks(vc, vd, 1)
+    ve, vf = vswap_blocks(ve, vf, 1)
+    vstore(pf, targets[0] + co, v0)
+    vstore(pf, targets[1] + co, v1)
+    vstore(pf, targets[2] + co, v2)
+    vstore(pf, targets[3] + co, v3)
+    vstore(pf, targets[4] + co, v4)
+    vstore(pf, targets[5] + co, v5)
+    vstore(pf, targets[6] + co, v6)
+    vstore(pf, targets[7] + co, v7)
+    vstore(pf, targets[8] + co, v8)
+    vstore(pf, targets[9] + co, v9)
+    vstore(pf, targets[10] + co, va)
+    vstore(pf, targets[11] + co, vb)
+    vstore(pf, targets[12] + co, vc)
+    vstore(pf, targets[13] + co, vd)
+    vstore(pf, targets[14] + co, ve)
+    vstore(pf, targets[15] + co, vf)
+
+
 # Output positions per register block of the blocks kernel.
 BLOCK_POSITIONS = 8
 # Columns of the padded input per piece of its copy (a 1D signal is a single row).
@@ -495,12 +561,13 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
     channels.
 
     First, in parallel, the weight is repacked into ``wp`` ``(KD*KH*KW*C_in, C_out)``
-    (each (tap, input channel) pair's weights by output channel: 0.07 ms of
-    incep_1x7's 0.40, 0.37 of r50_3x3_14's 1.5; done by the caller with OpenBLAS's
-    transpose it took 0.10-0.31 ms of incep_1x7's 0.5, against 0.04 alone, the single
-    thread running while Numba's threads spun; by input channel, or by tiles of 16 x
-    16 channels, slower), and the input copied, zero-padded, into ``xp`` ``(N, Dp, Hp,
-    Wp, C_in)`` (every element written), so that no tap needs a bounds test. The
+    (each (tap, input channel) pair's weights by output channel; float32 on AVX-512 by
+    16 x 16 tiles of vector shuffles (:func:`_transpose_16`): the kernel on
+    r50_3x3_14 2.03 -> 1.45 ms and incep_1x7 0.49 -> 0.40 against one element at a
+    time, medians of 6 alternating processes; done by the caller with OpenBLAS's
+    transpose it took 0.10-0.31 ms of incep_1x7's 0.5, the single thread running
+    while Numba's threads spun), and the input copied, zero-padded, into ``xp`` ``(N,
+    Dp, Hp, Wp, C_in)`` (every element written), so that no tap needs a bounds test. The
     output positions, flattened over samples and rows, are dealt in jobs of
     ``per_job`` (a multiple of 8; the last job takes the rest). Each job goes by register blocks of 8 positions x 2
     vectors of output channels (:func:`_dense_block`), the channel blocks outer. The
@@ -530,11 +597,29 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
     of = yl.reshape(-1)
     wf = wp.reshape(-1)
     taps = KD * KH * KW
-    for pair in prange(taps * C):
-        tap, ci = pair // C, pair % C
-        row = wp[pair]
-        for co in range(CO):
-            row[co] = w3[co, ci, tap]
+    # The weight repacked: with 16 lanes, tiles of 16 output channels x 16 (input
+    # channel, tap) columns by vector transposes (:func:`_transpose_16`); the rest, and
+    # other lane counts, one element at a time. Column k = ci*taps + tap goes to row
+    # tap*C + ci.
+    columns = C * taps
+    w2 = w3.reshape(CO, columns)
+    wflat = w3.reshape(-1)
+    whole_co = CO // 16 * 16 if L == 16 else 0
+    whole_k = columns // 16 * 16 if L == 16 else 0
+    tiles_k = whole_k // 16
+    for job in prange((whole_co // 16) * tiles_k):
+        co, k0 = (job // tiles_k) * 16, (job % tiles_k) * 16
+        targets = np.empty(16, dtype=np.int64)
+        for lane in range(16):
+            k = k0 + lane
+            targets[lane] = ((k % taps) * C + k // taps) * CO
+        _transpose_16(wflat, co * columns + k0, columns, wf, targets, co)
+    for k in prange(columns):
+        row = ((k % taps) * C + k // taps) * CO
+        # Past the whole tiles: every output channel of the columns past them, and the
+        # output channels past them of the others.
+        for co in range(whole_co if k < whole_k else 0, CO):
+            wf[row + co] = w2[co, k]
     # Rows of the padded input, in pieces of FILL_COLUMNS columns (a 1D signal is
     # one row): zeros outside the input, its values inside.
     pieces = (Wp + FILL_COLUMNS - 1) // FILL_COLUMNS
