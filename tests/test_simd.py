@@ -3,9 +3,10 @@
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import literally, njit
 
 from numbaconv._simd import (VECTOR_BYTES, lanes, veven, vfma, vload, vload_first, vodd,
+                            vswap_blocks,
                             vsplat, vstore, vstore_first)
 
 
@@ -85,3 +86,28 @@ def test_even_and_odd_lanes_of_two_vectors(dtype):
     _split(even, odd, x)
     np.testing.assert_array_equal(even, x[0::2])
     np.testing.assert_array_equal(odd, x[1::2])
+
+
+@njit
+def _swap_pair(a, b, out, size):
+    u, v = vswap_blocks(vload(a, 0), vload(b, 0), literally(size))
+    vstore(out[0], 0, u)
+    vstore(out[1], 0, v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_swapping_blocks_transposes_square_tiles(dtype):
+    """vswap_blocks of each size on the pairs (i, i + size) of ``lanes`` vectors, from
+    half the lanes down to 1, transposes them as a square matrix."""
+    L = lanes(np.dtype(dtype).itemsize)
+    tile = np.arange(L * L, dtype=dtype).reshape(L, L)
+    rows = tile.copy()
+    size = L // 2
+    pair = np.empty((2, L), dtype)
+    while size >= 1:
+        for i in range(L):
+            if (i // size) % 2 == 0:
+                _swap_pair(rows[i], rows[i + size], pair, size)
+                rows[i], rows[i + size] = pair[0], pair[1]
+        size //= 2
+    np.testing.assert_array_equal(rows, tile.T)
