@@ -33,6 +33,7 @@ class MachineConstants:
     direct_weight: float = 7.0e10      # bytes/s of a weight too big for L2, reread per row
     channelwise_macs: float = 7.0e10   # depthwise (one input channel per group) kernel
     stem_macs: float = 1.8e11          # stem kernel (few input, many output channels)
+    blocks_macs: float = 2.6e11        # dense register blocks (the GEMM path's "blocks")
     gemm_macs: float = 2.65e11          # BLAS GEMM, large matrices
     gemm_half_m: float = 6.0           # GEMM rows (output channels) at half rate
     gemm_half_k: float = 24.0          # GEMM depth at half rate

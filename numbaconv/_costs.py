@@ -35,6 +35,15 @@ on resnet_conv1 (0.78; estimated 0.78) and a batch of 8 of it (0.71; 0.77), whic
 also sends r2plus1d_stem (0.39; 0.50) to the stem kernel and leaves mbnet_stem (1.03;
 0.77) nearly even.
 
+The dense register blocks' rate (``blocks_macs``) was set the same way, on a Zen 4
+machine, once their weight repacking and transposes ran by vector shuffles: each
+layer's measured ratio of the blocks to the shifted or column form (one process,
+alternating calls) gives the rate at which the estimates' ratio matches it; the median
+over 8 layers was 2.6e11 (conv1d_s2 0.71 -> 3.6e11, wavenet_d256 0.80 -> 4.0e11,
+deeplab_d2 0.87 -> 2.5e11, textcnn 0.96 -> 2.3e11, r50_1x1_s2 1.03 -> 2.8e11,
+incep_1x7 0.88 -> 2.0e11, r50_3x3_14 0.91 -> 1.8e11; r50_1x1_56 1.03 -> 7.9e11). At
+that rate the estimates order the two forms as measured on all 8.
+
 float64 runs every compute term at half the float32 rate (half as many lanes per
 vector); measured float64/float32 time ratios on 7 suite cases ranged from 1.3 to 2.4,
 mostly 1.6 to 2.0.
@@ -220,16 +229,16 @@ def estimate_columns(geom, itemsize: int, c: MachineConstants, form) -> Estimate
 
 def estimate_blocks(geom, itemsize: int, c: MachineConstants, form) -> Estimate:
     """The dense register blocks (``_channels_last.conv_blocks``): their multiply-adds
-    at the stem kernel's rate (the same 8 x 2-vector register block of broadcasts and
-    FMAs), and the copies of the input (padded and transposed to channels-last), the
-    weight and the output (transposed back)."""
+    at their own rate (``blocks_macs``, see the module docstring), and the copies of
+    the input (padded and transposed to channels-last), the weight and the output
+    (transposed back)."""
     n, _, cg, cog, kernel, stride, dilation, _, _, out = problem_dims(geom)
     prec = _precision(itemsize)
     macs = n * cog * cg * math.prod(kernel) * math.prod(out)
     extra = blocks_extra_elements(n, cg, cog, kernel, stride, dilation, out)
     # Each buffer written once, and the result copied out of its own once more.
     copies = extra + n * cog * math.prod(out)
-    seconds = c.call + macs / (c.stem_macs * prec) + copies / (c.columns * prec)
+    seconds = c.call + macs / (c.blocks_macs * prec) + copies / (c.columns * prec)
     return Estimate(seconds, extra * itemsize,
                     "register blocks of 8 positions x 2 vectors of output channels "
                     "on a channels-last copy")

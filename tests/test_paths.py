@@ -434,16 +434,20 @@ def test_winograd_form_where_it_pays(monkeypatch):
     assert _form_of((1, 256, 14, 14), (256, 256, 3, 3), dict(padding=1))[0] == "blocks"
     assert _form_of((1, 128, 17, 17), (128, 128, 1, 7), dict(padding=(0, 3)))[0] \
         == "blocks"
-    # A long 1D signal keeps its columns (wavenet_d256).
-    assert _form_of((1, 64, 16000), (64, 64, 2), dict(dilation=256))[0] in (
-        "columns", "shared", "shifted")
+    # So does a long dilated 1D signal (wavenet_d256); a pointwise layer keeps its
+    # input as columns.
+    assert _form_of((1, 64, 16000), (64, 64, 2), dict(dilation=256))[0] == "blocks"
+    assert _form_of((1, 256, 56, 56), (64, 256, 1, 1), dict())[0] == "columns"
     assert _form_of((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1))[0] == "shared"
     # Where it cannot run at all.
     assert _form_of((1, 8, 56, 56), (8, 8, 3, 3), dict(padding=1))[0] == "columns"
     assert _form_of((1, 64, 56, 56), (64, 64, 3, 3), dict(stride=2))[0] == "blocks"
     # A 3x5 kernel: the register blocks (2.07 against the shifted GEMMs' 2.15 ms).
     assert _form_of((1, 64, 56, 56), (64, 64, 3, 5), dict())[0] == "blocks"
-    assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "shifted"
+    # A 1D layer: the register blocks (0.76 against the shifted GEMMs' 1.06 ms), unless
+    # its output channels fill less than their 2 vectors.
+    assert _form_of((1, 64, 3000), (64, 64, 3), dict())[0] == "blocks"
+    assert _form_of((1, 64, 3000), (16, 64, 3), dict())[0] == "shifted"
     # Its buffers over the budget: the packed input alone is 1.4 MB.
     assert _winograd.winograd_grid(1, 1, 64, 64, (1, 3, 3), (1, 1, 1), (1, 1, 1),
                                    (1, 56, 56), 4, 2, 1 << 20) is None
