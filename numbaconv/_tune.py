@@ -19,12 +19,13 @@ from ._plan import path_estimate
 from ._spec import conv_geometry
 from .functional import conv
 
-# Which rates each group of measurements calibrates.
+# Which rates each group of measurements calibrates (the GEMM path's calls may run any of
+# its forms, the register blocks included, so its rates scale together).
 _GROUPS = {
     "direct": ("direct_macs", "direct_pack"),
     "channelwise": ("channelwise_macs",),
     "stem": ("stem_macs",),
-    "im2col": ("gemm_macs", "columns"),
+    "im2col": ("gemm_macs", "columns", "blocks_macs"),
     "fft": ("fft_flops", "fft_cmacs", "fft_elems"),
 }
 
