@@ -73,8 +73,8 @@ def use_channelwise(groups_in: int, groups_out: int, taps: int, planes: int,
     """Whether the channel-wise kernel takes a convolution with ``groups_in`` input
     channels per group, ``taps`` kernel taps and ``planes`` output planes (N*C_out*OD):
     its register blocks beat dot products of length taps (3x on a 31x31 depthwise and
-    on a 1->8 5x5x5 layer here), but that kernel runs one job per output plane, so with few
-    planes per thread (one image with a large kernel) the dense kernel wins. Grouped
+    on a 1->8 5x5x5 layer here), but that kernel runs one job per output plane, so with
+    few planes per thread (one image with a large kernel) the dense kernel wins. Grouped
     layers of up to ``config.CHANNELWISE_MAX_CHANNELS`` input and output channels per
     group (``groups_in``, ``groups_out``) take it with up to
     ``config.CHANNELWISE_MAX_TAPS`` taps; with more output channels a GEMM does better

@@ -504,7 +504,8 @@ def plane_layout(OH, OW, KH, KW, stride, dilation, Cg):
     padded position ``(rq*sh + a, cq*sw + b)`` at ``((a*sw + b)*Hq + rq)*Wq + cq``.
     Output ``(oh, ow)`` then reads tap ``(kh, kw)`` at ``oh*Wq + ow + offsets[tap]``,
     in phase ``(kh*dh % sh, kw*dw % sw)``: for any stride, each tap reads a row of
-    outputs' inputs contiguously. With unit stride it is the padded plane itself. ``offsets[c*KH*KW + tap]`` is that offset for input channel ``c``'s plane.
+    outputs' inputs contiguously. With unit stride it is the padded plane itself.
+    ``offsets[c*KH*KW + tap]`` is that offset for input channel ``c``'s plane.
     (``stride``, ``dilation``: ``(d, h, w)``.)"""
     sh, sw = stride[1], stride[2]
     dh, dw = dilation[1], dilation[2]
