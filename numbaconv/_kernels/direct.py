@@ -261,14 +261,14 @@ def _rows_taps(outf, o, xp, Wq, offsets, weights, KH, KW, OH, OW, base, fresh):
             full = oh0 + 4 <= OH and ow0 + 2 * L <= OW
             n0, n1, n2, n3, m0, m1, m2, m3 = L, L, L, L, L, L, L, L
             if not full:
-                n0 = _lanes_inside(oh0, ow0, 0, 2, L, OH, OW)
-                n1 = _lanes_inside(oh0, ow0, 2, 2, L, OH, OW)
-                n2 = _lanes_inside(oh0, ow0, 4, 2, L, OH, OW)
-                n3 = _lanes_inside(oh0, ow0, 6, 2, L, OH, OW)
-                m0 = _lanes_inside(oh0, ow0, 1, 2, L, OH, OW)
-                m1 = _lanes_inside(oh0, ow0, 3, 2, L, OH, OW)
-                m2 = _lanes_inside(oh0, ow0, 5, 2, L, OH, OW)
-                m3 = _lanes_inside(oh0, ow0, 7, 2, L, OH, OW)
+                n0 = _lanes_inside(oh0, ow0, L, OH, OW)
+                n1 = _lanes_inside(oh0 + 1, ow0, L, OH, OW)
+                n2 = _lanes_inside(oh0 + 2, ow0, L, OH, OW)
+                n3 = _lanes_inside(oh0 + 3, ow0, L, OH, OW)
+                m0 = _lanes_inside(oh0, ow0 + L, L, OH, OW)
+                m1 = _lanes_inside(oh0 + 1, ow0 + L, L, OH, OW)
+                m2 = _lanes_inside(oh0 + 2, ow0 + L, L, OH, OW)
+                m3 = _lanes_inside(oh0 + 3, ow0 + L, L, OH, OW)
             q = o + oh0 * OW + ow0
             if fresh:
                 a0 = vsplat(base)
@@ -335,14 +335,14 @@ def _rows_taps_narrow(outf, o, xp, Wq, offsets, weights, KH, KW, OH, OW, base, f
             full = oh0 + 8 <= OH and ow0 + L <= OW
             n0, n1, n2, n3, n4, n5, n6, n7 = L, L, L, L, L, L, L, L
             if not full:
-                n0 = _lanes_inside(oh0, ow0, 0, 1, L, OH, OW)
-                n1 = _lanes_inside(oh0, ow0, 1, 1, L, OH, OW)
-                n2 = _lanes_inside(oh0, ow0, 2, 1, L, OH, OW)
-                n3 = _lanes_inside(oh0, ow0, 3, 1, L, OH, OW)
-                n4 = _lanes_inside(oh0, ow0, 4, 1, L, OH, OW)
-                n5 = _lanes_inside(oh0, ow0, 5, 1, L, OH, OW)
-                n6 = _lanes_inside(oh0, ow0, 6, 1, L, OH, OW)
-                n7 = _lanes_inside(oh0, ow0, 7, 1, L, OH, OW)
+                n0 = _lanes_inside(oh0, ow0, L, OH, OW)
+                n1 = _lanes_inside(oh0 + 1, ow0, L, OH, OW)
+                n2 = _lanes_inside(oh0 + 2, ow0, L, OH, OW)
+                n3 = _lanes_inside(oh0 + 3, ow0, L, OH, OW)
+                n4 = _lanes_inside(oh0 + 4, ow0, L, OH, OW)
+                n5 = _lanes_inside(oh0 + 5, ow0, L, OH, OW)
+                n6 = _lanes_inside(oh0 + 6, ow0, L, OH, OW)
+                n7 = _lanes_inside(oh0 + 7, ow0, L, OH, OW)
             q = o + oh0 * OW + ow0
             if fresh:
                 a0 = vsplat(base)
@@ -409,16 +409,16 @@ def _plane_blocks(outf, o, xp, Wq, offsets, weights, OH, OW, across, base, fresh
     L = VECTOR_BYTES // xp.itemsize
     down = 8 // across
     ntaps = offsets.shape[0]
-    # Accumulator k: row k // across, columns (k % across) * L on, of the block: at
-    # d_k from the block's first input and f_k from its first output.
-    d1, d2, d3 = _block_offset(1, across, Wq, L), _block_offset(2, across, Wq, L), \
-        _block_offset(3, across, Wq, L)
-    d4, d5 = _block_offset(4, across, Wq, L), _block_offset(5, across, Wq, L)
-    d6, d7 = _block_offset(6, across, Wq, L), _block_offset(7, across, Wq, L)
-    f1, f2, f3 = _block_offset(1, across, OW, L), _block_offset(2, across, OW, L), \
-        _block_offset(3, across, OW, L)
-    f4, f5 = _block_offset(4, across, OW, L), _block_offset(5, across, OW, L)
-    f6, f7 = _block_offset(6, across, OW, L), _block_offset(7, across, OW, L)
+    # Accumulator k: row r_k = k // across and columns c_k = (k % across) * L on, of
+    # the block: at d_k from the block's first input and f_k from its first output.
+    r1, r2, r3, r4 = 1 // across, 2 // across, 3 // across, 4 // across
+    r5, r6, r7 = 5 // across, 6 // across, 7 // across
+    c1, c2, c3, c4 = (1 % across) * L, (2 % across) * L, (3 % across) * L, (4 % across) * L
+    c5, c6, c7 = (5 % across) * L, (6 % across) * L, (7 % across) * L
+    d1, d2, d3, d4 = r1 * Wq + c1, r2 * Wq + c2, r3 * Wq + c3, r4 * Wq + c4
+    d5, d6, d7 = r5 * Wq + c5, r6 * Wq + c6, r7 * Wq + c7
+    f1, f2, f3, f4 = r1 * OW + c1, r2 * OW + c2, r3 * OW + c3, r4 * OW + c4
+    f5, f6, f7 = r5 * OW + c5, r6 * OW + c6, r7 * OW + c7
     for oh0 in range(0, OH, down):
         for ow0 in range(0, OW, across * L):
             # Blocks inside the output (most) store whole vectors; the others only
@@ -426,14 +426,14 @@ def _plane_blocks(outf, o, xp, Wq, offsets, weights, OH, OW, across, base, fresh
             full = oh0 + down <= OH and ow0 + across * L <= OW
             n0, n1, n2, n3, n4, n5, n6, n7 = L, L, L, L, L, L, L, L
             if not full:
-                n0 = _lanes_inside(oh0, ow0, 0, across, L, OH, OW)
-                n1 = _lanes_inside(oh0, ow0, 1, across, L, OH, OW)
-                n2 = _lanes_inside(oh0, ow0, 2, across, L, OH, OW)
-                n3 = _lanes_inside(oh0, ow0, 3, across, L, OH, OW)
-                n4 = _lanes_inside(oh0, ow0, 4, across, L, OH, OW)
-                n5 = _lanes_inside(oh0, ow0, 5, across, L, OH, OW)
-                n6 = _lanes_inside(oh0, ow0, 6, across, L, OH, OW)
-                n7 = _lanes_inside(oh0, ow0, 7, across, L, OH, OW)
+                n0 = _lanes_inside(oh0, ow0, L, OH, OW)
+                n1 = _lanes_inside(oh0 + r1, ow0 + c1, L, OH, OW)
+                n2 = _lanes_inside(oh0 + r2, ow0 + c2, L, OH, OW)
+                n3 = _lanes_inside(oh0 + r3, ow0 + c3, L, OH, OW)
+                n4 = _lanes_inside(oh0 + r4, ow0 + c4, L, OH, OW)
+                n5 = _lanes_inside(oh0 + r5, ow0 + c5, L, OH, OW)
+                n6 = _lanes_inside(oh0 + r6, ow0 + c6, L, OH, OW)
+                n7 = _lanes_inside(oh0 + r7, ow0 + c7, L, OH, OW)
             q = o + oh0 * OW + ow0
             e0, e1, e2, e3 = q, q + f1, q + f2, q + f3
             e4, e5, e6, e7 = q + f4, q + f5, q + f6, q + f7
@@ -477,20 +477,15 @@ def _plane_blocks(outf, o, xp, Wq, offsets, weights, OH, OW, across, base, fresh
                 vstore_first(outf, e7, a7, n7)
 
 
+# Its arguments are sums of variables, never literal constants: Numba compiles a
+# function once per literal argument value it is called with (each a tenth of a second).
 @njit(**_JIT)
-def _block_offset(k, across, pitch, L):
-    """Offset of accumulator ``k`` of a register block ``across`` vectors wide (see
-    :func:`_plane_blocks`) from the block's first element, rows ``pitch`` apart."""
-    return (k // across) * pitch + (k % across) * L
-
-
-@njit(**_JIT)
-def _lanes_inside(oh0, ow0, k, across, L, OH, OW):
-    """Lanes of accumulator ``k`` of the block at ``(oh0, ow0)`` (see
-    :func:`_plane_blocks`) that fall inside the ``OH x OW`` output."""
-    if oh0 + k // across >= OH:
+def _lanes_inside(row, column, L, OH, OW):
+    """Lanes of an accumulator of ``L`` lanes holding output row ``row``, columns
+    ``column`` on, that fall inside the ``OH x OW`` output (none past its last row)."""
+    if row >= OH:
         return 0
-    return max(0, min(L, OW - ow0 - (k % across) * L))
+    return max(0, min(L, OW - column))
 
 
 # Not cached on their own (compiled into each caller and cached with it): the direct
