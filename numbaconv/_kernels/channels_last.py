@@ -459,10 +459,10 @@ def _transpose_16(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, va, vb, vc, vd, ve, vf
 
 
 @njit(**_JIT)
-def _tile_16(src, first, pitch, dst, targets, offset):
+def _tile_16(src, first, pitch, dst, targets, t0, offset):
     """Write the 16 x 16 tile of ``src`` whose rows start at ``first + r*pitch``
     transposed into ``dst``: its column ``l`` as 16 contiguous elements at
-    ``targets[l] + offset``."""
+    ``targets[t0 + l] + offset``."""
     t = _transpose_16(
         vload(src, first), vload(src, first + pitch), vload(src, first + 2 * pitch),
         vload(src, first + 3 * pitch), vload(src, first + 4 * pitch),
@@ -472,22 +472,22 @@ def _tile_16(src, first, pitch, dst, targets, offset):
         vload(src, first + 11 * pitch), vload(src, first + 12 * pitch),
         vload(src, first + 13 * pitch), vload(src, first + 14 * pitch),
         vload(src, first + 15 * pitch))
-    vstore(dst, targets[0] + offset, t[0])
-    vstore(dst, targets[1] + offset, t[1])
-    vstore(dst, targets[2] + offset, t[2])
-    vstore(dst, targets[3] + offset, t[3])
-    vstore(dst, targets[4] + offset, t[4])
-    vstore(dst, targets[5] + offset, t[5])
-    vstore(dst, targets[6] + offset, t[6])
-    vstore(dst, targets[7] + offset, t[7])
-    vstore(dst, targets[8] + offset, t[8])
-    vstore(dst, targets[9] + offset, t[9])
-    vstore(dst, targets[10] + offset, t[10])
-    vstore(dst, targets[11] + offset, t[11])
-    vstore(dst, targets[12] + offset, t[12])
-    vstore(dst, targets[13] + offset, t[13])
-    vstore(dst, targets[14] + offset, t[14])
-    vstore(dst, targets[15] + offset, t[15])
+    vstore(dst, targets[t0 + 0] + offset, t[0])
+    vstore(dst, targets[t0 + 1] + offset, t[1])
+    vstore(dst, targets[t0 + 2] + offset, t[2])
+    vstore(dst, targets[t0 + 3] + offset, t[3])
+    vstore(dst, targets[t0 + 4] + offset, t[4])
+    vstore(dst, targets[t0 + 5] + offset, t[5])
+    vstore(dst, targets[t0 + 6] + offset, t[6])
+    vstore(dst, targets[t0 + 7] + offset, t[7])
+    vstore(dst, targets[t0 + 8] + offset, t[8])
+    vstore(dst, targets[t0 + 9] + offset, t[9])
+    vstore(dst, targets[t0 + 10] + offset, t[10])
+    vstore(dst, targets[t0 + 11] + offset, t[11])
+    vstore(dst, targets[t0 + 12] + offset, t[12])
+    vstore(dst, targets[t0 + 13] + offset, t[13])
+    vstore(dst, targets[t0 + 14] + offset, t[14])
+    vstore(dst, targets[t0 + 15] + offset, t[15])
 
 
 # Output positions per register block of the blocks kernel.
@@ -616,19 +616,22 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
     whole_co = CO // 16 * 16 if L == 16 else 0
     whole_k = columns // 16 * 16 if L == 16 else 0
     tiles_k = whole_k // 16
+    column_rows = np.empty(columns, dtype=np.int64)  # where column k starts in wf
+    for k in range(columns):
+        column_rows[k] = ((k % taps) * C + k // taps) * CO
     for job in prange((whole_co // 16) * tiles_k):
         co, k0 = (job // tiles_k) * 16, (job % tiles_k) * 16
-        targets = np.empty(16, dtype=np.int64)
-        for lane in range(16):
-            k = k0 + lane
-            targets[lane] = ((k % taps) * C + k // taps) * CO
-        _tile_16(wflat, co * columns + k0, columns, wf, targets, co)
+        _tile_16(wflat, co * columns + k0, columns, wf, column_rows, k0, co)
     for k in prange(columns):
-        row = ((k % taps) * C + k // taps) * CO
+        row = column_rows[k]
         # Past the whole tiles: every output channel of the columns past them, and the
         # output channels past them of the others.
         for co in range(whole_co if k < whole_k else 0, CO):
             wf[row + co] = w2[co, k]
+    # Lane l of a transposed tile: l*C apart in the padded input, l*plane in out5.
+    plane = OD * OH * OW
+    lanes_c = np.arange(16) * C
+    lanes_plane = np.arange(16) * plane
     # Rows of the padded input, in pieces of FILL_COLUMNS columns (a 1D signal is
     # one row): zeros outside the input, its values inside.
     pieces = (Wp + FILL_COLUMNS - 1) // FILL_COLUMNS
@@ -656,13 +659,11 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
             whole_j = (hi - lo) // 16 * 16 if L == 16 else 0
             if whole_c > 0 and whole_j > 0:
                 # Column lo + j0 + l of the tile goes to pf[dst + (lo + j0 + l)*C + c0].
-                columns = np.empty(16, dtype=np.int64)
-                for lane in range(16):
-                    columns[lane] = dst + (lo + lane) * C
                 for c0 in range(0, whole_c, 16):
                     src = (((n * C + c0) * D + i_d) * H + i_h) * W + lo - pw
                     for j0 in range(0, whole_j, 16):
-                        _tile_16(xf, src + j0, D * H * W, pf, columns, j0 * C + c0)
+                        _tile_16(xf, src + j0, D * H * W, pf, lanes_c, 0,
+                                 dst + (lo + j0) * C + c0)
             uc = np.uint64(C)
             for ci in range(C):
                 # Past the tiles: every column of the channels past them, and the
@@ -710,7 +711,6 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
         # data, against one element at a time (one process, alternating calls):
         # stem_1d 0.57 -> 0.39 ms and resnet_conv1 2.7 -> 2.0 (on channels-last data,
         # with no transposes, 0.30 and 1.6).
-        plane = OD * OH * OW
         tiles = (plane + 15) // 16
         outf = out5.reshape(-1)
         whole_co = CO // 16 * 16 if L == 16 else 0
@@ -721,12 +721,9 @@ def dense_blocks(x5, w3, bias, out5, xp, wp, yl, kernel, stride, dilation, pad, 
             if q1 - q0 == 16 and whole_co > 0:
                 # Channel c0 + l of the tile's 16 positions goes to
                 # outf[(n*CO + c0 + l)*plane + q0].
-                rows = np.empty(16, dtype=np.int64)
-                for lane in range(16):
-                    rows[lane] = (n * CO + lane) * plane
                 for c0 in range(0, whole_co, 16):
-                    _tile_16(of, (n * plane + q0) * CO + c0, CO, outf, rows,
-                             c0 * plane + q0)
+                    _tile_16(of, (n * plane + q0) * CO + c0, CO, outf, lanes_plane, 0,
+                             (n * CO + c0) * plane + q0)
                 first_co = whole_co
             for co in range(first_co, CO):
                 dst = (n * CO + co) * plane

@@ -645,13 +645,13 @@ def channelwise_conv(x, w, bias, out, kernel, stride, dilation, pad, co_chunk,
     jobs = N * G * OD * blocks
     threads = min(threads, jobs)
     L = VECTOR_BYTES // x.itemsize
-    # Rows and columns of the register blocks, whose reads past the output's rows and
-    # columns (computed and dropped) the buffer must hold.
-    if vector_width:
-        across = vector_width // L
-    down = 8 // across
+    # Vectors along a row and rows of the register blocks (the sliding blocks' from
+    # their width), whose reads past the output's rows and columns (computed and
+    # dropped) the buffer must hold.
+    wide = vector_width // L if vector_width else across
+    down = 8 // wide
     xp_size = max(Cg * block, offsets.max() + ((OH + down - 1) // down * down - 1) * Wq
-                  + (OW + across * L - 1) // (across * L) * across * L)
+                  + (OW + wide * L - 1) // (wide * L) * wide * L)
     plane = OH * OW
     for t in prange(threads):
         # Buffers once per thread: positions outside the input are never written, so
