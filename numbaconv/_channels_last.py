@@ -22,10 +22,15 @@ Which form takes a call follows the channels-first plan's choice for the same da
   1.09 against 1.46, c3d_s2 7.3 against 10.1, wavenet_d256 1.29 against 2.05 (90-114
   GMAC/s on the two cores, where one thread's OpenBLAS GEMM runs at 40-50). The
   kernel packs the weight on every call, by vector transposes (see ``dense_blocks``).
-- ``"grouped"``: a grouped layer the plan gives the stem kernel (2 to
-  ``config.CHANNELWISE_MAX_CHANNELS`` input channels per group, ResNeXt's and
-  RegNet's): that kernel itself, filling its planes from the channels-last input and
-  writing the channels-last output (``stem_conv(..., channels_last=True)``).
+- ``"grouped"``: a grouped layer the plan gives the direct path, with 2, 4 or 8
+  channels per group in and out (ResNeXt's and RegNet's) in at least a vector of
+  channels: a kernel vectorised over channels with whole groups in a vector's lanes
+  (:func:`numbaconv._kernels.channels_last.grouped_rows`, weights packed by
+  :func:`rotated_weight`), written in place.
+- ``"grouped_stem"``: other grouped layers the plan gives the stem kernel (2 to
+  ``config.CHANNELWISE_MAX_CHANNELS`` input channels per group): that kernel itself,
+  filling its planes from the channels-last input and writing the channels-last
+  output (``stem_conv(..., channels_last=True)``).
 - ``"transpose"``: everything else (Winograd, FFT, the dense direct kernel, other
   grouped layers, channel multipliers): the channels-first call on transposed
   copies.
@@ -36,6 +41,7 @@ While a channels-last kernel compiles (``auto`` in a cold process), its call tak
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -55,12 +61,13 @@ from ._workspace import aligned_empty, scratch
 gemm_rows = Kernel(_kernels.gemm_rows, "cl_gemm")
 depthwise_rows = Kernel(_kernels.depthwise_rows, "cl_depthwise")
 dense_blocks = Kernel(_kernels.dense_blocks, "cl_blocks")
+grouped_rows = Kernel(_kernels.grouped_rows, "cl_grouped")
 
 
 def channels_last_form(geom, method: str, form, itemsize: int) -> str:
-    """``"depthwise"``, ``"blocks"``, ``"gemm"``, ``"grouped"`` or ``"transpose"`` for
-    a call of ``itemsize``-byte numbers whose channels-first plan runs ``method`` in
-    ``form`` (see the module docstring). A depthwise layer with more than
+    """``"depthwise"``, ``"grouped"``, ``"grouped_stem"``, ``"blocks"``, ``"gemm"`` or
+    ``"transpose"`` for a call of ``itemsize``-byte numbers whose channels-first plan
+    runs ``method`` in ``form`` (see the module docstring). A depthwise layer with more than
     ``config.CHANNELWISE_MAX_TAPS`` taps runs the channels-first kernel's register
     blocks on transposed copies where no four neighbouring positions have their whole
     kernel inside the input, which the channels-last kernel's blocks need (replk_dw31,
@@ -70,8 +77,11 @@ def channels_last_form(geom, method: str, form, itemsize: int) -> str:
         if (math.prod(geom.kernel) <= config.CHANNELWISE_MAX_TAPS
                 or _four_positions_fit(geom)):
             return "depthwise"
-    if method == "direct" and form.name == "stem" and geom.groups > 1:
+    if (method == "direct" and geom.groups > 1
+            and lane_group(geom.groups, geom.in_channels, geom.out_channels, itemsize)):
         return "grouped"
+    if method == "direct" and form.name == "stem" and geom.groups > 1:
+        return "grouped_stem"
     if (method in ("direct", "im2col") and form.name != "winograd"
             and blocks_take(geom.groups, geom.out_channels,
                             (geom.batch or 1) * math.prod(geom.out_spatial), itemsize)):
@@ -273,6 +283,78 @@ def conv_blocks(x5, weight, bias, out5, stride, dilation, pad, channels_first=Fa
         dense_blocks(x5, weight.reshape(c_out, c_in, taps), bias, out5, xp, wp, rows,
                      kernel, stride, dilation, pad, per_job, channels_first)
     return out5
+
+
+def lane_group(groups: int, c_in: int, c_out: int, itemsize: int) -> int:
+    """The group size (4 or 8) the grouped lanes kernel (:func:`conv_grouped_lanes`)
+    runs a grouped layer of ``groups`` in, or 0 where it does not take it: 2, 4 or 8
+    channels per group, in and out alike (2 run as 4 with block-diagonal weights), in
+    at least a vector of channels that the group size divides."""
+    per_group = c_in // groups
+    if groups == 1 or c_out != c_in or per_group not in (2, 4, 8):
+        return 0
+    group = max(4, per_group)
+    vector = lanes(itemsize)
+    return group if vector % group == 0 and c_in % group == 0 and c_in >= vector else 0
+
+
+def rotated_weight(weight, group: int, vector: int) -> np.ndarray:
+    """``wr`` ``(V, K, group, vector)`` for the grouped lanes kernel from ``weight``
+    ``(C, cg, *k)`` (``cg`` dividing ``group``), one block for each vector of
+    ``vector`` channels (the last ending at ``C``): ``wr[v, t, r, l]`` is the weight
+    by which input channel ``c`` (lane ``l`` of vector ``v``) adds to the output
+    channel ``r`` places before it in its group of ``group`` (cyclically), zero where
+    that channel is outside ``c``'s own group of ``cg``."""
+    c, cg = weight.shape[:2]
+    taps = math.prod(weight.shape[2:])
+    flat = np.concatenate([weight.reshape(-1), np.zeros(1, weight.dtype)])
+    return flat[_rotation_index(c, cg, taps, group, vector)]
+
+
+@functools.lru_cache(maxsize=32)
+def _rotation_index(c: int, cg: int, taps: int, group: int, vector: int) -> np.ndarray:
+    """Indices into a ``(c, cg, taps)`` weight, flat with a zero appended, that gather
+    :func:`rotated_weight`."""
+    lane = np.arange(c)
+    rotation = np.arange(group)[:, None]
+    out_channel = lane // group * group + (lane % group - rotation) % group
+    source = (out_channel * cg + lane % cg) * taps  # (group, c): tap 0's element
+    index = source[None] + np.arange(taps)[:, None, None]
+    index[:, out_channel // cg != lane // cg] = c * cg * taps  # the appended zero
+    starts = np.minimum(np.arange(0, c, vector), c - vector)
+    lanes_ = starts[:, None] + np.arange(vector)  # (V, vector)
+    return np.ascontiguousarray(index[:, :, lanes_].transpose(2, 0, 1, 3))
+
+
+def conv_grouped_lanes(x5, weight, bias, out5, stride, dilation, pad):
+    """Write ``out5`` ``(N, OD, OH, OW, C)``, the grouped convolution of ``x5``
+    ``(N, D, H, W, C)`` with ``weight`` ``(C, cg, KD, KH, KW)`` (``lane_group`` takes
+    it) and ``bias`` ``(C,)``, vectorised over channels with whole groups in a
+    vector's lanes (:func:`numbaconv._kernels.channels_last.grouped_rows`)."""
+    c, cg = weight.shape[:2]
+    itemsize = x5.dtype.itemsize
+    group = lane_group(c // cg, c, c, itemsize)
+    vector = lanes(itemsize)
+    vectors = -(-c // vector)
+    # Vectors of channels a pass over a row computes: as many as keep their packed
+    # weights within GROUPED_PASS_WEIGHT_BYTES, in passes of equal size.
+    per_vector = math.prod(weight.shape[2:]) * group * vector * itemsize
+    passes = -(-vectors * per_vector // GROUPED_PASS_WEIGHT_BYTES)
+    rows = math.prod(out5.shape[:3])
+    ow = out5.shape[3]
+    jobs = config.MIN_JOBS_PER_THREAD * numba.get_num_threads()
+    ow_chunk = ow if rows >= jobs else max(16, math.ceil(ow * rows / jobs))
+    with kernel_launch:
+        grouped_rows(x5, rotated_weight(weight, group, vector), bias, out5,
+                     tuple(weight.shape[2:]), stride, dilation, pad, group, ow_chunk,
+                     -(-vectors // passes))
+    return out5
+
+
+# Half of a 32 KiB L1 data cache: with 4-channel groups, passes of this size took 0.74x
+# the time of one vector per pass (128 channels, 56x56 3x3), as did all 8 vectors
+# (their weights 18 KiB); with 8-channel groups, 1.02-1.08x (4 layers).
+GROUPED_PASS_WEIGHT_BYTES = 16384
 
 
 def conv_grouped(x5, weight, bias, out5, stride, dilation, pad):

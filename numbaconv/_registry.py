@@ -79,6 +79,9 @@ FORMS = {
     "cl_blocks": Form("direct", "channels_last", "channels-last dense: register "
                       "blocks of 8 positions x 2 vectors of output channels",
                       (((1, 16, 16, 2), (32, 2, 3, 3)),), 1, "direct", "channels_last"),
+    "cl_grouped": Form("direct", "channels_last", "channels-last grouped: groups of 4 or "
+                       "8 channels in a vector's lanes", (((1, 6, 6, 32), (32, 8, 3, 3)),),
+                       4, "direct", "channels_last"),
 }
 
 DTYPES = ("float32", "float64")

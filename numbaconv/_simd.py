@@ -242,6 +242,39 @@ def _vswap_blocks(typingctx, a, b, size):
     return types.UniTuple(a, 2)(a, b, size), codegen
 
 
+@intrinsic
+def _vadd(typingctx, a, b):
+    """``a + b`` lane by lane."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def _vrotate_groups(typingctx, a, size):
+    """``a`` with each group of ``size`` lanes (``size`` a literal dividing the lanes)
+    rotated down by one: lane ``l`` takes lane ``g + (l - g + 1) % size`` of ``a``,
+    ``g`` its group's first lane. Within 128-bit groups, one in-lane shuffle."""
+    if not (isinstance(a, Vector) and isinstance(size, types.IntegerLiteral)):
+        return None
+    h = size.literal_value
+    if h < 1 or a.lanes % h:
+        return None
+
+    def codegen(context, builder, sig, args):
+        count = context.get_value_type(sig.args[0]).count
+        picks = [l // h * h + (l % h + 1) % h for l in range(count)]
+        return builder.shuffle_vector(
+            args[0], ir.Constant(args[0].type, ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), count), picks))
+
+    return a(a, size), codegen
+
+
 def _vload_py(array, index):
     return array[index: index + lanes(array.itemsize)].copy()
 
@@ -275,6 +308,14 @@ def _vswap_blocks_py(a, b, size):
     return first, second
 
 
+def _vadd_py(a, b):
+    return a + b
+
+
+def _vrotate_groups_py(a, size):
+    return a.reshape(-1, size)[:, np.r_[1:size, 0]].reshape(-1)
+
+
 def _vload_first_py(array, index, count):
     vector = np.zeros(lanes(array.itemsize), dtype=array.dtype)
     vector[:count] = array[index: index + count]
@@ -289,7 +330,9 @@ if numba.config.DISABLE_JIT:
     vload, vstore, vsplat, vfma = _vload_py, _vstore_py, _vsplat_py, _vfma_py
     vload_first, vstore_first = _vload_first_py, _vstore_first_py
     veven, vodd, vswap_blocks = _veven_py, _vodd_py, _vswap_blocks_py
+    vadd, vrotate_groups = _vadd_py, _vrotate_groups_py
 else:
     vload, vstore, vsplat, vfma = _vload, _vstore, _vsplat, _vfma
     vload_first, vstore_first = _vload_first, _vstore_first
     veven, vodd, vswap_blocks = _veven, _vodd, _vswap_blocks
+    vadd, vrotate_groups = _vadd, _vrotate_groups

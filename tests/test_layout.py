@@ -75,7 +75,10 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
     ((2, 9, 9, 16), (8, 16, 1, 1), 1, "gemm"),         # pointwise, under 2 vectors out
     ((1, 20, 20, 16), (8, 16, 3, 3), 1, "gemm"),       # dense, columns, the same
     ((1, 20, 20, 16), (64, 16, 1, 7), 1, "blocks"),    # dense
-    ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped
+    ((2, 9, 9, 8), (4, 4, 3, 3), 2, "transpose"),      # grouped, 4 -> 2 per group
+    ((2, 9, 9, 32), (32, 4, 3, 3), 8, "grouped"),      # grouped, 4 per group
+    ((2, 9, 9, 32), (32, 2, 3, 3), 16, "grouped"),     # grouped, 2 per group
+    ((2, 9, 9, 4), (4, 2, 3, 3), 2, "transpose"),      # grouped, under a vector
     ((1, 20, 20, 3), (8, 3, 3, 3), 1, "transpose"),    # a stem, under 2 vectors out
     ((1, 20, 20, 3), (64, 3, 3, 3), 1, "blocks"),      # a 3-channel stem
 ])
@@ -531,9 +534,81 @@ def test_channels_last_grouped_stem_kernel(d, groups, cg, cog, k, stride, dilati
     kw = dict(stride=stride, padding=pad, dilation=dilation, groups=groups)
     plan = _plan.get_plan(x, w, b, stride, pad, dilation, groups, "zeros", "direct",
                           None, "channels_last")
-    assert plan.layout_form == "grouped"
+    assume(cg != cog)  # those go by the grouped lanes kernel
+    assert plan.layout_form == "grouped_stem"
     y = numbaconv.conv(x, w, b, **kw, method="direct", layout="channels_last")
     assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(1, 3), cg=st.sampled_from([2, 4, 8]), extra_groups=st.integers(0, 6),
+       k=st.integers(1, 4), stride=st.integers(1, 3), dilation=st.integers(1, 2),
+       pad=st.integers(0, 3), width=st.integers(0, 12), batch=st.integers(1, 2),
+       mode=st.sampled_from(MODES), dtype=st.sampled_from([np.float32, np.float64]),
+       one_vector_a_pass=st.booleans(), seed=st.integers(0, 2**31))
+def test_channels_last_grouped_lanes_kernel(d, cg, extra_groups, k, stride, dilation, pad,
+                                            width, batch, mode, dtype, one_vector_a_pass,
+                                            seed):
+    """Grouped layers of 2, 4 or 8 channels per group in and out run the grouped lanes
+    kernel in place (2 as 4 with block-diagonal weights; channels that the lanes do not
+    divide, the last vector overlapping the one before it), against the oracle: 1-3D,
+    batches, stride, dilation, padding of every mode, rows from shorter than a block
+    of positions to several blocks with edges on both sides, passes over a row of one
+    vector of channels and of all."""
+    from numbaconv._simd import lanes
+
+    rng = np.random.default_rng(seed)
+    group = max(4, cg)
+    assume(lanes(np.dtype(dtype).itemsize) % group == 0)
+    # At least a vector of channels, a multiple of the group size.
+    vector = lanes(np.dtype(dtype).itemsize)
+    channels = vector + group * extra_groups
+    assume(channels // cg > 1)
+    span = (k - 1) * dilation + 1
+    spatial = (span + 1,) * (d - 1) + (span + width,)
+    assume(mode == "zeros" or pad < min(spatial))  # reflect needs pad < size
+    x = rng.standard_normal((batch,) + spatial + (channels,)).astype(dtype)
+    w = rng.standard_normal((channels, cg) + (k,) * d).astype(dtype)
+    b = rng.standard_normal(channels).astype(dtype)
+    kw = dict(stride=stride, padding=pad, dilation=dilation, groups=channels // cg)
+    plan = _plan.get_plan(x, w, b, stride, pad, dilation, channels // cg, mode, "direct",
+                          None, "channels_last")
+    assert plan.layout_form == "grouped"
+    saved = _channels_last.GROUPED_PASS_WEIGHT_BYTES
+    _channels_last.GROUPED_PASS_WEIGHT_BYTES = 1 if one_vector_a_pass else 1 << 30
+    try:
+        y = numbaconv.conv(x, w, b, **kw, padding_mode=mode, method="direct",
+                           layout="channels_last")
+    finally:
+        _channels_last.GROUPED_PASS_WEIGHT_BYTES = saved
+    ref_x = first(x, d)
+    if mode != "zeros":
+        numpy_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+        ref_x = np.pad(ref_x, ((0, 0), (0, 0)) + ((pad, pad),) * d, mode=numpy_mode)
+        kw["padding"] = 0
+    assert_close(first(y, d), conv_reference(ref_x, w, b, **kw), dtype)
+
+
+def test_rotated_weight_packs_each_groups_weights_once():
+    """Every weight lands once in each vector of the grouped lanes kernel's packing
+    that holds its input channel, at the rotation that takes that channel to its
+    output channel; the rest are zeros (a group of 2 inside a group of 4 is
+    block-diagonal)."""
+    from numbaconv._channels_last import rotated_weight
+
+    for cg, group, c in ((2, 4, 8), (4, 4, 8), (8, 8, 16), (4, 4, 12)):
+        vector = 8
+        w = np.arange(1, c * cg * 3 + 1, dtype=np.float64).reshape(c, cg, 3)
+        wr = rotated_weight(w, group, vector)
+        assert wr.shape == (-(-c // vector), 3, group, vector)
+        starts = [min(v * vector, c - vector) for v in range(wr.shape[0])]
+        assert np.count_nonzero(wr) == len(starts) * vector * cg * 3  # cg per lane and tap
+        for v, start in enumerate(starts):
+            for co in range(start, start + vector):
+                for j in range(cg):
+                    ci = co // cg * cg + j
+                    r = (ci % group - co % group) % group
+                    np.testing.assert_array_equal(wr[v, :, r, ci - start], w[co, j])
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

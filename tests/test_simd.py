@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from numba import literally, njit
 
-from numbaconv._simd import (VECTOR_BYTES, lanes, veven, vfma, vload, vload_first, vodd,
-                            vswap_blocks,
-                            vsplat, vstore, vstore_first)
+from numbaconv._simd import (VECTOR_BYTES, lanes, vadd, veven, vfma, vload, vload_first,
+                            vodd, vrotate_groups, vsplat, vstore, vstore_first,
+                            vswap_blocks)
 
 
 def test_lanes_fill_one_register():
@@ -111,3 +111,25 @@ def test_swapping_blocks_transposes_square_tiles(dtype):
                 rows[i], rows[i + size] = pair[0], pair[1]
         size //= 2
     np.testing.assert_array_equal(rows, tile.T)
+
+
+@njit
+def _rotate_and_add(a, b, out, size):
+    u, v = vload(a, 0), vload(b, 0)
+    vstore(out, 0, vadd(u, vrotate_groups(v, literally(size))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_rotating_groups_of_lanes(dtype, size):
+    """vrotate_groups moves each lane of a group of ``size`` down by one, the group's
+    first to its last; vadd adds lane by lane."""
+    L = lanes(np.dtype(dtype).itemsize)
+    if L % size:
+        pytest.skip("the group size does not divide the lanes")
+    a = np.arange(L, dtype=dtype) * 100
+    b = np.arange(L, dtype=dtype)
+    out = np.empty(L, dtype)
+    _rotate_and_add(a, b, out, size)
+    expected = a + b.reshape(-1, size)[:, list(range(1, size)) + [0]].reshape(-1)
+    np.testing.assert_array_equal(out, expected)

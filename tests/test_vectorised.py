@@ -144,3 +144,22 @@ def test_channels_last_dense_blocks_use_packed_fma(dtype, suffix):
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 16
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+@pytest.mark.parametrize("group", [4, 8])
+def test_channels_last_grouped_blocks_use_packed_fma(dtype, suffix, group):
+    """The grouped lanes kernel's blocks: 16 sums, a packed FMA each per tap."""
+    from numbaconv._kernels import channels_last
+    from numbaconv._simd import lanes
+    C = lanes(np.dtype(dtype).itemsize)
+    if C % group:
+        pytest.skip("the group size does not divide the lanes")
+    blocks = getattr(channels_last, f"_rotation_block{group}")
+    positions = 16 // group
+    asm = _asm(blocks, np.zeros(positions * C, dtype), 0, np.ones(3 * 12 * C, dtype), 0,
+               np.ones(9 * group * C, dtype), 0, np.zeros(C, dtype), np.zeros(C, dtype), 0,
+               C, 0, 1, 0, 3, 3, 3, 0, 12 * C, C, C)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 16
