@@ -442,20 +442,21 @@ def test_channels_last_gemm_columns_in_both_orders(rng, monkeypatch, ratio, d):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(d=st.integers(1, 3), channels=st.sampled_from([16, 32, 40, 72, 144]),
        k=st.integers(1, 7), dilation=st.integers(1, 2), pad=st.integers(0, 4),
-       extra=st.integers(6, 15), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**31))
+       extra=st.integers(6, 15), sliding=st.booleans(), stride_w=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_channels_last_depthwise_register_blocks(d, channels, k, dilation, pad, extra,
-                                                 dtype, seed):
+                                                 sliding, stride_w, dtype, seed):
     """The channels-last depthwise kernel's runs of four-position register blocks:
     channel counts that 2 vectors do not divide (the last block overlaps), runs that
-    leave 1-3 positions, kernel depths partly outside the input, dilation equal to the
-    stride along W (2, 2), against the oracle. (The input is wide enough for four
-    positions' kernels: narrower, a layer whose channels-first form takes register
-    blocks runs on transposed copies.)"""
+    leave 1-3 positions, kernel depths partly outside the input; sliding blocks
+    (dilation equal to the stride along W, (2, 2)) and strided ones (any other
+    stride), against the oracle. (The input is wide enough for four positions'
+    kernels: narrower, a layer whose channels-first form takes register blocks runs on
+    transposed copies.)"""
     rng = np.random.default_rng(seed)
     span = (k - 1) * dilation + 1
-    spatial = (span + extra,) * d
-    stride = (1,) * (d - 1) + (dilation,)
+    spatial = (span + extra,) * (d - 1) + (span + extra * stride_w,)
+    stride = (1,) * (d - 1) + (dilation if sliding else stride_w,)
     x = rng.standard_normal((2,) + spatial + (channels,)).astype(dtype)
     w = rng.standard_normal((channels, 1) + (k,) * d).astype(dtype)
     b = rng.standard_normal(channels).astype(dtype)

@@ -285,6 +285,49 @@ def _position_blocks(of, o, xf, a, wf, bias, C, count, kd_lo, kd_hi, KH, KW, dep
 
 
 @njit(**_JIT)
+def _strided_position_blocks(of, o, xf, a, wf, bias, C, count, kd_lo, kd_hi, KH, KW,
+                             depth_step, row_step, step, position_step):
+    """:func:`_position_blocks` where the positions' inputs do not slide along the
+    kernel rows (stride other than dilation along W, ``position_step`` apart): each
+    tap loads every position's input, 8 inputs and 2 weights for 8 FMAs."""
+    L = VECTOR_BYTES // xf.itemsize
+    for c0 in range(0, C, 2 * L):
+        c = min(c0, C - 2 * L)
+        for blk in range(count):
+            a0, b0 = vload(bias, c), vload(bias, c + L)
+            a1, b1, a2, b2, a3, b3 = a0, b0, a0, b0, a0, b0
+            d = a + blk * 4 * position_step + c
+            wi = kd_lo * KH * KW * C + c
+            for kd in range(kd_lo, kd_hi):
+                r = d
+                for kh in range(KH):
+                    j = r
+                    for kw in range(KW):
+                        u, v = vload(wf, wi), vload(wf, wi + L)
+                        a0 = vfma(a0, vload(xf, j), u)
+                        b0 = vfma(b0, vload(xf, j + L), v)
+                        a1 = vfma(a1, vload(xf, j + position_step), u)
+                        b1 = vfma(b1, vload(xf, j + position_step + L), v)
+                        a2 = vfma(a2, vload(xf, j + 2 * position_step), u)
+                        b2 = vfma(b2, vload(xf, j + 2 * position_step + L), v)
+                        a3 = vfma(a3, vload(xf, j + 3 * position_step), u)
+                        b3 = vfma(b3, vload(xf, j + 3 * position_step + L), v)
+                        j += step
+                        wi += C
+                    r += row_step
+                d += depth_step
+            q = o + blk * 4 * C + c
+            vstore(of, q, a0)
+            vstore(of, q + L, b0)
+            vstore(of, q + C, a1)
+            vstore(of, q + C + L, b1)
+            vstore(of, q + 2 * C, a2)
+            vstore(of, q + 2 * C + L, b2)
+            vstore(of, q + 3 * C, a3)
+            vstore(of, q + 3 * C + L, b3)
+
+
+@njit(**_JIT)
 def _depth_taps(od, KD, sd, dd, pd, D):
     """The kernel depths ``lo <= kd < hi`` of output depth ``od`` that read inside the
     input."""
@@ -309,11 +352,12 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
     by channel), ``bias`` ``(C,)``. Jobs are output rows, cut into pieces of ``ow_chunk``
     positions (1D signals have a single long row).
 
-    Where a row's positions have their whole kernel inside the input, and their inputs
-    slide along the kernel rows (stride equal to dilation along W), runs of four of
-    them go by register blocks (:func:`_position_blocks`): mbv2_dw3 147-179 -> 129-133
-    us, mbv3_dw5 154-159 -> 106-131 (this kernel alone, three alternating processes
-    each, 2-core AMD EPYC). Elsewhere,
+    Where a row's positions have their whole kernel inside the input, runs of four of
+    them go by register blocks: :func:`_position_blocks` where their inputs slide along
+    the kernel rows (stride equal to dilation along W; mbv2_dw3 147-179 -> 129-133 us,
+    mbv3_dw5 154-159 -> 106-131, this kernel alone, three alternating processes each,
+    2-core AMD EPYC), else :func:`_strided_position_blocks` (mbv3_dw5_s2's whole call
+    0.76x the passes', 8 alternating processes). Elsewhere,
     each pass over the channels adds up to 5 taps of a kernel row to two neighbouring
     output positions, which read the same taps (everywhere but at the borders, where
     positions go one at a time): a weight load feeds two FMAs, and the accumulators are
@@ -340,9 +384,11 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
     uc = np.uint64(C)
     step = np.uint64(dw * C)
     pieces = (OW + ow_chunk - 1) // ow_chunk
-    # Register blocks of four positions: where their inputs slide along kernel rows,
-    # and the channels fill two vectors.
-    blocks = sw == dw and C >= 2 * (VECTOR_BYTES // x5.itemsize)
+    # Register blocks of four positions where the channels fill two vectors; but a
+    # 3x3 kernel whose inputs do not slide takes its whole passes (mbv2_dw3_s2: blocks
+    # 1.08-1.12x their time, where mbv3_dw5_s2's 5x5 took 0.76x the passes' time).
+    blocks = (C >= 2 * (VECTOR_BYTES // x5.itemsize)
+              and (sw == dw or not (KH == 3 and KW == 3)))
     for job in prange(N * OD * OH * pieces):
         row, piece = job // pieces, job % pieces
         n, rest = row // (OD * OH), row % (OD * OH)
@@ -364,9 +410,14 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
             if ow == run_start and run_blocks > 0:
                 a = np.int64((((n * D + od * sd + kd_lo * dd - pd) * H + top) * W + base)
                              * C)
-                _position_blocks(of, np.int64(o), xf, a, wf, bias, C, run_blocks, kd_lo,
-                                 kd_hi, KH, KW, dd * H * W * C, dh * W * C, dw * C,
-                                 4 * sw * C)
+                if sw == dw:
+                    _position_blocks(of, np.int64(o), xf, a, wf, bias, C, run_blocks,
+                                     kd_lo, kd_hi, KH, KW, dd * H * W * C, dh * W * C,
+                                     dw * C, 4 * sw * C)
+                else:
+                    _strided_position_blocks(of, np.int64(o), xf, a, wf, bias, C,
+                                             run_blocks, kd_lo, kd_hi, KH, KW,
+                                             dd * H * W * C, dh * W * C, dw * C, sw * C)
                 ow += 4 * run_blocks
                 continue
             lo, hi = _tap_range(base, KW, dw, W)
