@@ -442,15 +442,16 @@ def test_channels_last_gemm_columns_in_both_orders(rng, monkeypatch, ratio, d):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(d=st.integers(1, 3), channels=st.sampled_from([16, 32, 40, 72, 144]),
        k=st.integers(1, 7), dilation=st.integers(1, 2), pad=st.integers(0, 4),
-       extra=st.integers(6, 15), sliding=st.booleans(), stride_w=st.integers(1, 3),
+       extra=st.integers(6, 15), sliding=st.booleans(), stride_w=st.integers(1, 4),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
 def test_channels_last_depthwise_register_blocks(d, channels, k, dilation, pad, extra,
                                                  sliding, stride_w, dtype, seed):
     """The channels-last depthwise kernel's runs of four-position register blocks:
     channel counts that 2 vectors do not divide (the last block overlaps), runs that
     leave 1-3 positions, kernel depths partly outside the input; sliding blocks
-    (dilation equal to the stride along W, (2, 2)) and strided ones (any other
-    stride), against the oracle. (The input is wide enough for four positions'
+    (dilation equal to the stride along W, (2, 2)), blocks of stride twice the
+    dilation ((2, 1), (4, 2)) and strided ones (any other stride), against the
+    oracle. (The input is wide enough for four positions'
     kernels: narrower, a layer whose channels-first form takes register blocks runs on
     transposed copies.)"""
     rng = np.random.default_rng(seed)

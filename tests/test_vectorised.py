@@ -120,6 +120,9 @@ def test_channels_last_depthwise_blocks_use_packed_fma(dtype, suffix):
                np.ones(9 * C, dtype), np.zeros(C, dtype), C, 1, 0, 1, 3, 3, 0, 12 * C, C,
                2 * C)
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8
+    asm = _asm(channels_last._stride2_position_blocks, np.zeros(8 * C, dtype), 0, xf, 0,
+               np.ones(9 * C, dtype), np.zeros(C, dtype), C, 1, 0, 1, 3, 3, 0, 12 * C, C)
+    assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 8
 
 
 

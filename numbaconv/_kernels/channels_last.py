@@ -285,6 +285,68 @@ def _position_blocks(of, o, xf, a, wf, bias, C, count, kd_lo, kd_hi, KH, KW, dep
 
 
 @njit(**_JIT)
+def _stride2_position_blocks(of, o, xf, a, wf, bias, C, count, kd_lo, kd_hi, KH, KW,
+                             depth_step, row_step, step):
+    """:func:`_position_blocks` for positions two taps apart along W (stride twice the
+    dilation, ``step`` apart the taps): the inputs of the even taps slide by a position
+    every two taps, as do those of the odd taps, so each tap loads one new input
+    (2 vectors) and its weights for 8 FMAs, where :func:`_strided_position_blocks`
+    loads every position's."""
+    L = VECTOR_BYTES // xf.itemsize
+    for c0 in range(0, C, 2 * L):
+        c = min(c0, C - 2 * L)
+        for blk in range(count):
+            a0, b0 = vload(bias, c), vload(bias, c + L)
+            a1, b1, a2, b2, a3, b3 = a0, b0, a0, b0, a0, b0
+            d = a + blk * 8 * step + c
+            wi = kd_lo * KH * KW * C + c
+            for kd in range(kd_lo, kd_hi):
+                r = d
+                for kh in range(KH):
+                    # Even taps' inputs (e, f: the two vectors), odd taps' (g, h).
+                    e0, f0 = vload(xf, r), vload(xf, r + L)
+                    e1, f1 = vload(xf, r + 2 * step), vload(xf, r + 2 * step + L)
+                    e2, f2 = vload(xf, r + 4 * step), vload(xf, r + 4 * step + L)
+                    e3, f3 = vload(xf, r + 6 * step), vload(xf, r + 6 * step + L)
+                    g0, h0 = vload(xf, r + step), vload(xf, r + step + L)
+                    g1, h1 = vload(xf, r + 3 * step), vload(xf, r + 3 * step + L)
+                    g2, h2 = vload(xf, r + 5 * step), vload(xf, r + 5 * step + L)
+                    j = r + 7 * step  # the odd taps' last input
+                    for kw in range(0, KW, 2):
+                        u, v = vload(wf, wi), vload(wf, wi + L)
+                        a0, b0 = vfma(a0, e0, u), vfma(b0, f0, v)
+                        a1, b1 = vfma(a1, e1, u), vfma(b1, f1, v)
+                        a2, b2 = vfma(a2, e2, u), vfma(b2, f2, v)
+                        a3, b3 = vfma(a3, e3, u), vfma(b3, f3, v)
+                        wi += C
+                        if kw + 1 == KW:
+                            break
+                        g3, h3 = vload(xf, j), vload(xf, j + L)
+                        u, v = vload(wf, wi), vload(wf, wi + L)
+                        a0, b0 = vfma(a0, g0, u), vfma(b0, h0, v)
+                        a1, b1 = vfma(a1, g1, u), vfma(b1, h1, v)
+                        a2, b2 = vfma(a2, g2, u), vfma(b2, h2, v)
+                        a3, b3 = vfma(a3, g3, u), vfma(b3, h3, v)
+                        wi += C
+                        if kw + 2 < KW:
+                            e0, e1, e2, f0, f1, f2 = e1, e2, e3, f1, f2, f3
+                            e3, f3 = vload(xf, j + step), vload(xf, j + step + L)
+                            g0, g1, g2, h0, h1, h2 = g1, g2, g3, h1, h2, h3
+                        j += 2 * step
+                    r += row_step
+                d += depth_step
+            q = o + blk * 4 * C + c
+            vstore(of, q, a0)
+            vstore(of, q + L, b0)
+            vstore(of, q + C, a1)
+            vstore(of, q + C + L, b1)
+            vstore(of, q + 2 * C, a2)
+            vstore(of, q + 2 * C + L, b2)
+            vstore(of, q + 3 * C, a3)
+            vstore(of, q + 3 * C + L, b3)
+
+
+@njit(**_JIT)
 def _strided_position_blocks(of, o, xf, a, wf, bias, C, count, kd_lo, kd_hi, KH, KW,
                              depth_step, row_step, step, position_step):
     """:func:`_position_blocks` where the positions' inputs do not slide along the
@@ -356,8 +418,10 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
     them go by register blocks: :func:`_position_blocks` where their inputs slide along
     the kernel rows (stride equal to dilation along W; mbv2_dw3 147-179 -> 129-133 us,
     mbv3_dw5 154-159 -> 106-131, this kernel alone, three alternating processes each,
-    2-core AMD EPYC), else :func:`_strided_position_blocks` (mbv3_dw5_s2's whole call
-    0.76x the passes', 8 alternating processes). Elsewhere,
+    2-core AMD EPYC); :func:`_stride2_position_blocks` where the stride is twice the
+    dilation (the even and the odd taps' inputs each slide); else
+    :func:`_strided_position_blocks` (mbv3_dw5_s2's whole call 0.76x the passes', 8
+    alternating processes). Elsewhere,
     each pass over the channels adds up to 5 taps of a kernel row to two neighbouring
     output positions, which read the same taps (everywhere but at the borders, where
     positions go one at a time): a weight load feeds two FMAs, and the accumulators are
@@ -385,10 +449,11 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
     step = np.uint64(dw * C)
     pieces = (OW + ow_chunk - 1) // ow_chunk
     # Register blocks of four positions where the channels fill two vectors; but a
-    # 3x3 kernel whose inputs do not slide takes its whole passes (mbv2_dw3_s2: blocks
-    # 1.08-1.12x their time, where mbv3_dw5_s2's 5x5 took 0.76x the passes' time).
+    # 3x3 kernel whose inputs neither slide nor slide every other tap takes its whole
+    # passes (on mbv2_dw3_s2 the generic strided blocks took 1.08-1.12x the passes'
+    # time, the stride-2 blocks 0.92-0.97x; 8-10 alternating processes).
     blocks = (C >= 2 * (VECTOR_BYTES // x5.itemsize)
-              and (sw == dw or not (KH == 3 and KW == 3)))
+              and (sw == dw or sw == 2 * dw or not (KH == 3 and KW == 3)))
     for job in prange(N * OD * OH * pieces):
         row, piece = job // pieces, job % pieces
         n, rest = row // (OD * OH), row % (OD * OH)
@@ -414,6 +479,10 @@ def depthwise_rows(x5, wt, bias, out5, kernel, stride, dilation, pad, ow_chunk):
                     _position_blocks(of, np.int64(o), xf, a, wf, bias, C, run_blocks,
                                      kd_lo, kd_hi, KH, KW, dd * H * W * C, dh * W * C,
                                      dw * C, 4 * sw * C)
+                elif sw == 2 * dw:
+                    _stride2_position_blocks(of, np.int64(o), xf, a, wf, bias, C,
+                                             run_blocks, kd_lo, kd_hi, KH, KW,
+                                             dd * H * W * C, dh * W * C, dw * C)
                 else:
                     _strided_position_blocks(of, np.int64(o), xf, a, wf, bias, C,
                                              run_blocks, kd_lo, kd_hi, KH, KW,
