@@ -71,7 +71,8 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
         b = (np.zeros(plan.geom.out_channels, dtype) if bias is None
              else np.ascontiguousarray(bias, dtype=dtype))
         run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "blocks": conv_blocks,
-               "grouped": conv_grouped_lanes, "grouped_stem": conv_grouped}[plan.layout_form]
+               "grouped": conv_grouped_lanes,
+               "grouped_stem": conv_grouped}[plan.layout_form]
         try:
             with fallback_allowed() if plan.fallback != "none" else nullcontext():
                 run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)

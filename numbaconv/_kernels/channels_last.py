@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._simd import VECTOR_BYTES, vadd, vfma, vload, vrotate_groups, vstore, vswap_blocks
+from .._simd import (VECTOR_BYTES, vadd, vfma, vload, vrotate_groups, vstore,
+                     vswap_blocks)
 from ..config import CACHE, FASTMATH
 from .blas import gemm
 
@@ -657,14 +658,15 @@ def _unrotate8(s0, s1, s2, s3, s4, s5, s6, s7):
 
 
 @njit(inline="always", **_JIT)
-def _rotation_position(of, o, xf, a, wf, wbase, bias, zero, c, C, group, kd_lo, kd_hi, kh_lo,
-                       kh_hi, kw_lo, kw_hi, KH, KW, depth_step, row_step, step):
+def _rotation_position(of, o, xf, a, wf, wbase, bias, zero, c, C, group, kd_lo, kd_hi,
+                       kh_lo, kh_hi, kw_lo, kw_hi, KH, KW, depth_step, row_step, step):
     """Write one output position (at ``o``) of the vector of channels from ``c``
-    (packed weights from ``wbase``), over the taps in the ranges (its inputs at ``a`` for ``kd_lo``, ``kh_lo`` and
-    ``kw_lo``): the positions at the input's edges, where a block's taps would read
-    outside it. One rotation's sum at a time, each folded into the result as it is
-    done (the sums are independent: out-of-order execution overlaps them, where a
-    tap's rotations in a chain took 4 times a block position's time at groups of 8)."""
+    (packed weights from ``wbase``), over the taps in the ranges (its inputs at ``a``
+    for ``kd_lo``, ``kh_lo`` and ``kw_lo``): the positions at the input's edges, where
+    a block's taps would read outside it. One rotation's sum at a time, each folded
+    into the result as it is done (the sums are independent: out-of-order execution
+    overlaps them, where a tap's rotations in a chain took 4 times a block position's
+    time at groups of 8)."""
     L = VECTOR_BYTES // xf.itemsize
     tap_weights = group * L
     total = vload(zero, 0)
@@ -730,7 +732,8 @@ def grouped_rows(x5, wr, bias, out5, kernel, stride, dilation, pad, group, ow_ch
     zero = np.zeros(L, x5.dtype)
     per_block = 4 if group == 4 else 2
     pieces = (OW + ow_chunk - 1) // ow_chunk
-    depth_step, row_step, step, position_step = dd * H * W * C, dh * W * C, dw * C, sw * C
+    depth_step, row_step = dd * H * W * C, dh * W * C
+    step, position_step = dw * C, sw * C
     for job in prange(N * OD * OH * pieces):
         row, piece = job // pieces, job % pieces
         n, rest = row // (OD * OH), row % (OD * OH)
