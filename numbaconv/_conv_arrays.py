@@ -14,7 +14,8 @@ import numpy as np
 
 from ._blas import single_threaded_blas
 from ._channels_last import (conv_blocks, conv_depthwise, conv_gemm, conv_grouped,
-                             conv_grouped_lanes, move_to_last, moved_to_first)
+                             conv_grouped_lanes, conv_winograd_last, move_to_last,
+                             moved_to_first)
 from ._compile import KernelNotReady, fallback_allowed
 from ._fallback import conv_taps
 from ._fft import conv_fft
@@ -70,13 +71,10 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
         w5 = w.reshape(w.shape[:2] + plan.w6_shape[3:])
         b = (np.zeros(plan.geom.out_channels, dtype) if bias is None
              else np.ascontiguousarray(bias, dtype=dtype))
-        run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "blocks": conv_blocks,
-               "grouped": conv_grouped_lanes,
-               "grouped_stem": conv_grouped}[plan.layout_form]
         try:
             with fallback_allowed() if plan.fallback != "none" else nullcontext():
-                run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)
-            return
+                if _run_in_place(x5, w5, b, out5, plan, weight_cache):
+                    return
         except KernelNotReady:
             # Compiling in the background: meanwhile the channels-first route's own
             # fallback, which compiles nothing (its kernel would start a second job,
@@ -86,9 +84,26 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
                  fallback_only=True)
             move_to_last(out6, out5)
             return
+    # The transposed copies' route; also where the Winograd form met a NaN or an Inf,
+    # which the channels-first call hands to another form.
     out6 = aligned_empty(plan.out6_shape, dtype)
     _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6, weight_cache)
     move_to_last(out6, out5)
+
+
+def _run_in_place(x5, w5, b, out5, plan, weight_cache) -> bool:
+    """Run a channels-last plan's in-place form (not ``"transpose"``) on normalised
+    arrays, writing ``out5``; False where the Winograd form met a NaN or an Inf (then
+    ``out5`` is partly written)."""
+    if plan.layout_form == "winograd":
+        transformed = (None if weight_cache is None
+                       else weight_cache.transformed(plan.form, w5.reshape(plan.w6_shape)))
+        return conv_winograd_last(x5, w5, b, out5, plan.dilation, plan.pad,
+                                  plan.form.grid, transformed)
+    run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "blocks": conv_blocks,
+           "grouped": conv_grouped_lanes, "grouped_stem": conv_grouped}[plan.layout_form]
+    run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)
+    return True
 
 
 def _run(x, weight, bias, plan, padding_mode, out6, weight_cache=None,

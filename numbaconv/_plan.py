@@ -203,7 +203,7 @@ class Plan(NamedTuple):
     pad: tuple
     layout: str            # "channels_first" | "channels_last"
     layout_form: str       # channels_last: "blocks" | "gemm" | "depthwise" | "grouped"
-                           # | "grouped_stem" | "transpose"
+                           # | "grouped_stem" | "winograd" | "transpose"
                            # (_channels_last.channels_last_form); else "none"
     x5_shape: tuple        # channels_last: (N, D, H, W, C_in), as run (padded)
     out5_shape: tuple      # channels_last: (N, OD, OH, OW, C_out)

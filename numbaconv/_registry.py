@@ -82,6 +82,9 @@ FORMS = {
     "cl_grouped": Form("direct", "channels_last", "channels-last grouped: groups of 4 or "
                        "8 channels in a vector's lanes", (((1, 6, 6, 32), (32, 8, 3, 3)),),
                        4, "direct", "channels_last"),
+    "cl_winograd": Form("im2col", "winograd_last", "channels-last Winograd F(4x4, 3x3), "
+                        "in place", (((1, 48, 48, 16), (16, 16, 3, 3)),), 1, "im2col",
+                        "channels_last"),
 }
 
 DTYPES = ("float32", "float64")
@@ -91,4 +94,4 @@ DTYPES = ("float32", "float64")
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
 GROUPS = ("stem", "winograd", "columns", "shifted", "channelwise", "dense",
-          "channelwise_grad", "col2im", "channels_last")
+          "channelwise_grad", "col2im", "channels_last", "winograd_last")

@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 # Cold kernels compile in the foreground during tests, so that every call of a test runs
@@ -25,3 +26,36 @@ def assert_close(y, ref, dtype):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@contextlib.contextmanager
+def forcing_winograd():
+    """The GEMM path takes the Winograd form wherever it can run; yields the list of
+    the form's results, channels-first and channels-last (False: it stepped aside for
+    non-finite data)."""
+    from numbaconv import _conv_arrays, _im2col, _plan
+
+    calls = []
+    real_rank = _plan._gemm_rank
+
+    def rank(item, forms):
+        return (-1, 0.0) if item[0].name == "winograd" else real_rank(item, forms)
+
+    def spy(real):
+        def run(*args, **kwargs):
+            calls.append(real(*args, **kwargs))
+            return calls[-1]
+        return run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_plan, "_gemm_rank", rank)
+        patch.setattr(_im2col, "conv_winograd", spy(_im2col.conv_winograd))
+        patch.setattr(_conv_arrays, "conv_winograd_last",
+                      spy(_conv_arrays.conv_winograd_last))
+        _plan.path_forms.cache_clear()
+        _plan._PLANS.clear()
+        try:
+            yield calls
+        finally:
+            _plan.path_forms.cache_clear()
+            _plan._PLANS.clear()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import numbaconv
 from numbaconv import _channels_last, _plan, config
 from _reference import conv_reference
-from conftest import assert_close, torch
+from conftest import assert_close, forcing_winograd, torch
 
 METHODS = ("auto", "direct", "im2col", "fft")
 MODES = ("zeros", "reflect", "replicate", "circular")
@@ -81,6 +81,7 @@ def test_channels_last_unbatched_dilated_and_views(rng, d, dtype):
     ((2, 9, 9, 4), (4, 2, 3, 3), 2, "transpose"),      # grouped, under a vector
     ((1, 20, 20, 3), (8, 3, 3, 3), 1, "transpose"),    # a stem, under 2 vectors out
     ((1, 20, 20, 3), (64, 3, 3, 3), 1, "blocks"),      # a 3-channel stem
+    ((1, 56, 56, 64), (64, 64, 3, 3), 1, "winograd"),  # r50_3x3_56
 ])
 def test_channels_last_forms(case):
     """Depthwise, pointwise and dense GEMM calls run on the channels-last kernels,
@@ -648,3 +649,52 @@ def test_dense_blocks_in_both_layouts(d, c_in, extra_out, k, stride, dilation, p
             _channels_last.conv_blocks(xl, w5, b, out, stride5, dilation5, pad5)
             got = first(out.reshape((batch,) + want.shape[2:] + (c_out,)), d)
     assert_close(got, want, dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(d=st.integers(2, 3), groups=st.integers(1, 2), cg=st.integers(16, 40),
+       cog=st.integers(1, 40), kd=st.integers(1, 3), dilation=st.integers(1, 3),
+       pad=st.integers(0, 3), extra=st.tuples(*[st.integers(0, 13)] * 3),
+       batch=st.integers(1, 2), mode=st.sampled_from(MODES), bias=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31))
+def test_channels_last_winograd_on_random_layers(d, groups, cg, cog, kd, dilation, pad,
+                                                 extra, batch, mode, bias, dtype, seed):
+    """The channels-last Winograd kernel, in place: channel counts that vectors do not
+    divide (masked loads and stores), output channels fewer than a vector, groups,
+    dilation (tile phases), partial tiles, 3D with any depth kernel, every padding
+    mode, against the oracle."""
+    rng = np.random.default_rng(seed)
+    kernel = ((kd,) if d == 3 else ()) + (3, 3)
+    spans = [(k - 1) * dilation + 1 for k in kernel]
+    # Other modes than zeros pad by less than the input's extent.
+    least = 1 if mode == "zeros" else pad + 1
+    spatial = tuple(max(least, s - 2 * pad + e) for s, e in zip(spans, extra))
+    x = rng.standard_normal((batch,) + spatial + (groups * cg,)).astype(dtype)
+    w = rng.standard_normal((groups * cog, cg) + kernel).astype(dtype)
+    b = rng.standard_normal(groups * cog).astype(dtype) if bias else None
+    kw = dict(padding=pad, dilation=dilation, groups=groups, padding_mode=mode)
+    with forcing_winograd() as calls:
+        y = numbaconv.conv(x, w, b, method="im2col", layout="channels_last", **kw)
+    assert calls == [True]  # the channels-last kernel alone
+    assert_close(first(y, d), conv_reference(first(x, d), w, b, **kw), dtype)
+
+
+def test_channels_last_winograd_keeps_the_nan_rule(rng):
+    """A NaN or an Inf in the input or the weight: the channels-last Winograd kernel
+    steps aside, and only the outputs whose receptive field holds it are non-finite."""
+    x = rng.standard_normal((1, 20, 20, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x[0, 10, 10, 3] = np.inf
+    with forcing_winograd() as calls:
+        y = numbaconv.conv2d(x, w, padding=1, method="im2col", layout="channels_last")
+        bad = np.zeros((20, 20), dtype=bool)
+        bad[9:12, 9:12] = True
+        np.testing.assert_array_equal(~np.isfinite(y[0]), bad[..., None].repeat(16, -1))
+        x[0, 10, 10, 3] = 0
+        w[2, 5, 1, 1] = np.nan
+        y = numbaconv.conv2d(x, w, padding=1, method="im2col", layout="channels_last")
+        np.testing.assert_array_equal(~np.isfinite(y[0]), np.broadcast_to(
+            np.arange(16) == 2, y[0].shape))
+    # Each call: the channels-last kernel, then the channels-first one on the
+    # transposed copies, both stepping aside.
+    assert calls == [False, False, False, False]

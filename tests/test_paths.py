@@ -1,6 +1,5 @@
 """The three paths (direct, im2col, fft), the dispatcher and its cost model."""
 
-import contextlib
 import json
 import tracemalloc
 
@@ -16,7 +15,7 @@ from numbaconv._simd import lanes
 from numbaconv._spec import conv_geometry
 from numbaconv.bench import SUITE, Case, format_table, run_suite
 from _reference import conv_reference
-from conftest import assert_close
+from conftest import assert_close, forcing_winograd
 
 METHOD_NAMES = list(_registry.METHODS)
 
@@ -302,32 +301,6 @@ def test_im2col_shifted_form(rng, xs, ws, kw, dtype):
     ) is not None
     y = numbaconv.conv(x, w, b, **kw, method="im2col")
     assert_close(y, conv_reference(x, w, b, **kw), dtype)
-
-
-@contextlib.contextmanager
-def forcing_winograd():
-    """The GEMM path takes the Winograd form wherever it can run; yields the list of
-    the form's results (False: it stepped aside for non-finite data)."""
-    calls = []
-    real_rank, real_run = _plan._gemm_rank, _im2col.conv_winograd
-
-    def rank(item, forms):
-        return (-1, 0.0) if item[0].name == "winograd" else real_rank(item, forms)
-
-    def spy(*args, **kwargs):
-        calls.append(real_run(*args, **kwargs))
-        return calls[-1]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_plan, "_gemm_rank", rank)
-        patch.setattr(_im2col, "conv_winograd", spy)
-        _plan.path_forms.cache_clear()
-        _plan._PLANS.clear()
-        try:
-            yield calls
-        finally:
-            _plan.path_forms.cache_clear()
-            _plan._PLANS.clear()
 
 
 @pytest.fixture

@@ -170,3 +170,23 @@ def test_channels_last_grouped_blocks_use_packed_fma(dtype, suffix, group):
     if "vfmadd" not in asm:
         pytest.skip("this CPU has no FMA instructions")
     assert len(re.findall(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm)) >= 16
+
+
+@pytest.mark.parametrize("dtype,suffix", [(np.float32, "ps"), (np.float64, "pd")])
+def test_channels_last_winograd_transforms_use_packed_fma(dtype, suffix):
+    """The channels-last Winograd kernel's input and output transforms work on whole
+    vectors of channels."""
+    from numbaconv._kernels import winograd_last
+    from numbaconv._simd import lanes
+    L = lanes(np.dtype(dtype).itemsize)
+    tf = np.ones(36 * 6 * L, dtype)
+    vf = np.zeros(36 * L, dtype)
+    asm = _asm(winograd_last._tile_points, tf, 0, 6 * L, vf, 0, L)
+    if "vfmadd" not in asm:
+        pytest.skip("this CPU has no FMA instructions")
+    assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"
+    offsets = np.zeros(4, np.int64)
+    asm = _asm(winograd_last._output_tile, np.ones(36 * L, dtype), 0, L,
+               np.ones(L, dtype), 0, L, np.zeros(24 * L, dtype), np.zeros(4 * L, dtype),
+               offsets, offsets, 4, 4)
+    assert re.search(rf"vfmadd\w+{suffix}\s+[^\n]*%[yz]mm", asm), "no packed FMA on ymm/zmm"

@@ -11,8 +11,8 @@ import numbaconv
 from numbaconv import _weight_cache
 from numbaconv._conv_arrays import conv_arrays
 from _reference import conv_reference
-from conftest import assert_close
-from test_paths import forcing_winograd, winograd_configurations
+from conftest import assert_close, forcing_winograd
+from test_paths import winograd_configurations
 
 # A shape whose float32 layer takes the Winograd form (checked in the first test);
 # in float64, whose vectors hold half as many channels, the register blocks take it,
@@ -160,22 +160,26 @@ def test_layer_explain_counts_the_cached_transform():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=winograd_configurations(), seed=st.integers(0, 2**31))
-def test_cached_transform_on_random_configurations(cfg, seed):
+@given(cfg=winograd_configurations(), seed=st.integers(0, 2**31),
+       layout=st.sampled_from(["channels_first", "channels_last"]))
+def test_cached_transform_on_random_configurations(cfg, seed, layout):
     """The Winograd form with a cache, over 2D/3D, groups, dilation, padding forms and
-    modes and both dtypes: the cached call equals the first, and a weight changed in
-    place gives the reference's new result."""
+    modes, both dtypes and both layouts: the cached call equals the first, and a
+    weight changed in place gives the reference's new result."""
     rng = np.random.default_rng(seed)
     c_in = 16 * cfg["groups"]
     x = rng.standard_normal((cfg["n"], c_in) + cfg["spatial"]).astype(cfg["dtype"])
+    d = len(cfg["spatial"])
+    moved = x if layout == "channels_first" else np.moveaxis(x, 1, -1)
     w = rng.standard_normal((cfg["c_out"], 16) + cfg["kernel"]).astype(cfg["dtype"])
     b = rng.standard_normal(cfg["c_out"]).astype(cfg["dtype"]) if cfg["bias"] else None
     kw = dict(padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"])
     cache = _weight_cache.WeightCache()
 
     def call():
-        return conv_arrays(x, w, b, 1, cfg["padding"], cfg["dilation"], cfg["groups"],
-                           cfg["mode"], "im2col", None, weight_cache=cache)
+        y = conv_arrays(moved, w, b, 1, cfg["padding"], cfg["dilation"], cfg["groups"],
+                        cfg["mode"], "im2col", None, layout, weight_cache=cache)
+        return y if layout == "channels_first" else np.moveaxis(y, -1, y.ndim - d - 1)
 
     with forcing_winograd() as calls:
         first, second = call(), call()
