@@ -79,16 +79,31 @@ def _run_channels_last(x, weight, bias, plan, padding_mode, out5, weight_cache):
             # Compiling in the background: meanwhile the channels-first route's own
             # fallback, which compiles nothing (its kernel would start a second job,
             # for a form this call never uses).
-            out6 = aligned_empty(plan.out6_shape, dtype)
-            _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6,
-                 fallback_only=True)
-            move_to_last(out6, out5)
+            _run_transposed(x, weight, bias, plan, padding_mode, out5, None,
+                            fallback_only=True)
             return
-    # The transposed copies' route; also where the Winograd form met a NaN or an Inf,
-    # which the channels-first call hands to another form.
-    out6 = aligned_empty(plan.out6_shape, dtype)
-    _run(moved_to_first(x, dtype), weight, bias, plan, padding_mode, out6, weight_cache)
-    move_to_last(out6, out5)
+    # Also where the Winograd form met a NaN or an Inf, which the channels-first call
+    # hands to another form.
+    _run_transposed(x, weight, bias, plan, padding_mode, out5, weight_cache)
+
+
+def _run_transposed(x, weight, bias, plan, padding_mode, out5, weight_cache,
+                    fallback_only=False):
+    """Run a channels-last plan as the channels-first call on transposed copies,
+    writing ``out5`` (arguments as :func:`_run`'s). With one input channel the two
+    layouts share their memory order, so the input is viewed, not copied; with one
+    output channel the channels-first result is written into ``out5`` itself (large
+    kernels on single-channel data: nothing copied)."""
+    if x.shape[-1] == 1:
+        x_first = x.reshape((x.shape[0], 1) + x.shape[1:-1])
+    else:
+        x_first = moved_to_first(x, plan.dtype)
+    one_out = plan.geom.out_channels == 1
+    out6 = (out5.reshape(plan.out6_shape) if one_out
+            else aligned_empty(plan.out6_shape, plan.dtype))
+    _run(x_first, weight, bias, plan, padding_mode, out6, weight_cache, fallback_only)
+    if not one_out:
+        move_to_last(out6, out5)
 
 
 def _run_in_place(x5, w5, b, out5, plan, weight_cache) -> bool:

@@ -698,3 +698,30 @@ def test_channels_last_winograd_keeps_the_nan_rule(rng):
     # Each call: the channels-last kernel, then the channels-first one on the
     # transposed copies, both stepping aside.
     assert calls == [False, False, False, False]
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("method", METHODS)
+def test_channels_last_single_channel_copies_nothing(rng, d, method, monkeypatch):
+    """With one channel in and out the layouts share their memory order: the
+    transposed route views the input and writes the output in place, with the
+    reference's result."""
+    from numbaconv import _conv_arrays
+
+    def refuse(*args):
+        raise AssertionError("transposed a single-channel array")
+
+    monkeypatch.setattr(_conv_arrays, "moved_to_first", refuse)
+    monkeypatch.setattr(_conv_arrays, "move_to_last", refuse)
+    x = rng.standard_normal((2,) + SPATIAL[d] + (1,)).astype(np.float32)
+    w = rng.standard_normal((1, 1) + (3,) * d).astype(np.float32)
+    for mode in MODES:
+        y = numbaconv.conv(x, w, np.ones(1, np.float32), padding=1, padding_mode=mode,
+                           method=method, layout="channels_last")
+        ref = conv_reference(first(x, d), w, np.ones(1), padding=1, padding_mode=mode)
+        assert_close(first(y, d), ref, np.float32)
+    # One channel in, several out: the input viewed, the output transposed.
+    monkeypatch.undo()
+    w8 = rng.standard_normal((8, 1) + (3,) * d).astype(np.float32)
+    y = numbaconv.conv(x, w8, padding=1, method=method, layout="channels_last")
+    assert_close(first(y, d), conv_reference(first(x, d), w8, padding=1), np.float32)
