@@ -71,6 +71,9 @@ FORMS = {
                            "weight", (((1, 2, 5, 5), (2, 2, 3, 3)),), 1, "flipped_weight"),
     "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
+    "depthwise_input_grad": Form("backward", "channelwise_grad", "strided depthwise "
+                                 "input gradient, phase by phase",
+                                 (((1, 2, 6, 6), (2, 1, 3, 3)),), 2, "input_grad"),
     "cl_gemm": Form("im2col", "channels_last", "channels-last rows + GEMM",
                     (((1, 5, 5, 16), (4, 16, 3, 3)),), 1, "im2col", "channels_last"),
     "cl_depthwise": Form("direct", "channels_last", "channels-last depthwise, "

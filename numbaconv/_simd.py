@@ -243,6 +243,27 @@ def _vswap_blocks(typingctx, a, b, size):
 
 
 @intrinsic
+def _vzip(typingctx, a, b):
+    """``(low, high)``: the lanes of ``a`` and ``b`` interleaved, ``a0 b0 a1 b1 ...``
+    (the inverse of ``veven``/``vodd``): two stride-2 phases written back as one run."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        count = context.get_value_type(sig.args[0]).count
+        i32 = ir.IntType(32)
+        low = [l // 2 + (count if l % 2 else 0) for l in range(count)]
+        high = [count // 2 + lane for lane in low]
+        lo = builder.shuffle_vector(args[0], args[1],
+                                    ir.Constant(ir.VectorType(i32, count), low))
+        hi = builder.shuffle_vector(args[0], args[1],
+                                    ir.Constant(ir.VectorType(i32, count), high))
+        return context.make_tuple(builder, sig.return_type, [lo, hi])
+
+    return types.UniTuple(a, 2)(a, b), codegen
+
+
+@intrinsic
 def _vadd(typingctx, a, b):
     """``a + b`` lane by lane."""
     if not (isinstance(a, Vector) and a == b):
@@ -308,6 +329,12 @@ def _vswap_blocks_py(a, b, size):
     return first, second
 
 
+def _vzip_py(a, b):
+    zipped = np.empty(2 * a.shape[0], dtype=a.dtype)
+    zipped[0::2], zipped[1::2] = a, b
+    return zipped[: a.shape[0]], zipped[a.shape[0]:]
+
+
 def _vadd_py(a, b):
     return a + b
 
@@ -330,9 +357,9 @@ if numba.config.DISABLE_JIT:
     vload, vstore, vsplat, vfma = _vload_py, _vstore_py, _vsplat_py, _vfma_py
     vload_first, vstore_first = _vload_first_py, _vstore_first_py
     veven, vodd, vswap_blocks = _veven_py, _vodd_py, _vswap_blocks_py
-    vadd, vrotate_groups = _vadd_py, _vrotate_groups_py
+    vadd, vrotate_groups, vzip = _vadd_py, _vrotate_groups_py, _vzip_py
 else:
     vload, vstore, vsplat, vfma = _vload, _vstore, _vsplat, _vfma
     vload_first, vstore_first = _vload_first, _vstore_first
     veven, vodd, vswap_blocks = _veven, _vodd, _vswap_blocks
-    vadd, vrotate_groups = _vadd, _vrotate_groups
+    vadd, vrotate_groups, vzip = _vadd, _vrotate_groups, _vzip

@@ -56,6 +56,7 @@ from ._spec import (
 __all__ = ["conv_backward", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 channelwise_weight_grad = Kernel(_grad_kernels.channelwise_weight_grad, "channelwise_grad")
+depthwise_input_grad = Kernel(_grad_kernels.depthwise_input_grad, "depthwise_input_grad")
 flip_taps = Kernel(_col2im_kernels.flip_taps, "flipped_weight")
 
 
@@ -117,6 +118,14 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
                                          dilation, groups, bias)
         except KernelNotReady:
             pass  # its kernel compiles in the background: meanwhile, the convolution
+    if (any(s > 1 for s in stride) and len(stride) < 3 and groups == c_out
+            and weight.shape[1] == 1):
+        try:
+            with fallback_allowed():
+                return _depthwise_input_grad(grad_out, weight, padded, stride, dilation,
+                                             crop, bias)
+        except KernelNotReady:
+            pass  # its kernel compiles in the background: meanwhile, the convolution
     out = grad_out.shape[2:]
     spans = [(k - 1) * dl + 1 for k, dl in zip(kernel, dilation)]
     if any(s > 1 for s in stride):
@@ -146,6 +155,31 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     if bias is not None:  # positions past the convolution's reach get the bias too
         full += bias.reshape((1, -1) + (1,) * (full.ndim - 2))
     return full
+
+
+def _depthwise_input_grad(grad_out, weight, padded, stride, dilation, crop, bias):
+    """:func:`padded_input_grad` of a strided 1D or 2D depthwise layer (one input and
+    one output channel per group) by its own kernel
+    (:func:`numbaconv._kernels.grad.depthwise_input_grad`), on the window ``crop``
+    (or the whole padded input)."""
+    n, c = grad_out.shape[:2]
+    d = len(padded)
+    window = crop or [(0, p) for p in padded]
+    dtype = grad_out.dtype
+
+    def plane(values, fill=1):  # per-axis values as (h, w): 1D as H = 1
+        return to_3d(values, d, fill)[1:]
+
+    out = np.empty((n, c) + tuple(size for _, size in window), dtype=dtype)
+    g4 = np.ascontiguousarray(grad_out).reshape((n, c) + plane(grad_out.shape[2:]))
+    w3 = np.ascontiguousarray(weight, dtype=dtype).reshape((c,) + plane(weight.shape[2:]))
+    b = np.zeros(c, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    with kernel_launch:
+        depthwise_input_grad(g4, w3, out.reshape((n, c) + plane(out.shape[2:])), b,
+                             plane(stride), plane(dilation),
+                             plane([start for start, _ in window], 0),
+                             numba.get_num_threads())
+    return out
 
 
 def flipped_weight(weight, groups):

@@ -184,3 +184,102 @@ def test_layer_backward_without_input_grad(rng, cls, kwargs):
     assert gx.shape == x.shape
     with pytest.raises(TypeError, match="input_grad=None must be True or False"):
         layer.backward(g, input_grad=None)
+
+
+@st.composite
+def strided_depthwise_layers(draw):
+    """1D and 2D depthwise layers with stride > 1 somewhere: kernels smaller and larger
+    than the stride, dilation, padding, a map narrower or wider than a vector."""
+    d = draw(st.integers(1, 2))
+    kernel = tuple(draw(st.integers(1, 5)) for _ in range(d))
+    stride = tuple(draw(st.integers(1, 4)) for _ in range(d))
+    if max(stride) == 1:
+        stride = stride[:-1] + (2,)
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(d))
+    padding = tuple(draw(st.integers(0, (k - 1) * dl)) for k, dl in zip(kernel, dilation))
+    spatial = tuple(draw(st.integers(max(1, (k - 1) * dl + 1 - 2 * p),
+                                     3 * (k - 1) * dl + 40))
+                    for k, dl, p in zip(kernel, dilation, padding))
+    return dict(d=d, c=draw(st.integers(1, 5)), kernel=kernel, stride=stride,
+                dilation=dilation, padding=padding, spatial=spatial)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=strided_depthwise_layers(), seed=st.integers(0, 2**31), dtype=st.sampled_from(
+    [np.float32, np.float64]))
+def test_strided_depthwise_input_grad_kernel(cfg, seed, dtype):
+    """The strided depthwise input gradient's own kernel (phase by phase, no zeros
+    spread): the adjoint of the oracle in float64, float32 within SPEC tolerance of it,
+    and the transposed convolution (with a bias) against the oracle's adjoint too."""
+    calls = []
+    real = gradients._depthwise_input_grad
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gradients, "_depthwise_input_grad", spy)
+        _check_strided_depthwise(cfg, seed, dtype, calls)
+
+
+def _check_strided_depthwise(cfg, seed, dtype, calls):
+    rng = np.random.default_rng(seed)
+    d, c = cfg["d"], cfg["c"]
+    x = rng.standard_normal((2, c) + cfg["spatial"])
+    w = rng.standard_normal((c, 1) + cfg["kernel"])
+    kw = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+              groups=c)
+    y = conv_reference(x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    gx64 = numbaconv.conv_backward(g, x, w, **kw, bias=False)[0]
+    assert calls and gx64.shape == x.shape
+    assert np.vdot(y, g) == pytest.approx(np.vdot(x, gx64), rel=1e-9, abs=1e-9)
+    for idx in [(0, 0) + (0,) * d, (1, c - 1) + tuple(s - 1 for s in cfg["spatial"]),
+                (0, c // 2) + tuple(s // 2 for s in cfg["spatial"])]:
+        e = np.zeros_like(x)
+        e[idx] = 1.0
+        assert gx64[idx] == pytest.approx(np.vdot(conv_reference(e, w, **kw), g),
+                                          rel=1e-9, abs=1e-9)
+    gx = numbaconv.conv_backward(g.astype(dtype), x.astype(dtype), w.astype(dtype), **kw,
+                                 bias=False)[0]
+    assert gx.dtype == dtype
+    assert_close(gx.astype(np.float64), gx64, dtype)
+    out_pad = tuple(s - ((o - 1) * st_ - 2 * p + dl * (k - 1) + 1)
+                    for s, o, st_, p, dl, k in zip(cfg["spatial"], y.shape[2:],
+                                                   cfg["stride"], cfg["padding"],
+                                                   cfg["dilation"], cfg["kernel"]))
+    if all(op < max(s, dl) for op, s, dl in zip(out_pad, cfg["stride"], cfg["dilation"])):
+        b = rng.standard_normal(c)
+        xt = TRANSPOSE[d](g, w, b, kw["stride"], kw["padding"], out_pad, c, kw["dilation"])
+        np.testing.assert_allclose(xt, gx64 + b.reshape((1, c) + (1,) * d), rtol=1e-10,
+                                   atol=1e-10)
+
+
+def test_strided_depthwise_input_grad_while_its_kernel_compiles(monkeypatch, rng):
+    """A cold kernel: the spread convolution serves the call meanwhile, with the same
+    result; a NaN in the output gradient reaches only the inputs it was computed
+    from."""
+    x = rng.standard_normal((2, 6, 21, 20)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    g = rng.standard_normal(numbaconv.output_shape(x.shape, w.shape, 2, 1)).astype(
+        np.float32)
+    warm = numbaconv.conv_backward(g, x, w, 2, 1, groups=6)[0]
+    g[1, 4, 5, 3] = np.nan
+    nan_warm = numbaconv.conv_backward(g, x, w, 2, 1, groups=6)[0]
+
+    def not_ready(*args, **kwargs):
+        raise KernelNotReady("depthwise_input_grad")
+
+    monkeypatch.setattr(gradients, "_depthwise_input_grad", not_ready)
+    nan_cold = numbaconv.conv_backward(g, x, w, 2, 1, groups=6)[0]
+    np.testing.assert_array_equal(np.isnan(nan_warm), np.isnan(nan_cold))
+    reach = np.zeros(x.shape, dtype=bool)
+    reach[1, 4, 2 * 5 - 1: 2 * 5 + 2, 2 * 3 - 1: 2 * 3 + 2] = True  # its 3x3 window
+    np.testing.assert_array_equal(np.isnan(nan_warm), reach)
+    g[1, 4, 5, 3] = 0.0
+    cold = numbaconv.conv_backward(g, x, w, 2, 1, groups=6)[0]
+    monkeypatch.undo()
+    again = numbaconv.conv_backward(g, x, w, 2, 1, groups=6)[0]
+    assert_close(cold.astype(np.float64), again.astype(np.float64), np.float32)
+    assert not np.allclose(warm, again)  # the gradient changed with g

@@ -6,7 +6,7 @@ import pytest
 from numba import literally, njit
 
 from numbaconv._simd import (VECTOR_BYTES, lanes, vadd, veven, vfma, vload, vload_first,
-                            vodd, vrotate_groups, vsplat, vstore, vstore_first,
+                            vodd, vrotate_groups, vsplat, vstore, vstore_first, vzip,
                             vswap_blocks)
 
 
@@ -86,6 +86,26 @@ def test_even_and_odd_lanes_of_two_vectors(dtype):
     _split(even, odd, x)
     np.testing.assert_array_equal(even, x[0::2])
     np.testing.assert_array_equal(odd, x[1::2])
+
+
+@njit
+def _zip(out, x):
+    L = VECTOR_BYTES // x.itemsize
+    low, high = vzip(vload(x, 0), vload(x, L))
+    vstore(out, 0, low)
+    vstore(out, L, high)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zip_interleaves_two_vectors(dtype):
+    """vzip undoes veven/vodd: the lanes of a and b alternate."""
+    L = lanes(np.dtype(dtype).itemsize)
+    x = np.arange(2 * L, dtype=dtype)
+    out = np.empty(2 * L, dtype)
+    _zip(out, x)
+    want = np.empty(2 * L, dtype)
+    want[0::2], want[1::2] = x[:L], x[L:]
+    np.testing.assert_array_equal(out, want)
 
 
 @njit
