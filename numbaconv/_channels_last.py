@@ -74,15 +74,15 @@ winograd_rows = Kernel(_winograd_kernels.winograd_rows, "cl_winograd")
 
 
 def channels_last_form(geom, method: str, form, itemsize: int) -> str:
-    """``"depthwise"``, ``"grouped"``, ``"grouped_stem"``, ``"winograd"``, ``"blocks"``,
-    ``"gemm"`` or ``"transpose"`` for a call of ``itemsize``-byte numbers whose channels-first plan
-    runs ``method`` in ``form`` (see the module docstring). A depthwise layer with
-    more than ``config.CHANNELWISE_MAX_TAPS`` taps runs the channels-first kernel's
-    register blocks on transposed copies where no four neighbouring positions have
-    their whole kernel inside the input, which the channels-last kernel's blocks need
-    (replk_dw31, a kernel as large as the map: 4.3 ms in place against 1.3 ms
-    channels-first); elsewhere it adds at most 5 taps a pass, few passes for a small
-    kernel."""
+    """``"depthwise"``, ``"winograd"``, ``"grouped"``, ``"grouped_stem"``, ``"blocks"``,
+    ``"gemm"`` or ``"transpose"`` for a call of ``itemsize``-byte numbers whose
+    channels-first plan runs ``method`` in ``form`` (see the module docstring). A
+    depthwise layer with more than ``config.CHANNELWISE_MAX_TAPS`` taps runs the
+    channels-first kernel's register blocks on transposed copies where no four
+    neighbouring positions have their whole kernel inside the input, which the
+    channels-last kernel's blocks need (replk_dw31, a kernel as large as the map: 4.3
+    ms in place against 1.3 ms channels-first); elsewhere it adds at most 5 taps a
+    pass, few passes for a small kernel."""
     if method == "direct" and geom.groups == geom.in_channels == geom.out_channels:
         if (math.prod(geom.kernel) <= config.CHANNELWISE_MAX_TAPS
                 or _four_positions_fit(geom)):

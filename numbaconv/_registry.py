@@ -71,8 +71,8 @@ FORMS = {
                            "weight", (((1, 2, 5, 5), (2, 2, 3, 3)),), 1, "flipped_weight"),
     "channelwise_grad": Form("backward", "channelwise_grad", "depthwise weight gradient",
                              (((1, 2, 5, 5), (2, 1, 3, 3)),), 2, "backward"),
-    "depthwise_input_grad": Form("backward", "channelwise_grad", "strided depthwise "
-                                 "input gradient, phase by phase",
+    "depthwise_input_grad": Form("backward", "phases", "strided depthwise input "
+                                 "gradient, phase by phase",
                                  (((1, 2, 6, 6), (2, 1, 3, 3)),), 2, "input_grad"),
     "cl_gemm": Form("im2col", "channels_last", "channels-last rows + GEMM",
                     (((1, 5, 5, 16), (4, 16, 3, 3)),), 1, "im2col", "channels_last"),
@@ -97,4 +97,4 @@ DTYPES = ("float32", "float64")
 # processes compiling different groups never write one cache index. Slowest to compile
 # first, the order ``warmup`` deals them to its workers in.
 GROUPS = ("stem", "winograd", "columns", "shifted", "channelwise", "dense",
-          "channelwise_grad", "col2im", "channels_last", "winograd_last")
+          "channelwise_grad", "col2im", "channels_last", "winograd_last", "phases")

@@ -35,6 +35,7 @@ from ._compile import Kernel, KernelNotReady, fallback_allowed
 from ._fallback import weight_grad_taps
 from ._kernels import col2im as _col2im_kernels
 from ._kernels import grad as _grad_kernels
+from ._kernels import phases as _phase_kernels
 from ._channels_last import channels_first_copy, channels_last_copy
 from ._padding import pad_input
 from .functional import conv
@@ -56,7 +57,7 @@ from ._spec import (
 __all__ = ["conv_backward", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 channelwise_weight_grad = Kernel(_grad_kernels.channelwise_weight_grad, "channelwise_grad")
-depthwise_input_grad = Kernel(_grad_kernels.depthwise_input_grad, "depthwise_input_grad")
+depthwise_input_grad = Kernel(_phase_kernels.depthwise_input_grad, "depthwise_input_grad")
 flip_taps = Kernel(_col2im_kernels.flip_taps, "flipped_weight")
 
 
@@ -160,7 +161,7 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
 def _depthwise_input_grad(grad_out, weight, padded, stride, dilation, crop, bias):
     """:func:`padded_input_grad` of a strided 1D or 2D depthwise layer (one input and
     one output channel per group) by its own kernel
-    (:func:`numbaconv._kernels.grad.depthwise_input_grad`), on the window ``crop``
+    (:func:`numbaconv._kernels.phases.depthwise_input_grad`), on the window ``crop``
     (or the whole padded input)."""
     n, c = grad_out.shape[:2]
     d = len(padded)
