@@ -104,9 +104,11 @@ def padded_input_grad(grad_out, weight, padded, stride, dilation, groups, method
     work on the padding).
 
     At stride > 1 with a few output channels per group or more, one GEMM and a scatter
-    (:mod:`numbaconv._col2im`) do it; ``method`` is then not used. Otherwise it is a
-    convolution (on the path ``method``) of the output gradient, spread out with zeros
-    at stride > 1, with the kernel flipped and its channels swapped per group.
+    (:mod:`numbaconv._col2im`) do it, and for a 1D or 2D depthwise layer a kernel that
+    sums each stride phase apart (:mod:`numbaconv._kernels.phases`); ``method`` is then
+    not used. Otherwise it is a convolution (on the path ``method``) of the output
+    gradient, spread out with zeros at stride > 1, with the kernel flipped and its
+    channels swapped per group.
     """
     n, c_out = grad_out.shape[:2]
     kernel = weight.shape[2:]
