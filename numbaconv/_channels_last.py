@@ -35,9 +35,9 @@ Which form takes a call follows the channels-first plan's choice for the same da
   depth kernel, groups, dilation): the same transforms with every step a loop over
   channels, and one GEMM per transform point on rows of ``(tiles, channels)``,
   written straight into the output
-  (:func:`numbaconv._kernels.winograd_last.winograd_rows`). Its whole call took
-  0.83-0.85x the channels-first call's time on r50_3x3_56 and b8_3x3_56, 0.69x on
-  c3d (one process, alternating calls).
+  (:func:`numbaconv._kernels.winograd_last.winograd_rows`). ``python -m numbaconv
+  bench --layout --rounds 5``: r50_3x3_56 0.76, b8_3x3_56 0.71, c3d 0.58 of the
+  channels-first call's time (0.61, 0.53, 0.45 of PyTorch channels_last's).
 - ``"transpose"``: everything else (FFT, the dense direct kernel, other grouped
   layers, channel multipliers): the channels-first call on transposed copies.
 
@@ -63,7 +63,7 @@ from ._kernels.blas import register_blas
 from ._simd import lanes
 from ._threads import kernel_launch
 from ._transpose import transpose_into
-from ._winograd import POINTS, plan_tasks, tile_pitch, transform_weight
+from ._winograd import POINTS, tile_pitch, transform_weight
 from ._workspace import aligned_empty, scratch
 
 gemm_rows = Kernel(_kernels.gemm_rows, "cl_gemm")
@@ -390,19 +390,19 @@ def conv_grouped(x5, weight, bias, out5, stride, dilation, pad):
     return out5
 
 
-def conv_winograd_last(x5, weight, bias, out5, dilation, pad, grid, transformed=None):
+def conv_winograd_last(x5, weight, bias, out5, dilation, pad, form, transformed=None):
     """Write ``out5`` ``(N, OD, OH, OW, C_out)``, the unit-stride convolution of ``x5``
     ``(N, D, H, W, C_in)`` with a ``(C_out, C_in // G, KD, 3, 3)`` ``weight`` and
     ``bias`` ``(C_out,)``, by Winograd F(4x4, 3x3) in place
-    (:func:`numbaconv._kernels.winograd_last.winograd_rows`). ``grid`` is the
-    channels-first form's tile grid (:func:`numbaconv._winograd.winograd_grid`);
-    ``transformed`` the weight's transform (a layer's, cached), else it is made here.
+    (:func:`numbaconv._kernels.winograd_last.winograd_rows`). ``form`` is the plan's
+    Winograd form (its tile grid and ``last_tables``); ``transformed`` the weight's
+    transform (a layer's, cached), else it is made here.
 
     Returns False, with ``out5`` possibly partly written, if the input or the weight
     holds a NaN or an Inf (the transforms would spread it beyond its receptive field):
     the caller then runs another form, which writes all of ``out5``."""
     register_blas()
-    n, c_out, cg = x5.shape[0], weight.shape[0], weight.shape[1]
+    c_out, cg = weight.shape[:2]
     groups = x5.shape[-1] // cg
     cog = c_out // groups
     threads = numba.get_num_threads()
@@ -412,11 +412,8 @@ def conv_winograd_last(x5, weight, bias, out5, dilation, pad, grid, transformed=
     if not transformed.finite:
         return False
     itemsize = x5.dtype.itemsize
-    # Tiles per row, without the channels-first layout's unused one.
-    tiles_per_row = grid[2] - 1
-    units, tasks = _winograd_tables(n, groups, out5.shape[1], dilation[1] * dilation[2],
-                                    (grid[0], grid[1], tiles_per_row), cg, cog, itemsize,
-                                    threads)
+    tiles_per_row = form.grid[2] - 1  # without the channels-first layout's unused one
+    units, tasks = form.last_tables
     most = int(tasks[:, 2].max())
     # The buffers hold whole vectors of channels; a tile's rows of points (and of
     # products) lie an odd number of cache lines apart.
@@ -434,10 +431,3 @@ def conv_winograd_last(x5, weight, bias, out5, dilation, pad, grid, transformed=
         return winograd_rows(x5, transformed.u, bias, out5, units, tasks, columns, points,
                              products, sums, *dilation, *pad, tiles_per_row, vpitch,
                              mpitch) == 0
-
-
-@functools.lru_cache(maxsize=64)
-def _winograd_tables(*args):
-    """:func:`numbaconv._winograd.plan_tasks`' tables for the arguments (cached: a
-    Python loop over tile rows)."""
-    return plan_tasks(*args)

@@ -113,8 +113,8 @@ def _run_in_place(x5, w5, b, out5, plan, weight_cache) -> bool:
     if plan.layout_form == "winograd":
         transformed = (None if weight_cache is None
                        else weight_cache.transformed(plan.form, w5.reshape(plan.w6_shape)))
-        return conv_winograd_last(x5, w5, b, out5, plan.dilation, plan.pad,
-                                  plan.form.grid, transformed)
+        return conv_winograd_last(x5, w5, b, out5, plan.dilation, plan.pad, plan.form,
+                                  transformed)
     run = {"gemm": conv_gemm, "depthwise": conv_depthwise, "blocks": conv_blocks,
            "grouped": conv_grouped_lanes, "grouped_stem": conv_grouped}[plan.layout_form]
     run(x5, w5, b, out5, plan.stride, plan.dilation, plan.pad)

@@ -55,6 +55,8 @@ class GemmForm(NamedTuple):
     channels: int = 0        # columns / shared: output channels per task
     nonfinite: object = None  # winograd: the form that takes data with NaN or Inf
     tables: tuple = None     # winograd: (units, tasks) of _winograd.plan_tasks
+    last_tables: tuple = None  # winograd, channels-last calls: the channels-last
+                               # kernel's (rows without the unused tile)
 
 
 def plan_tasks(n, groups, k, cog, positions, itemsize, threads, budget,

@@ -247,9 +247,10 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
             fallback = ("fft" if config.FFT_FALLBACK_ADVANTAGE * fft_estimate.seconds
                         < estimate_taps(run_geom, dtype.itemsize, constants).seconds
                         else "taps")
-        form = _with_tables(forms[method][0][0], run_geom, dtype.itemsize)
+        form = _with_tables(forms[method][0][0], run_geom, dtype.itemsize, layout)
+        # Data with NaN or Inf runs channels-first, on transposed copies.
         nonfinite_form = _with_tables(forms[nonfinite_method][0][0], run_geom,
-                                      dtype.itemsize)
+                                      dtype.itemsize, "channels_first")
     n = 1 if geom.batch is None else geom.batch
     g, c_in, c_out = geom.groups, geom.in_channels, geom.out_channels
     output_shape = geom.output_shape
@@ -278,15 +279,22 @@ def make_plan(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     )
 
 
-def _with_tables(form, geom, itemsize):
-    """A Winograd form with its unit and task tables (the other forms deal their tasks
-    in the runner, from the form's parameters)."""
+def _with_tables(form, geom, itemsize, layout):
+    """A Winograd form with its unit and task tables, and for a channels-last call
+    those of the channels-last kernel too, whose rows hold no unused tile (the other
+    forms deal their tasks in the runner, from the form's parameters)."""
     if not isinstance(form, GemmForm) or form.name != "winograd":
         return form
     n, g, cg, cog, _, _, dilation, _, _, out = problem_dims(geom)
-    return form._replace(tables=winograd_tasks(n, g, out[0], dilation[1] * dilation[2],
-                                               form.grid, cg, cog, itemsize,
-                                               form.threads))
+    phases = dilation[1] * dilation[2]
+    tables = winograd_tasks(n, g, out[0], phases, form.grid, cg, cog, itemsize,
+                            form.threads)
+    last_tables = None
+    if layout == "channels_last":
+        dp, th, tw1 = form.grid
+        last_tables = winograd_tasks(n, g, out[0], phases, (dp, th, tw1 - 1), cg, cog,
+                                     itemsize, form.threads)
+    return form._replace(tables=tables, last_tables=last_tables)
 
 
 _PLANS: dict = {}
